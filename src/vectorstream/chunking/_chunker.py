@@ -1,0 +1,256 @@
+"""The chunkers: one class per splitter over a shared section loop that emits exact chunks."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Iterator
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+import tokenizers
+
+from ..errors import ChunkingError, VectorstreamError
+from ..types import Chunk, Section
+from . import _markdown
+from ._options import SEMANTIC_PERCENTILE, ChunkOptions
+from ._sentences import split_sentences
+from ._spans import Span, fit, pack, pack_with_overlap, strip, windows
+from ._tokens import SectionTokens, cuts_are_context_free
+
+log = logging.getLogger("vectorstream.chunking")
+
+# No chunk is longer than this many characters per token of the limit. Tokenizers map a very long
+# "word" (1 MB without spaces or punctuation) to one unknown token; without a character cap that
+# would be a 1 MB chunk whose vector says nothing.
+MAX_CHARS_PER_TOKEN = 32
+# Sentences sent to `embed` at once by the semantic splitter (bounds its memory on long sections).
+EMBED_BATCH = 256
+
+Embed = Callable[[list[str]], np.ndarray]
+# A span with the headings found inside the section text above it (markdown only).
+_Piece = tuple[int, int, tuple[str, ...]]
+
+
+@runtime_checkable
+class Chunker(Protocol):
+    """Turns the sections of one source into chunks, streaming."""
+
+    def chunk(self, sections: Iterable[Section]) -> Iterator[Chunk]: ...
+
+
+class _BaseChunker:
+    """The section loop: spans from the splitter, then exact token counts and the limits enforced."""
+
+    def __init__(
+        self,
+        options: ChunkOptions,
+        tokenizer: tokenizers.Tokenizer,
+        limit: int,
+        embed: Embed | None = None,
+    ) -> None:
+        self.options = options
+        self.tokenizer = tokenizer
+        self.limit = limit
+        self.overlap = options.overlap
+        self.max_chars = limit * MAX_CHARS_PER_TOKEN
+        self.embed = embed
+        # Whether a span cut at word boundaries keeps the section's tokens (then no re-tokenizing).
+        self.context_free = cuts_are_context_free(tokenizer)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(limit={self.limit}, options={self.options!r})"
+
+    def _spans(self, st: SectionTokens, section: Section) -> list[_Piece]:
+        raise ChunkingError(f"{type(self).__name__} has no splitter")  # subclasses override
+
+    def chunk(self, sections: Iterable[Section]) -> Iterator[Chunk]:
+        index = 0
+        source: str | None = None
+        for section in sections:
+            if source is None:
+                source = section.source
+            elif section.source != source:
+                raise ChunkingError(
+                    f"a chunker call takes the sections of one source; got {source!r} "
+                    f"and then {section.source!r}"
+                )
+            text = section.text
+            if not text or text.isspace():
+                continue  # image sections and blank pages have nothing to chunk
+            st = SectionTokens.encode(self.tokenizer, text)
+            for start, end, n_tokens, extra in self._exact(st, self._spans(st, section)):
+                yield Chunk(
+                    text=text[start:end],
+                    source=section.source,
+                    chunk_index=index,
+                    start=start,
+                    end=end,
+                    section_index=section.index,
+                    page=section.page,
+                    headings=section.headings + extra,
+                    metadata=section.metadata,
+                    n_tokens=n_tokens,
+                )
+                index += 1
+
+    # -- exact counts and limits -------------------------------------------------------------
+
+    def _exact(
+        self, st: SectionTokens, pieces: list[_Piece]
+    ) -> list[tuple[int, int, int, tuple[str, ...]]]:
+        """Each piece with its true token count; pieces over a limit are cut again.
+
+        A piece cut at word boundaries of a context-free tokenizer has exactly the tokens of its
+        span; the others are re-tokenized in one batch.
+        """
+        counts: list[int | None] = []
+        unsure: list[int] = []
+        for i, (s, e, _) in enumerate(pieces):
+            if self.context_free and st.clean_cut(s) and st.clean_cut(e):
+                counts.append(st.count(s, e))
+            else:
+                counts.append(None)
+                unsure.append(i)
+        if unsure:
+            texts = [st.text[pieces[i][0] : pieces[i][1]] for i in unsure]
+            encodings = self.tokenizer.encode_batch(texts, add_special_tokens=False)
+            for i, encoding in zip(unsure, encodings, strict=True):
+                counts[i] = len(encoding.ids)
+        out: list[tuple[int, int, int, tuple[str, ...]]] = []
+        for (s, e, extra), n in zip(pieces, counts, strict=True):
+            assert n is not None
+            if n <= self.limit and e - s <= self.max_chars:
+                out.append((s, e, n, extra))
+            else:
+                out.extend((a, b, m, extra) for a, b, m in self._repair(st.text, s, e))
+        return out
+
+    def _repair(self, text: str, start: int, end: int) -> list[tuple[int, int, int]]:
+        """Cut ``text[start:end]`` until every part is within the token and character limits."""
+        sub = SectionTokens.encode(self.tokenizer, text[start:end])
+        n = len(sub)
+        if n <= self.limit and end - start <= self.max_chars:
+            return [(start, end, n)]
+        if n > self.limit:
+            parts = windows(sub, 0, end - start, self.limit)
+        elif n >= 2:
+            parts = windows(sub, 0, end - start, (n + 1) // 2)
+        else:
+            parts = []
+        if len(parts) < 2:
+            # One token over the character cap (an unknown "word"): cut by characters.
+            step = max(1, min(self.max_chars, (end - start + 1) // 2))
+            parts = [
+                strip(sub.text, a, min(a + step, end - start)) for a in range(0, end - start, step)
+            ]
+            parts = [p for p in parts if p[0] < p[1]]
+        if len(parts) < 2 and end - start <= 1:
+            log.warning("one character exceeds the chunk limit of %d tokens", self.limit)
+            return [(start, end, n)]
+        out: list[tuple[int, int, int]] = []
+        for a, b in parts:
+            out.extend(self._repair(text, start + a, start + b))
+        log.debug("re-cut a piece of %d characters into %d chunks", end - start, len(out))
+        return out
+
+
+class TokenChunker(_BaseChunker):
+    """Windows of ``limit`` tokens with ``overlap`` tokens shared, ends snapped to word breaks."""
+
+    def _spans(self, st: SectionTokens, section: Section) -> list[_Piece]:
+        return [(s, e, ()) for s, e in windows(st, 0, len(st.text), self.limit, self.overlap)]
+
+
+class SentenceChunker(_BaseChunker):
+    """Consecutive sentences packed up to the limit; whole sentences carried as overlap."""
+
+    def _spans(self, st: SectionTokens, section: Section) -> list[_Piece]:
+        sentences = split_sentences(st.text)
+        spans = pack_with_overlap(st, sentences, self.limit, self.overlap)
+        return [(s, e, ()) for s, e in spans]
+
+
+class MarkdownChunker(_BaseChunker):
+    """Recursive: heading blocks, then paragraphs, then sentences, then token windows; small
+    neighbours within one heading block are packed together. Headings inside the section text
+    extend the section's heading path."""
+
+    def _spans(self, st: SectionTokens, section: Section) -> list[_Piece]:
+        text = st.text
+        base = section.headings
+        out: list[_Piece] = []
+        stack: list[tuple[int, str]] = []
+        pieces: list[Span] = []
+
+        def flush() -> None:
+            path = tuple(title for _, title in stack)
+            out.extend((s, e, path) for s, e in pack(st, pieces, self.limit))
+            pieces.clear()
+
+        for block in _markdown.blocks(text):
+            if block.level:
+                flush()
+                while stack and stack[-1][0] >= block.level:
+                    stack.pop()
+                # A section whose text repeats its own heading line must not list it twice.
+                if stack or not base or block.title != base[-1]:
+                    stack.append((block.level, block.title))
+            pieces.extend(fit(st, block.start, block.end, self.limit))
+        flush()
+        return out
+
+
+class SemanticChunker(_BaseChunker):
+    """Sentences grouped where adjacent sentences stay similar, each group packed to the limit."""
+
+    def _spans(self, st: SectionTokens, section: Section) -> list[_Piece]:
+        pieces = self._sentence_pieces(st)
+        if len(pieces) < 2:
+            return [(s, e, ()) for s, e in pieces]
+        sims = self._similarities([st.text[s:e] for s, e in pieces])
+        threshold = self.options.semantic_threshold
+        if threshold is None:
+            threshold = float(np.percentile(sims, SEMANTIC_PERCENTILE))
+        out: list[_Piece] = []
+        group: list[Span] = [pieces[0]]
+        for piece, sim in zip(pieces[1:], sims, strict=True):
+            if sim < threshold:
+                out.extend((s, e, ()) for s, e in pack(st, group, self.limit))
+                group = []
+            group.append(piece)
+        out.extend((s, e, ()) for s, e in pack(st, group, self.limit))
+        return out
+
+    def _sentence_pieces(self, st: SectionTokens) -> list[Span]:
+        pieces: list[Span] = []
+        for s, e in split_sentences(st.text):
+            if st.count(s, e) <= self.limit:
+                pieces.append((s, e))
+            else:
+                pieces.extend(windows(st, s, e, self.limit))
+        return pieces
+
+    def _similarities(self, texts: list[str]) -> np.ndarray:
+        """Cosine similarity of each sentence with the next (``len(texts) - 1`` values)."""
+        assert self.embed is not None
+        rows: list[np.ndarray] = []
+        for i in range(0, len(texts), EMBED_BATCH):
+            batch = texts[i : i + EMBED_BATCH]
+            try:
+                vectors = np.asarray(self.embed(batch), dtype=np.float64)
+            except VectorstreamError:
+                raise
+            except Exception as exc:
+                raise ChunkingError(
+                    f"the semantic splitter's embed function failed: {exc}"
+                ) from exc
+            if vectors.ndim != 2 or vectors.shape[0] != len(batch):
+                raise ChunkingError(
+                    f"embed must return one vector per sentence: {len(batch)} sentences gave "
+                    f"an array of shape {vectors.shape}"
+                )
+            rows.append(vectors)
+        matrix = np.concatenate(rows)
+        norms = np.linalg.norm(matrix, axis=1, keepdims=True)
+        unit = matrix / np.where(norms == 0.0, 1.0, norms)
+        return np.einsum("ij,ij->i", unit[:-1], unit[1:])

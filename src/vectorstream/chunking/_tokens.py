@@ -1,0 +1,135 @@
+"""The model tokenizer as the chunkers see it: token spans of a section, counted by position.
+
+A section is tokenized once; every candidate piece is then counted by binary search over the
+token start offsets, so packing sentences or paragraphs never re-tokenizes text.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from bisect import bisect_left
+from dataclasses import dataclass
+from pathlib import Path
+
+import tokenizers
+
+from ..errors import ChunkingError, ModelError
+
+log = logging.getLogger("vectorstream.chunking")
+
+# Tokenizer parts under which a cut between two pre-tokenized words leaves both words' tokens
+# unchanged: the word-piece model sees one word at a time, these pre-tokenizers split at
+# whitespace and punctuation only, and these normalizers work character by character. With them,
+# a chunk cut at word boundaries has exactly the tokens of its span in the section encoding.
+_CONTEXT_FREE_MODELS = frozenset({"WordPiece"})
+_CONTEXT_FREE_PRE_TOKENIZERS = frozenset({"BertPreTokenizer", "Whitespace", "WhitespaceSplit"})
+_CONTEXT_FREE_NORMALIZERS = frozenset(
+    {"BertNormalizer", "Lowercase", "NFC", "NFD", "NFKC", "NFKD", "StripAccents", "Strip"}
+)
+
+
+def load_tokenizer(path: str | os.PathLike[str]) -> tokenizers.Tokenizer:
+    """Load a ``tokenizer.json`` (or the one in a model folder) with truncation and padding off."""
+    file = Path(path)
+    if file.is_dir():
+        file = file / "tokenizer.json"
+    try:
+        tokenizer = tokenizers.Tokenizer.from_file(str(file))
+    except Exception as exc:  # the Rust side raises plain Exception subclasses
+        raise ModelError(f"cannot load tokenizer from {file}: {exc}") from exc
+    tokenizer.no_truncation()
+    tokenizer.no_padding()
+    return tokenizer
+
+
+def private_copy(tokenizer: tokenizers.Tokenizer) -> tokenizers.Tokenizer:
+    """A copy of ``tokenizer`` without truncation or padding, leaving the caller's one untouched."""
+    try:
+        copy = tokenizers.Tokenizer.from_str(tokenizer.to_str())
+    except Exception as exc:
+        raise ChunkingError(f"cannot copy the tokenizer: {exc}") from exc
+    copy.no_truncation()
+    copy.no_padding()
+    return copy
+
+
+def _component_types(node: object) -> list[str]:
+    # Sequence normalizers / pre-tokenizers nest their parts under "normalizers"/"pretokenizers".
+    if not isinstance(node, dict):
+        return []
+    kind = node.get("type")
+    parts = node.get("normalizers") or node.get("pretokenizers")
+    if kind == "Sequence" and isinstance(parts, list):
+        return [t for part in parts for t in _component_types(part)]
+    return [str(kind)]
+
+
+def cuts_are_context_free(tokenizer: tokenizers.Tokenizer) -> bool:
+    """Whether re-tokenizing a span cut at word boundaries reproduces the section's tokens."""
+    try:
+        spec = json.loads(tokenizer.to_str())
+    except (ValueError, TypeError):
+        return False
+    model = (spec.get("model") or {}).get("type")
+    pre = _component_types(spec.get("pre_tokenizer"))
+    norm = _component_types(spec.get("normalizer")) if spec.get("normalizer") else []
+    return (
+        model in _CONTEXT_FREE_MODELS
+        and bool(pre)
+        and all(p in _CONTEXT_FREE_PRE_TOKENIZERS for p in pre)
+        and all(n in _CONTEXT_FREE_NORMALIZERS for n in norm)
+    )
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class SectionTokens:
+    """Token character spans of one text, with helpers to count and to find good cuts.
+
+    ``starts``/``ends`` are character offsets; ``word_start[i]`` says token ``i`` begins a new
+    pre-tokenizer word (so a cut before it does not split a word).
+    """
+
+    text: str
+    starts: list[int]
+    ends: list[int]
+    word_start: list[bool]
+
+    @classmethod
+    def encode(cls, tokenizer: tokenizers.Tokenizer, text: str) -> SectionTokens:
+        return cls.from_encoding(text, tokenizer.encode(text, add_special_tokens=False))
+
+    @classmethod
+    def from_encoding(cls, text: str, encoding: tokenizers.Encoding) -> SectionTokens:
+        offsets = encoding.offsets
+        starts = [a for a, _ in offsets]
+        ends = [b for _, b in offsets]
+        words = encoding.word_ids
+        word_start = [True] * len(starts)
+        for i in range(1, len(words)):
+            # Tokens of one word share its id; a token without a word id stands alone.
+            word_start[i] = words[i] is None or words[i] != words[i - 1]
+        return cls(text, starts, ends, word_start)
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+    def index_at(self, pos: int) -> int:
+        """Index of the first token starting at or after character ``pos``."""
+        return bisect_left(self.starts, pos)
+
+    def count(self, start: int, end: int) -> int:
+        """Number of tokens starting inside ``text[start:end]``."""
+        return bisect_left(self.starts, end) - bisect_left(self.starts, start)
+
+    def clean_cut(self, pos: int) -> bool:
+        """Whether a cut at character ``pos`` falls between two words (or at an end)."""
+        i = bisect_left(self.starts, pos)
+        if i == 0 or i == len(self.starts):
+            return i == 0 or self.ends[i - 1] <= pos
+        return self.ends[i - 1] <= pos and self.word_start[i]
+
+    def gap_before(self, i: int) -> str:
+        """The characters between token ``i - 1`` and token ``i`` (whitespace, usually)."""
+        return self.text[self.ends[i - 1] : self.starts[i]]
