@@ -1,1 +1,198 @@
-"""models"""
+"""Embedding models: resolve offline, run on ONNX Runtime (default) or torch, match the reference.
+
+    load_model(spec) ─▶ resolve (local / HF cache / package / hub) ─▶ read the folder
+                     ─▶ pick a graph (folder's onnx/, cache, or export one now) ─▶ Embedder
+
+The heavy imports (onnxruntime, torch) happen inside ``load_model``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..config import load_settings
+from ..errors import ConfigError, ModelError
+from ._backends import Backend, OnnxBackend, TorchBackend, torch_available
+from ._catalog import CATALOG, Catalog, CatalogEntry
+from ._checkset import check_texts
+from ._embedder import DEFAULT_TOKEN_BUDGET, Embedder, token_budget_batches
+from ._export import FP32_NAME, export_dir, export_fp32
+from ._folder import ModelFolder, read_folder, weights_identity
+from ._gate import MIN_COSINE, MIN_MEAN_COSINE, GateReport, cosine_rows, ensure_int8
+from ._pooling import PRECISIONS
+from ._resolve import ResolvedModel, hf_hub_cache, hub_offline, resolve
+from ._threads import available_cores
+
+log = logging.getLogger("vectorstream.models")
+
+BACKENDS: tuple[str, ...] = ("onnx", "torch")
+
+
+@dataclass(frozen=True, slots=True)
+class ExportResult:
+    """Where ``export_model`` left the graphs, and the int8 gate's figures when quantised."""
+
+    model_id: str
+    fp32_path: Path
+    int8_path: Path | None = None
+    gate: GateReport | None = None
+
+
+def _cache_dir(cache_dir: str | os.PathLike[str] | None) -> Path:
+    return Path(os.path.expanduser(cache_dir)) if cache_dir else load_settings().cache_path
+
+
+def _fp32_graph(
+    resolved: ResolvedModel, folder: ModelFolder, identity: str, cache: Path, *, export: bool
+) -> Path | None:
+    """The fp32 graph to run: the folder's own, one exported earlier, or (``export``) a new one."""
+    if folder.onnx_path is not None:
+        return folder.onnx_path
+    cached = export_dir(cache, resolved.model_id, identity) / FP32_NAME
+    if cached.is_file():
+        return cached
+    if not export:
+        return None
+    return export_fp32(folder, cached)
+
+
+def resolve_model(spec: str | os.PathLike[str] | None = None) -> ResolvedModel:
+    """Where ``spec`` (default: the configured model) is found, without loading it."""
+    return resolve(spec if spec is not None else load_settings().model)
+
+
+def load_model(
+    spec: str | os.PathLike[str] | None = None,
+    backend: str | None = None,
+    quantized: bool = False,
+    *,
+    normalize: bool | None = None,
+    dimensions: int | None = None,
+    precision: str = "float32",
+    threads: int | None = None,
+    token_budget: int = DEFAULT_TOKEN_BUDGET,
+    cache_dir: str | os.PathLike[str] | None = None,
+) -> Embedder:
+    """Load an embedding model, ready to ``embed``.
+
+    ``spec``: a folder, a hub id, or a catalogue alias (default: the configured model).
+    ``backend``: "onnx", "torch" or None (ONNX whenever a graph exists or can be exported).
+    ``quantized``: run the gated int8 graph (ONNX only). ``normalize``: None follows the model.
+    ``dimensions``: Matryoshka truncation (renormalised when normalising). ``precision``: float32,
+    float16, int8 or binary (packed bits). ``threads``: inference threads (None: the cores this
+    process may use, or ``VECTORSTREAM_THREADS``).
+    """
+    settings = load_settings()
+    chosen = backend.strip().lower() if backend else settings.backend
+    if chosen not in (None, *BACKENDS):
+        raise ConfigError(f"backend must be one of {BACKENDS} or None, got {backend!r}")
+    if precision not in PRECISIONS:
+        raise ConfigError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if quantized and chosen == "torch":
+        raise ConfigError("quantized=True runs the int8 ONNX graph; it needs backend 'onnx'")
+    threads = threads if threads is not None else (settings.threads or None)
+    cache = _cache_dir(cache_dir or settings.cache_dir)
+
+    resolved = resolve(spec if spec is not None else settings.model)
+    folder = read_folder(resolved.path)
+    identity = weights_identity(folder)
+    can_export = torch_available()
+
+    impl: Backend
+    if chosen == "torch":
+        impl = TorchBackend(folder.transformer_path, threads)
+    else:
+        graph: Path | None
+        try:
+            graph = _fp32_graph(resolved, folder, identity, cache, export=can_export)
+        except ModelError as exc:
+            if chosen == "onnx" or quantized:
+                raise
+            # Automatic mode: a failed export must not stop the user; torch still works.
+            log.warning("ONNX export failed (%s); using the torch backend", exc)
+            graph = None
+        if graph is None and (chosen == "onnx" or quantized):
+            raise ModelError(
+                f"{resolved.model_id} has no ONNX graph (looked in {folder.path / 'onnx'} and "
+                f"{export_dir(cache, resolved.model_id, identity)}) and torch is not installed "
+                "to export one: pip install 'vectorstream[torch]'"
+            )
+        if graph is None:
+            impl = TorchBackend(folder.transformer_path, threads)
+        elif quantized:
+            directory = export_dir(cache, resolved.model_id, identity)
+            int8, report = ensure_int8(resolved.model_id, folder, graph, directory, threads=threads)
+            log.info("%s", report.describe())
+            impl = OnnxBackend(int8, threads)
+        else:
+            impl = OnnxBackend(graph, threads)
+    embedder = Embedder(
+        model_id=resolved.model_id,
+        folder=folder,
+        backend=impl,
+        identity=identity,
+        quantized=quantized,
+        normalize=normalize,
+        dimensions=dimensions,
+        precision=precision,
+        token_budget=token_budget,
+    )
+    log.info("loaded %r from %s (%s)", embedder, resolved.path, resolved.origin)
+    return embedder
+
+
+def export_model(
+    spec: str | os.PathLike[str] | None = None,
+    *,
+    int8: bool = False,
+    force: bool = False,
+    cache_dir: str | os.PathLike[str] | None = None,
+    threads: int | None = None,
+) -> ExportResult:
+    """Export ``spec`` to ONNX in the cache (and, with ``int8``, quantise behind the gate).
+
+    A folder that ships ``onnx/model.onnx`` is not re-exported: its graph is the fp32 source.
+    ``force`` keeps an int8 graph that failed the gate (the report says so).
+    """
+    resolved = resolve(spec if spec is not None else load_settings().model)
+    folder = read_folder(resolved.path)
+    identity = weights_identity(folder)
+    cache = _cache_dir(cache_dir)
+    fp32 = _fp32_graph(resolved, folder, identity, cache, export=True)
+    assert fp32 is not None  # export=True either returns a path or raises
+    if not int8:
+        return ExportResult(resolved.model_id, fp32)
+    directory = export_dir(cache, resolved.model_id, identity)
+    int8_path, report = ensure_int8(
+        resolved.model_id, folder, fp32, directory, force=force, threads=threads
+    )
+    return ExportResult(resolved.model_id, fp32, int8_path, report)
+
+
+__all__ = [
+    "BACKENDS",
+    "CATALOG",
+    "MIN_COSINE",
+    "MIN_MEAN_COSINE",
+    "PRECISIONS",
+    "Catalog",
+    "CatalogEntry",
+    "Embedder",
+    "ExportResult",
+    "GateReport",
+    "ModelFolder",
+    "ResolvedModel",
+    "available_cores",
+    "check_texts",
+    "cosine_rows",
+    "export_model",
+    "hf_hub_cache",
+    "hub_offline",
+    "load_model",
+    "read_folder",
+    "resolve_model",
+    "token_budget_batches",
+]

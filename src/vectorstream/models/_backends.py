@@ -1,0 +1,159 @@
+"""Inference backends: token ids in, token states (batch, seq, hidden) out.
+
+Pooling and everything after it live in ``_pooling`` and are shared, so the backends differ only in
+the engine that computes token states. Both are safe to call from several threads at once: ONNX
+Runtime's ``InferenceSession.run`` and a torch module in inference mode hold no per-call state.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from ..errors import MissingDependencyError, ModelError
+from ._threads import available_cores
+
+log = logging.getLogger("vectorstream.models.backends")
+
+
+class Backend(Protocol):
+    name: str
+    device: str
+
+    def run(
+        self, input_ids: np.ndarray, attention_mask: np.ndarray, token_type_ids: np.ndarray
+    ) -> np.ndarray: ...
+
+
+class OnnxBackend:
+    """ONNX Runtime on CPU with a deliberate thread setup.
+
+    Intra-op threads = the cores this process may use (or ``threads``); inter-op 1, because a
+    transformer graph is a chain; spinning off, so threads waiting between batches do not burn the
+    cores that parsing and chunking need.
+    """
+
+    name = "onnx"
+    device = "cpu"
+
+    def __init__(self, path: Path, threads: int | None = None) -> None:
+        try:
+            import onnxruntime as ort
+        except ImportError as exc:  # a core dependency, so no extra to name
+            raise ModelError("onnxruntime is not installed: pip install onnxruntime") from exc
+        self.path = path
+        self.threads = threads if threads and threads > 0 else available_cores()
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = self.threads
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options.add_session_config_entry("session.inter_op.allow_spinning", "0")
+        options.log_severity_level = 3  # ORT's own warnings go to stderr, not our logs
+        try:
+            self._session = ort.InferenceSession(
+                str(path), sess_options=options, providers=["CPUExecutionProvider"]
+            )
+        except Exception as exc:  # ORT raises its own pybind classes for every failure
+            raise ModelError(f"cannot load ONNX graph {path}: {exc}") from exc
+        self._inputs = {i.name for i in self._session.get_inputs()}
+        missing = {"input_ids", "attention_mask"} - self._inputs
+        if missing:
+            raise ModelError(f"ONNX graph {path} lacks inputs {sorted(missing)}")
+        outputs = self._session.get_outputs()
+        if len(outputs[0].shape) != 3:
+            raise ModelError(
+                f"ONNX graph {path}: first output {outputs[0].name!r} must be token states "
+                f"(batch, sequence, hidden), got shape {outputs[0].shape}"
+            )
+        self._output = outputs[0].name
+        log.debug("ONNX session on %s with %d threads", path, self.threads)
+
+    def run(
+        self, input_ids: np.ndarray, attention_mask: np.ndarray, token_type_ids: np.ndarray
+    ) -> np.ndarray:
+        feed = {"input_ids": input_ids, "attention_mask": attention_mask}
+        if "token_type_ids" in self._inputs:
+            feed["token_type_ids"] = token_type_ids
+        try:
+            (states,) = self._session.run([self._output], feed)
+        except Exception as exc:
+            raise ModelError(f"ONNX Runtime failed on {self.path}: {exc}") from exc
+        return np.asarray(states)
+
+
+class TorchBackend:
+    """transformers' AutoModel under ``torch.inference_mode``; CUDA when available."""
+
+    name = "torch"
+
+    def __init__(self, folder: Path, threads: int | None = None, device: str | None = None) -> None:
+        try:
+            import torch
+            from transformers import AutoModel
+        except ImportError as exc:
+            raise MissingDependencyError("torch", "torch") from exc
+        self._torch = torch
+        if threads and threads > 0:
+            # Process-wide in torch; only touched when the caller asked for a number.
+            torch.set_num_threads(threads)
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        try:
+            with quiet_transformers():
+                model: Any = AutoModel.from_pretrained(str(folder))
+        except Exception as exc:  # transformers raises OSError/ValueError/... for bad folders
+            raise ModelError(f"transformers cannot load {folder}: {exc}") from exc
+        self._model = model.to(self.device).eval()
+        self._accepts_types = "token_type_ids" in self._model.forward.__code__.co_varnames
+
+    def run(
+        self, input_ids: np.ndarray, attention_mask: np.ndarray, token_type_ids: np.ndarray
+    ) -> np.ndarray:
+        torch = self._torch
+        kwargs = {
+            "input_ids": torch.from_numpy(input_ids).to(self.device),
+            "attention_mask": torch.from_numpy(attention_mask).to(self.device),
+        }
+        if self._accepts_types:
+            kwargs["token_type_ids"] = torch.from_numpy(token_type_ids).to(self.device)
+        try:
+            with torch.inference_mode():
+                out = self._model(**kwargs)
+        except RuntimeError as exc:
+            raise ModelError(f"torch forward pass failed: {exc}") from exc
+        return out[0].float().cpu().numpy()
+
+
+@contextlib.contextmanager
+def quiet_transformers() -> Iterator[None]:
+    """Silence transformers' weight-loading progress bar: the library never prints."""
+    try:
+        from transformers.utils import logging as hf_logging
+    except ImportError:
+        yield
+        return
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
+
+
+def torch_available() -> bool:
+    import importlib.util
+
+    return (
+        importlib.util.find_spec("torch") is not None
+        and importlib.util.find_spec("transformers") is not None
+    )
+
+
+__all__ = ["Backend", "OnnxBackend", "TorchBackend", "quiet_transformers", "torch_available"]

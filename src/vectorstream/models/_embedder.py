@@ -1,0 +1,225 @@
+"""The Embedder: tokenise, batch by token budget, run a backend, pool, post-process."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+import tokenizers
+
+from ..errors import ModelError
+from ._backends import Backend
+from ._folder import ModelFolder
+from ._pooling import PRECISIONS, l2_normalize, output_dtype, pool, to_precision
+
+log = logging.getLogger("vectorstream.models.embedder")
+
+DEFAULT_TOKEN_BUDGET = 8192  # padded tokens per forward pass: 32 full MiniLM windows
+MAX_BATCH = 256  # caps a batch of very short texts (memory of the attention scores)
+
+
+def _load_tokenizer(path: Path) -> tokenizers.Tokenizer:
+    try:
+        return tokenizers.Tokenizer.from_file(str(path))
+    except Exception as exc:  # tokenizers raises a bare Exception for bad files
+        raise ModelError(f"cannot load tokenizer {path}: {exc}") from exc
+
+
+def token_budget_batches(
+    lengths: Sequence[int], budget: int, max_batch: int = MAX_BATCH
+) -> Iterator[list[int]]:
+    """Indices sorted longest first, cut into batches whose padded size stays within ``budget``.
+
+    Sorting makes neighbours similar in length, so padding to the longest in a batch wastes little.
+    A single input longer than the budget still forms a batch of its own.
+    """
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i], reverse=True)
+    batch: list[int] = []
+    width = 0
+    for i in order:
+        if batch and ((len(batch) + 1) * width > budget or len(batch) >= max_batch):
+            yield batch
+            batch = []
+        if not batch:
+            width = max(lengths[i], 1)
+        batch.append(i)
+    if batch:
+        yield batch
+
+
+class Embedder:
+    """A loaded dense text-embedding model. Safe to call from several threads at once.
+
+    Build it with :func:`vectorstream.models.load_model`.
+    """
+
+    def __init__(
+        self,
+        *,
+        model_id: str,
+        folder: ModelFolder,
+        backend: Backend,
+        identity: str,
+        quantized: bool = False,
+        normalize: bool | None = None,
+        dimensions: int | None = None,
+        precision: str = "float32",
+        token_budget: int = DEFAULT_TOKEN_BUDGET,
+    ) -> None:
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        full_dim = folder.dim
+        if dimensions is not None and not 0 < dimensions <= full_dim:
+            raise ValueError(f"dimensions must be in 1..{full_dim}, got {dimensions}")
+        if token_budget < 1:
+            raise ValueError(f"token_budget must be positive, got {token_budget}")
+        self.model_id = model_id
+        self.folder = folder
+        self.path = folder.path
+        self.backend_impl = backend
+        self.backend: str = backend.name
+        self.quantized = quantized
+        self.normalize: bool = folder.normalize if normalize is None else normalize
+        self.full_dim = full_dim
+        self.dim: int = dimensions or full_dim
+        self.precision = precision
+        self.max_tokens: int = folder.max_tokens
+        self.token_budget = token_budget
+        self.kind = "dense"
+        self.fingerprint: str = (
+            f"{model_id}@{identity[:16]}"
+            f";quantized={int(quantized)};dim={self.dim};normalize={int(self.normalize)}"
+            f";precision={precision}"
+        )
+
+        self.tokenizer_path: Path = folder.tokenizer_path
+        base = _load_tokenizer(folder.tokenizer_path)
+        # The packaged tokenizer.json may carry its own truncation (128 for MiniLM) and padding;
+        # the model's real limit is sentence-transformers' max_seq_length, and we pad ourselves.
+        base.no_padding()
+        base.no_truncation()
+        self.tokenizer: tokenizers.Tokenizer = base
+        self._encoder = _load_tokenizer(folder.tokenizer_path)
+        self._encoder.no_padding()
+        self._encoder.enable_truncation(max_length=self.max_tokens)
+        self.num_special_tokens: int = base.num_special_tokens_to_add(False)
+        self._pad_id = self._pad_token_id(base)
+
+        self._lock = threading.Lock()
+        self.truncated_inputs = 0  # texts cut to max_tokens since load (all threads)
+        self.embedded_inputs = 0
+
+    @staticmethod
+    def _pad_token_id(tok: tokenizers.Tokenizer) -> int:
+        for name in ("[PAD]", "<pad>", "<|endoftext|>"):
+            token_id = tok.token_to_id(name)
+            if token_id is not None:
+                return token_id
+        return 0
+
+    def __repr__(self) -> str:
+        return (
+            f"Embedder({self.model_id!r}, backend={self.backend!r}, dim={self.dim}, "
+            f"max_tokens={self.max_tokens}, quantized={self.quantized}, precision={self.precision!r})"
+        )
+
+    # -- tokenising -------------------------------------------------------------------------
+
+    @staticmethod
+    def _check_texts(texts: Sequence[object]) -> list[str]:
+        for i, text in enumerate(texts):
+            if not isinstance(text, str):
+                raise TypeError(f"input {i} is {type(text).__name__}, not str")
+        return list(texts)  # type: ignore[arg-type]
+
+    def _prepare(self, text: str) -> str:
+        # sentence-transformers strips every input (and lowercases when its config says so);
+        # doing the same keeps whitespace-sensitive tokenizers identical to the reference.
+        text = text.strip()
+        return text.lower() if self.folder.do_lower_case else text
+
+    def tokenize(self, texts: Sequence[str]) -> list[tokenizers.Encoding]:
+        """Encode for the model: special tokens added, truncated to ``max_tokens`` and counted.
+
+        Texts are stripped like sentence-transformers does, so offsets refer to ``text.strip()``;
+        use ``embedder.tokenizer`` for offsets into the original text.
+        """
+        items = self._check_texts(texts)
+        if not items:
+            return []
+        encodings = self._encoder.encode_batch([self._prepare(t) for t in items])
+        truncated = sum(1 for e in encodings if e.overflowing)
+        if truncated:
+            with self._lock:
+                self.truncated_inputs += truncated
+                total = self.truncated_inputs
+            log.warning(
+                "%d of %d inputs exceed %d tokens and were truncated (%d since load)",
+                truncated,
+                len(items),
+                self.max_tokens,
+                total,
+            )
+        return encodings
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        """Token counts without special tokens and without truncation."""
+        items = self._check_texts(texts)
+        if not items:
+            return []
+        return [len(e.ids) for e in self.tokenizer.encode_batch(items, add_special_tokens=False)]
+
+    # -- embedding --------------------------------------------------------------------------
+
+    def embed(self, texts: Iterable[str]) -> np.ndarray:
+        """Vectors for ``texts`` in input order: shape (n, dim) (binary: (n, ceil(dim/8)))."""
+        if isinstance(texts, str):
+            raise TypeError(
+                "embed() takes an iterable of strings, not one string; wrap it in a list"
+            )
+        return self.embed_tokenized(self.tokenize(list(texts)))
+
+    def embed_tokenized(self, encodings: Sequence[tokenizers.Encoding]) -> np.ndarray:
+        """Run encodings from :meth:`tokenize`; sorting and token-budget batching happen inside."""
+        n = len(encodings)
+        lengths = [len(e.ids) for e in encodings]
+        for i, length in enumerate(lengths):
+            if length > self.max_tokens:
+                raise ValueError(
+                    f"encoding {i} has {length} tokens, more than max_tokens={self.max_tokens}; "
+                    "build encodings with embedder.tokenize(), which truncates"
+                )
+        pooled = np.empty((n, self.full_dim), dtype=np.float32)
+        for batch in token_budget_batches(lengths, self.token_budget):
+            width = max(lengths[batch[0]], 1)
+            ids = np.full((len(batch), width), self._pad_id, dtype=np.int64)
+            mask = np.zeros((len(batch), width), dtype=np.int64)
+            types = np.zeros((len(batch), width), dtype=np.int64)
+            for row, i in enumerate(batch):
+                enc = encodings[i]
+                k = lengths[i]
+                ids[row, :k] = enc.ids
+                mask[row, :k] = enc.attention_mask
+                types[row, :k] = enc.type_ids
+            states = self.backend_impl.run(ids, mask, types)
+            pooled[batch] = pool(states, mask, self.folder.pooling)
+        with self._lock:
+            self.embedded_inputs += n
+        return self._postprocess(pooled)
+
+    def _postprocess(self, vectors: np.ndarray) -> np.ndarray:
+        if vectors.shape[0] == 0:
+            width = self.dim if self.precision != "binary" else (self.dim + 7) // 8
+            return np.empty((0, width), dtype=output_dtype(self.precision))
+        if self.dim < self.full_dim:
+            # Matryoshka: keep the leading dimensions, then renormalise (below) when normalising.
+            vectors = vectors[:, : self.dim]
+        if self.normalize:
+            vectors = l2_normalize(vectors)
+        return to_precision(vectors, self.precision)
+
+
+__all__ = ["DEFAULT_TOKEN_BUDGET", "Embedder", "token_budget_batches"]
