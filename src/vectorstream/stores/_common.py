@@ -1,0 +1,169 @@
+"""Helpers the store adapters share: payload layout, id mapping, lazy imports, range search.
+
+Every adapter stores the same fields under the same names (``text``, ``source``, ``page``,
+``start_offset``, ``end_offset``, ``chunk_index``, ``headings``, ``metadata``, ``model``), so a
+record read back from any store becomes the same ``Hit``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import math
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+from ..errors import ConfigError, MissingDependencyError
+from ..types import Hit, Record
+from .base import Where, dipr_cut, validate_where
+
+# A fixed namespace so the UUID derived from a record id is the same on every machine and run.
+ID_NAMESPACE = uuid.UUID("7d1f6a9e-3c55-5b7e-9a43-2f0c8e61b4d2")
+
+# Name of the payload field holding our string id in stores whose ids must be UUIDs or integers.
+ID_FIELD = "vs_id"
+
+
+def require(module: str, package: str, extra: str) -> ModuleType:
+    """Import an optional vendor module, or raise ``MissingDependencyError`` naming the extra."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise MissingDependencyError(package, extra) from exc
+
+
+def uuid_for(record_id: str) -> str:
+    """A deterministic UUID5 for a string id (Qdrant and Weaviate accept only UUIDs/integers)."""
+    return str(uuid.uuid5(ID_NAMESPACE, record_id))
+
+
+def payload_of(record: Record) -> dict[str, Any]:
+    """The stored fields of a record, JSON-ready (headings as a list, metadata a plain dict)."""
+    return {
+        "text": record.text,
+        "source": record.source,
+        "page": record.page,
+        "start_offset": record.start,
+        "end_offset": record.end,
+        "chunk_index": record.chunk_index,
+        "headings": list(record.headings),
+        "metadata": dict(record.metadata),
+        "model": record.model,
+    }
+
+
+def hit_of(record_id: str, score: float, payload: Mapping[str, Any]) -> Hit:
+    """Build a ``Hit`` from a stored payload written by ``payload_of``."""
+    headings = payload.get("headings") or ()
+    if isinstance(headings, str):  # stores with flat metadata keep headings as JSON text
+        headings = json.loads(headings)
+    metadata = payload.get("metadata") or {}
+    if isinstance(metadata, str):
+        metadata = json.loads(metadata)
+    page = payload.get("page")
+    return Hit(
+        id=record_id,
+        score=float(score),
+        text=str(payload.get("text") or ""),
+        source=str(payload.get("source") or ""),
+        chunk_index=int(payload.get("chunk_index") or 0),
+        start=int(payload.get("start_offset") or 0),
+        end=int(payload.get("end_offset") or 0),
+        page=None if page is None or page == -1 else int(page),
+        headings=tuple(str(h) for h in headings),
+        metadata=dict(metadata),
+    )
+
+
+def as_query(vector: np.ndarray, dim: int | None) -> np.ndarray:
+    """Check a query vector (1-D, finite, the collection's dimension) and return it as float32."""
+    q = np.asarray(vector, dtype=np.float32)
+    if q.ndim != 1:
+        raise ConfigError(f"a query vector must be 1-D, got shape {q.shape}")
+    if dim is not None and q.shape[0] != dim:
+        raise ConfigError(f"query vector has dimension {q.shape[0]}, the collection holds {dim}")
+    if not np.isfinite(q).all():
+        raise ConfigError("query vector contains NaN or infinity")
+    return q
+
+
+def check_k(k: int) -> None:
+    if k < 1:
+        raise ConfigError(f"k must be >= 1, got {k}")
+
+
+def last_wins(records: Sequence[Record]) -> list[Record]:
+    """Drop earlier duplicates of an id within one batch: an upsert keeps the last version."""
+    seen: dict[str, Record] = {}
+    for r in records:
+        seen.pop(r.id, None)
+        seen[r.id] = r
+    return list(seen.values())
+
+
+def where_items(where: Where | None) -> list[tuple[str, list[Any]]]:
+    """A validated filter as ``(key, allowed values)`` pairs."""
+    return [
+        (key, list(value) if isinstance(value, list | tuple) else [value])
+        for key, value in validate_where(where).items()
+    ]
+
+
+def adaptive_range(
+    search: Callable[[int], list[Hit]], beta: float, limit: int, *, first: int = 32
+) -> list[Hit]:
+    """DIPR over a top-k search: widen k until the last hit falls outside ``beta`` of the best.
+
+    Searching with k = ``limit`` would always be correct, but most queries have only a few hits
+    within range; starting small and doubling keeps the common case cheap.
+    """
+    if beta < 0 or math.isnan(beta):
+        raise ConfigError(f"beta must be >= 0, got {beta}")
+    if limit < 1:
+        raise ConfigError(f"limit must be >= 1, got {limit}")
+    k = min(first, limit)
+    while True:
+        hits = search(k)
+        if not hits:
+            return []
+        best = max(h.score for h in hits)
+        exhausted = len(hits) < k or k >= limit
+        if exhausted or hits[-1].score < best - beta:
+            return dipr_cut(hits, beta)[:limit]
+        k = min(k * 4, limit)
+
+
+def host_port(rest: str, default_port: int) -> tuple[str, int]:
+    """``host:port`` (a bracketed IPv6 host allowed) → ``(host, port)``."""
+    rest = rest.strip("/").split("/", 1)[0]
+    if rest.startswith("["):
+        host, _, tail = rest[1:].partition("]")
+        port = tail.lstrip(":")
+    else:
+        host, _, port = rest.partition(":")
+    if not host:
+        raise ConfigError(f"no host in {rest!r}")
+    try:
+        return host, int(port) if port else default_port
+    except ValueError as exc:
+        raise ConfigError(f"bad port {port!r} in {rest!r}") from exc
+
+
+__all__ = [
+    "ID_FIELD",
+    "ID_NAMESPACE",
+    "adaptive_range",
+    "as_query",
+    "check_k",
+    "hit_of",
+    "host_port",
+    "last_wins",
+    "payload_of",
+    "require",
+    "uuid_for",
+    "where_items",
+]

