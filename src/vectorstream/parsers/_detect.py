@@ -296,6 +296,18 @@ def code_language(source: Source, head: bytes = b"") -> str:
     return lang or "text"
 
 
+def claimed_format(source: Source) -> str | None:
+    """The format the source's name (or media type) claims, ignoring its content."""
+    claimed = _MEDIA_TYPES.get((source.media_type or "").split(";", 1)[0].strip().lower())
+    if claimed is None:
+        name = _name(source)
+        ext = _ext(name)
+        claimed = _EXTENSIONS.get(ext)
+        if claimed is None and (ext in CODE_LANGUAGES or name in CODE_NAMES):
+            claimed = "code"
+    return claimed
+
+
 def detect_format(
     source: Source, head: bytes, *, extensions: Mapping[str, str] | None = None
 ) -> str:
@@ -319,11 +331,7 @@ def detect_format(
         return magic
     if not in_memory_text and looks_binary(head):
         return "binary"
-    claimed = _MEDIA_TYPES.get((source.media_type or "").split(";", 1)[0].strip().lower())
-    if claimed is None:
-        claimed = _EXTENSIONS.get(ext)
-    if claimed is None and (ext in CODE_LANGUAGES or name in CODE_NAMES):
-        claimed = "code"
+    claimed = claimed_format(source)
     if ext == ".svg" and not in_memory_text:
         return "image"
     if claimed in ("pdf", "docx", "image", "binary"):
@@ -343,6 +351,7 @@ __all__ = [
     "CODE_LANGUAGES",
     "CODE_NAMES",
     "FORMATS",
+    "claimed_format",
     "code_language",
     "detect_format",
     "looks_binary",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import re
+import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -60,7 +61,14 @@ class DocxParser:
         else:
             raise ParseError(f"{source.uri}: a DOCX needs bytes or a file, not text")
         try:
+            if not zipfile.is_zipfile(target):
+                # python-docx would say "package not found": name the real problem instead.
+                raise ParseError(
+                    f"{source.uri}: not a valid DOCX file (not a zip archive, or a truncated one)"
+                )
             document = Document(target)
+        except ParseError:
+            raise
         except OSError as exc:
             raise ParseError(f"{source.uri}: cannot read: {exc.strerror or exc}") from exc
         except Exception as exc:  # BadZipFile, PackageNotFoundError, KeyError, XMLSyntaxError…

@@ -96,23 +96,28 @@ class _Writer:
         self.out = out
         self.line: list[str] = []
         self.blank = True  # the output ends with a blank line (or nothing yet)
+        self.preformatted = False  # the current line holds <pre> text: keep its indentation
 
     def text(self, text: str, pre: bool) -> Iterator[Section]:
         if pre:
+            self.preformatted = True
             lines = text.split("\n")
             for extra in lines[:-1]:
                 self.line.append(extra)
                 yield from self.end_line(keep_empty=True)
+                self.preformatted = True
             self.line.append(lines[-1])
         else:
             self.line.append(_SPACES.sub(" ", text))
 
     def end_line(self, keep_empty: bool = False) -> Iterator[Section]:
-        line = "".join(self.line).strip()
+        joined = "".join(self.line)
+        line = joined.rstrip() if self.preformatted else joined.strip()
         self.line = []
-        if line or (keep_empty and not self.blank):
+        self.preformatted = False
+        if line.strip() or (keep_empty and not self.blank):
             yield from self.out.feed(line + "\n")
-            self.blank = not line
+            self.blank = not line.strip()
 
     def paragraph(self) -> Iterator[Section]:
         yield from self.end_line()

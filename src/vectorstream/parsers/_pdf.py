@@ -32,7 +32,9 @@ class PdfParser:
             reason = str(exc)
             if "password" in reason.lower():
                 raise ParseError(f"{source.uri}: encrypted PDF (needs a password)") from exc
-            raise ParseError(f"{source.uri}: not a readable PDF ({reason})") from exc
+            raise ParseError(
+                f"{source.uri}: not a readable PDF, truncated or corrupt ({reason})"
+            ) from exc
         except OSError as exc:
             raise ParseError(f"{source.uri}: cannot read: {exc.strerror or exc}") from exc
         try:

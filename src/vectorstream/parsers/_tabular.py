@@ -90,7 +90,9 @@ class CsvParser:
                 raise ParseError(
                     f"{source.uri}: no column(s) {', '.join(map(repr, missing))}; columns are: {columns}"
                 )
-            index = {name: i for i, name in reversed(list(enumerate(header)))}
+            index: dict[str, int] = {}
+            for i, column in enumerate(header):
+                index.setdefault(column, i)  # a repeated column name: the first one wins
             for number, values in enumerate(reader, start=1):
                 if not any(v.strip() for v in values):
                     continue

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from ..errors import ParseError, UnsupportedFormatError
 from ..types import Section, Source
 from ._cut import TextCutter
-from ._detect import code_language
+from ._detect import claimed_format, code_language
 from ._options import ParseOptions
 from ._read import iter_text, read_head
 from ._registry import Warn
@@ -47,6 +47,12 @@ class BinaryParser:
     """Refuses content that is not text in any encoding and has no parser."""
 
     def parse(self, source: Source, options: ParseOptions, warn: Warn) -> Iterator[Section]:
+        claimed = claimed_format(source)
+        if claimed in ("pdf", "docx"):
+            raise ParseError(
+                f"{source.uri}: named like a {claimed.upper()} file but its content is not one "
+                "(binary data of an unknown kind)"
+            )
         raise ParseError(f"{source.uri}: binary content, not text or a supported document format")
 
 

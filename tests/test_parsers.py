@@ -1,0 +1,618 @@
+"""Parsers: detection by content, every format's text and structure, broken files, streaming."""
+
+from __future__ import annotations
+
+import codecs
+import io
+import json
+import logging
+import pickle
+import tracemalloc
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from _parsers_support import (
+    BROKEN,
+    deep_html,
+    make_broken_corpus,
+    make_docx,
+    make_odd_but_valid,
+    make_pdf,
+    png_bytes,
+)
+from vectorstream.errors import ConfigError, ParseError, UnsupportedFormatError
+from vectorstream.parsers import (
+    DEFAULT_REGISTRY,
+    FORMATS,
+    ParseOptions,
+    ParserRegistry,
+    detect_format,
+    parse,
+    read_head,
+)
+from vectorstream.sources import from_texts, iter_files
+from vectorstream.types import Section, Source
+
+
+def src(path: Path) -> Source:
+    return Source(uri=str(path), path=str(path))
+
+
+def sections(path: Path, options: ParseOptions = ParseOptions(), **kw: object) -> list[Section]:
+    warnings: list[str] = kw.pop("warnings", [])  # type: ignore[assignment]
+    return list(parse(src(path), options, warnings.append, **kw))  # type: ignore[arg-type]
+
+
+def joined(secs: list[Section]) -> str:
+    return "".join(s.text for s in secs)
+
+
+# --------------------------------------------------------------------------- detection
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "expected"),
+    [
+        ("notes.txt", b"plain words\n", "text"),
+        ("README", b"plain words\n", "text"),
+        ("a.md", b"# Title\n", "markdown"),
+        ("a.html", b"<p>x</p>", "html"),
+        ("page.pdf", b"<!DOCTYPE html><html><body>x</body></html>", "html"),
+        ("page.bin", b"  <!-- c --><html><body>x</body></html>", "html"),
+        ("doc.pdf", b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n", "pdf"),
+        ("noext", b"%PDF-1.4\n", "pdf"),
+        ("d.csv", b"a,b\n1,2\n", "csv"),
+        ("d.jsonl", b'{"a": 1}\n', "jsonl"),
+        ("x.py", b"print(1)\n", "code"),
+        ("tool", b"#!/usr/bin/env python3\nprint(1)\n", "code"),
+        ("Makefile", b"all:\n\techo hi\n", "code"),
+        ("pic.png", png_bytes(), "image"),
+        ("pic.txt", png_bytes(), "image"),
+        ("photo.jpg", b"\xff\xd8\xff\xe0\x00\x10JFIF\x00", "image"),
+        ("junk.txt", bytes(range(256)) * 4, "binary"),
+        ("fake.docx", b"\x00\x01\x02\x03binary\x00", "binary"),
+        ("utf16.txt", "hello there".encode("utf-16"), "text"),
+        ("utf16le.txt", "hello there, no BOM".encode("utf-16-le"), "text"),
+        ("empty.txt", b"", "text"),
+        ("lib.so", b"\x7fELF\x02\x01\x01\x00", "binary"),
+    ],
+)
+def test_detect_format_by_content_and_name(name: str, content: bytes, expected: str) -> None:
+    source = Source(uri=f"/x/{name}", path=f"/x/{name}")
+    assert detect_format(source, content) == expected
+
+
+def test_detect_format_docx_by_zip_content(tmp_path: Path) -> None:
+    path = make_docx(tmp_path / "renamed.bin", [("p", "hello")])
+    assert detect_format(src(path), read_head(src(path))) == "docx"
+
+
+def test_detect_format_in_memory_text_and_media_type() -> None:
+    assert detect_format(Source(uri="text:0", text="just words"), b"just words") == "text"
+    md = Source(uri="text:1", text="# H\nbody", media_type="text/markdown")
+    assert detect_format(md, b"# H\nbody") == "markdown"
+    html = Source(uri="text:2", text="<html><body>x</body></html>")
+    assert detect_format(html, html.text.encode()) == "html"  # type: ignore[union-attr]
+    assert set(FORMATS) >= {"text", "markdown", "html", "pdf", "docx", "csv", "jsonl", "code"}
+
+
+# --------------------------------------------------------------------------- plain text
+
+
+def test_text_round_trips_and_cuts_at_paragraphs(tmp_path: Path) -> None:
+    paragraphs = [f"Paragraph {i} " + "word " * (i % 17 + 3) for i in range(400)]
+    text = "\n\n".join(paragraphs) + "\n"
+    path = tmp_path / "long.txt"
+    path.write_text(text, encoding="utf-8")
+    secs = sections(path, ParseOptions(max_section_chars=1000))
+    assert joined(secs) == text
+    assert len(secs) > 5
+    assert [s.index for s in secs] == list(range(len(secs)))
+    assert all(len(s.text) <= 1000 for s in secs)
+    # Every cut but the last falls just after a paragraph break.
+    assert all(s.text.endswith("\n\n") for s in secs[:-1])
+    assert all(s.metadata["format"] == "text" and s.source == str(path) for s in secs)
+
+
+def test_crlf_is_normalised(tmp_path: Path) -> None:
+    path = tmp_path / "dos.txt"
+    path.write_bytes(b"line one\r\nline two\r\n\r\nline three\rend")
+    assert joined(sections(path)) == "line one\nline two\n\nline three\nend"
+
+
+def test_five_megabyte_line_without_spaces_is_cut(tmp_path: Path) -> None:
+    path = tmp_path / "line.txt"
+    line = "abcdefghij" * 500_000
+    path.write_text(line)
+    secs = sections(path, ParseOptions(max_section_chars=100_000))
+    assert len(secs) == 50
+    assert all(len(s.text) == 100_000 for s in secs)
+    assert joined(secs) == line
+
+
+def test_empty_and_blank_files_give_no_sections(tmp_path: Path) -> None:
+    (tmp_path / "empty.txt").write_bytes(b"")
+    (tmp_path / "blank.md").write_text("\n\n   \n\t\n")
+    assert sections(tmp_path / "empty.txt") == []
+    assert sections(tmp_path / "blank.md") == []
+
+
+@pytest.mark.parametrize("codec", ["utf-16", "utf-16-be", "utf-8-sig", "utf-32"])
+def test_bom_encodings(tmp_path: Path, codec: str) -> None:
+    text = "Grüße, 東京, emoji 🎉 and plain ASCII.\nSecond line.\n"
+    data = text.encode(codec)
+    if codec == "utf-16-be":
+        data = codecs.BOM_UTF16_BE + data
+    path = tmp_path / f"{codec}.txt"
+    path.write_bytes(data)
+    warnings: list[str] = []
+    assert joined(sections(path, warnings=warnings)) == text
+    assert warnings == []
+
+
+def test_invalid_utf8_is_replaced_and_reported_with_a_count(tmp_path: Path) -> None:
+    path = tmp_path / "bad.txt"
+    path.write_bytes("Grüße aus Köln, ".encode() + b"\xff\xfe\xc3" + b" weiter.\n")
+    warnings: list[str] = []
+    secs = sections(path, warnings=warnings)
+    assert joined(secs) == "Grüße aus Köln, \ufffd\ufffd\ufffd weiter.\n"
+    assert len(warnings) == 1
+    assert "3 undecodable byte(s)" in warnings[0] and str(path) in warnings[0]
+
+
+def test_legacy_encoding_detected_and_forced(tmp_path: Path) -> None:
+    text = (
+        "Le café est très chaud, la crème brûlée est délicieuse. Où est la bibliothèque? "
+        "Je préfère le thé à la française, avec des gâteaux élégants. "
+    ) * 5
+    path = tmp_path / "latin1.txt"
+    path.write_bytes(text.encode("latin-1"))
+    assert joined(sections(path)) == text
+    assert joined(sections(path, ParseOptions(encoding="latin-1"))) == text
+
+
+def test_warnings_are_logged_without_a_callback(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "bad.txt"
+    path.write_bytes("ok ü ".encode() + b"\xff")
+    with caplog.at_level(logging.WARNING, logger="vectorstream.parsers"):
+        list(parse(src(path)))
+    assert any("1 undecodable byte(s)" in r.getMessage() for r in caplog.records)
+
+
+def test_in_memory_text_sources() -> None:
+    text = "first paragraph\n\nsecond paragraph\n"
+    (source,) = from_texts([text])
+    secs = list(parse(source))
+    assert joined(secs) == text
+    assert secs[0].source == "text:0"
+
+
+def test_text_parsing_streams_in_bounded_memory(tmp_path: Path) -> None:
+    path = tmp_path / "big.txt"
+    line = "a sentence of ordinary prose that goes on for a while. " * 2 + "\n"
+    with path.open("w") as fh:
+        for _ in range(40_000):  # ~4.5 MB
+            fh.write(line)
+    tracemalloc.start()
+    try:
+        count = 0
+        for section in parse(src(path), ParseOptions(max_section_chars=20_000)):
+            count += len(section.text)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert count == path.stat().st_size
+    # The whole file is ~4.5 MB; streaming holds a few 64 KiB pieces and one section.
+    assert peak < 1_500_000, peak
+
+
+# --------------------------------------------------------------------------- markdown
+
+
+MARKDOWN = """\
+---
+title: front matter
+---
+Intro before any heading.
+
+# Guide
+
+Welcome text.
+
+## Install
+
+Run the installer.
+
+```bash
+# not a heading, a shell comment
+pip install thing
+```
+
+## Use ##
+
+Setext Part
+===========
+
+Body of the setext part.
+
+Sub part
+--------
+
+- a list item
+- another
+
+### Deep
+
+Deep text.
+"""
+
+
+def test_markdown_headings_split_sections_and_round_trip(tmp_path: Path) -> None:
+    path = tmp_path / "guide.md"
+    path.write_text(MARKDOWN)
+    secs = sections(path)
+    assert joined(secs) == MARKDOWN
+    by_path = {s.headings: s.text for s in secs}
+    assert list(by_path) == [
+        (),
+        ("Guide",),
+        ("Guide", "Install"),
+        ("Guide", "Use"),
+        ("Setext Part",),
+        ("Setext Part", "Sub part"),
+        ("Setext Part", "Sub part", "Deep"),
+    ]
+    assert "# not a heading" in by_path[("Guide", "Install")]
+    assert by_path[("Setext Part", "Sub part", "Deep")].startswith("### Deep")
+    assert all(s.metadata["format"] == "markdown" for s in secs)
+
+
+def test_markdown_long_section_is_cut_and_keeps_its_headings(tmp_path: Path) -> None:
+    path = tmp_path / "long.md"
+    body = "".join(f"Line {i} of a very long section.\n" for i in range(3000))
+    path.write_text("# Only\n" + body)
+    secs = sections(path, ParseOptions(max_section_chars=5000))
+    assert len(secs) > 10
+    assert all(s.headings == ("Only",) and len(s.text) <= 5000 for s in secs)
+    assert joined(secs) == "# Only\n" + body
+
+
+# --------------------------------------------------------------------------- HTML
+
+
+HTML = """<!DOCTYPE html>
+<html><head><title>The  Page</title><style>body { color: red }</style>
+<script>var secret = "script text";</script></head>
+<body>
+<nav><a href="/">Home</a> <a href="/about">About nav link</a></nav>
+<header>Site banner</header>
+<h1>Main Title</h1>
+<p>First <b>bold</b> paragraph
+   spread over lines.</p>
+<div role="navigation">role nav</div>
+<h2>Details</h2>
+<ul><li>item one</li><li>item two</li></ul>
+<table><tr><th>name</th><th>value</th></tr><tr><td>alpha</td><td>1</td></tr></table>
+<pre>keep
+  this   layout</pre>
+<noscript>enable js</noscript>
+<footer>copyright footer</footer>
+</body></html>
+"""
+
+
+def test_html_main_text_without_boilerplate(tmp_path: Path) -> None:
+    path = tmp_path / "page.html"
+    path.write_text(HTML)
+    secs = sections(path)
+    text = joined(secs)
+    for kept in ("Main Title", "First bold paragraph spread over lines.", "item one", "item two"):
+        assert kept in text
+    assert "name | value" in text and "alpha | 1" in text
+    assert "keep\n  this   layout" in text
+    for dropped in (
+        "script text",
+        "color: red",
+        "About nav link",
+        "Site banner",
+        "role nav",
+        "enable js",
+        "copyright footer",
+    ):
+        assert dropped not in text
+    assert [s.headings for s in secs] == [("Main Title",), ("Main Title", "Details")]
+    assert all(s.metadata["title"] == "The Page" for s in secs)
+
+
+def test_html_deeply_nested_does_not_crash(tmp_path: Path) -> None:
+    path = tmp_path / "deep.html"
+    path.write_text(deep_html(5000))
+    assert joined(sections(path)).strip() == "deep text"
+
+
+def test_html_declared_charset(tmp_path: Path) -> None:
+    path = tmp_path / "old.html"
+    path.write_bytes(
+        b'<html><head><meta http-equiv="Content-Type" content="text/html; charset=windows-1252">'
+        b"</head><body><p>caf\xe9 \x93quoted\x94</p></body></html>"
+    )
+    assert "café “quoted”" in joined(sections(path))
+
+
+def test_html_named_pdf_is_parsed_as_html(tmp_path: Path) -> None:
+    path = tmp_path / "report.pdf"
+    path.write_text("<!doctype html><html><body><p>Really a web page.</p></body></html>")
+    secs = sections(path)
+    assert joined(secs).strip() == "Really a web page."
+    assert secs[0].metadata["format"] == "html"
+
+
+# --------------------------------------------------------------------------- PDF
+
+
+def test_pdf_pages_and_text(tmp_path: Path) -> None:
+    pages = [[f"Page {n} first line", f"Page {n} second line"] for n in range(1, 5)]
+    path = make_pdf(tmp_path / "doc.pdf", pages)
+    secs = sections(path)
+    assert [s.page for s in secs] == [1, 2, 3, 4]
+    for section, lines in zip(secs, pages, strict=True):
+        assert section.text.split() == " ".join(lines).split()
+        assert section.metadata == {"format": "pdf", "pages": 4}
+
+
+def test_pdf_page_without_text_is_skipped_and_reported(tmp_path: Path) -> None:
+    path = make_pdf(tmp_path / "gap.pdf", [["one"], [], ["three"]])
+    warnings: list[str] = []
+    secs = sections(path, warnings=warnings)
+    assert [s.page for s in secs] == [1, 3]
+    assert len(warnings) == 1 and "1 of 3 page(s) have no text layer" in warnings[0]
+
+
+def test_pdf_from_bytes(tmp_path: Path) -> None:
+    path = make_pdf(tmp_path / "mem.pdf", [["in memory"]])
+    source = Source(uri="mem:1", data=path.read_bytes())
+    secs = list(parse(source))
+    assert secs[0].text.strip() == "in memory" and secs[0].page == 1
+
+
+# --------------------------------------------------------------------------- DOCX
+
+
+def test_docx_headings_paragraphs_tables(tmp_path: Path) -> None:
+    path = make_docx(
+        tmp_path / "doc.docx",
+        [
+            ("p", "Preamble paragraph."),
+            ("title", "Handbook"),
+            ("h1", "Chapter One"),
+            ("p", "Chapter one text."),
+            ("h2", "Section A"),
+            ("p", "Section A text."),
+            ("table", [["key", "value"], ["alpha", "1"]]),
+            ("h1", "Chapter Two"),
+            ("p", "Chapter two text."),
+        ],
+    )
+    secs = sections(path)
+    by_path = {s.headings: s.text for s in secs}
+    assert list(by_path) == [
+        (),
+        ("Handbook",),
+        ("Handbook", "Chapter One"),
+        ("Handbook", "Chapter One", "Section A"),
+        ("Handbook", "Chapter Two"),
+    ]
+    assert "Preamble paragraph." in by_path[()]
+    section_a = by_path[("Handbook", "Chapter One", "Section A")]
+    assert section_a.startswith("Section A\n")
+    assert "Section A text." in section_a and "key | value\nalpha | 1\n" in section_a
+    assert "Chapter two text." in by_path[("Handbook", "Chapter Two")]
+    assert all(s.metadata["format"] == "docx" for s in secs)
+
+
+# --------------------------------------------------------------------------- CSV / JSONL
+
+
+def test_csv_rows_auto_text_field_and_metadata(tmp_path: Path) -> None:
+    path = tmp_path / "rows.csv"
+    path.write_text(
+        'id,Text,lang\n1,hello world,en\n2,"multi\nline, with comma",en\n\n3,bonjour,fr\n'
+    )
+    secs = sections(path, ParseOptions(metadata_fields=("id", "lang")))
+    assert [s.text for s in secs] == ["hello world", "multi\nline, with comma", "bonjour"]
+    assert [s.metadata for s in secs] == [
+        {"format": "csv", "row": 1, "id": "1", "lang": "en"},
+        {"format": "csv", "row": 2, "id": "2", "lang": "en"},
+        {"format": "csv", "row": 4, "id": "3", "lang": "fr"},
+    ]
+
+
+def test_csv_explicit_field_render_all_and_semicolons(tmp_path: Path) -> None:
+    path = tmp_path / "semi.csv"
+    path.write_text("title;summary\nFirst;the first summary\nSecond;the second summary\n")
+    picked = sections(path, ParseOptions(text_field="summary"))
+    assert [s.text for s in picked] == ["the first summary", "the second summary"]
+    rendered = sections(path)
+    assert rendered[0].text == "title: First\nsummary: the first summary\n"
+
+
+def test_tsv_and_missing_column_errors(tmp_path: Path) -> None:
+    path = tmp_path / "data.tsv"
+    path.write_text("a\tbody\nx\tfirst body\n")
+    assert [s.text for s in sections(path)] == ["first body"]
+    with pytest.raises(ParseError, match=r"no column 'nope'; columns are: a, body"):
+        sections(path, ParseOptions(text_field="nope"))
+    with pytest.raises(ParseError, match=r"no column\(s\) 'lang'"):
+        sections(path, ParseOptions(metadata_fields=("lang",)))
+
+
+def test_jsonl_rows_fields_and_bad_lines(tmp_path: Path) -> None:
+    path = tmp_path / "rows.jsonl"
+    rows = [
+        {"content": "first content", "id": 7, "tags": ["a", "b"]},
+        {"title": "no text field", "n": 1},
+        "a bare string row",
+    ]
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n{broken json\n\n")
+    warnings: list[str] = []
+    secs = sections(path, ParseOptions(metadata_fields=("id", "tags")), warnings=warnings)
+    assert [s.text for s in secs] == [
+        "first content",
+        "title: no text field\nn: 1\n",
+        "a bare string row",
+    ]
+    assert secs[0].metadata == {"format": "jsonl", "row": 1, "id": 7, "tags": '["a", "b"]'}
+    assert [s.metadata["row"] for s in secs] == [1, 2, 3]
+    assert len(warnings) == 1 and "1 invalid line(s) skipped (line 4" in warnings[0]
+
+    warnings.clear()
+    only = sections(path, ParseOptions(text_field="title"), warnings=warnings)
+    # A bare JSON string is its own text whatever the field.
+    assert [s.text for s in only] == ["no text field", "a bare string row"]
+    assert any("1 row(s) without field 'title' skipped" in w for w in warnings)
+
+
+# --------------------------------------------------------------------------- code
+
+
+def test_code_language_from_extension_and_shebang(tmp_path: Path) -> None:
+    (tmp_path / "mod.rs").write_text("fn main() {}\n")
+    (tmp_path / "run").write_text("#!/usr/bin/env python3\nprint('hi')\n")
+    rust = sections(tmp_path / "mod.rs")
+    script = sections(tmp_path / "run")
+    assert rust[0].text == "fn main() {}\n"
+    assert rust[0].metadata == {"format": "code", "language": "rust"}
+    assert script[0].metadata == {"format": "code", "language": "python"}
+
+
+# --------------------------------------------------------------------------- broken files
+
+
+BROKEN_MESSAGES = {
+    "truncated_pdf": "not a readable PDF, truncated or corrupt",
+    "binary_txt": "binary content, not text",
+    "docx_not_zip": "named like a DOCX file but its content is not one",
+    "png_image": "needs an image model",
+    "random_pdf": "not a readable PDF",
+    "truncated_docx": "not a valid DOCX file (not a zip archive, or a truncated one)",
+    "jsonl_not_jsonl": "not JSON Lines",
+}
+
+
+def test_broken_corpus_each_file_reported_and_good_files_still_parse(tmp_path: Path) -> None:
+    broken = make_broken_corpus(tmp_path / "corpus")
+    odd = make_odd_but_valid(tmp_path / "corpus")
+    (tmp_path / "corpus" / "good.md").write_text("# Good\nA good file.\n")
+    make_pdf(tmp_path / "corpus" / "good.pdf", [["A good PDF."]])
+
+    # What the pipeline does: parse each source, record failures, go on.
+    failures: dict[str, ParseError] = {}
+    parsed: dict[str, list[Section]] = {}
+    for source in iter_files([tmp_path / "corpus"]):
+        try:
+            parsed[source.uri] = list(parse(source, on_warning=lambda _m: None))
+        except ParseError as exc:
+            failures[source.uri] = exc
+
+    assert set(failures) == {str(p) for p in broken.values()}
+    for key, path in broken.items():
+        message = str(failures[str(path)])
+        assert message.startswith(str(path)) and BROKEN_MESSAGES[key] in message, message
+        assert pickle.loads(pickle.dumps(failures[str(path)])).args == failures[str(path)].args
+    assert isinstance(failures[str(broken["png_image"])], UnsupportedFormatError)
+    assert parsed[str(odd["empty"])] == []
+    assert joined(parsed[str(odd["long_line"])]) == "x" * 5_000_000
+    assert joined(parsed[str(odd["deep_html"])]).strip() == "deep text"
+    assert "Served as HTML" in joined(parsed[str(odd["html_named_pdf"])])
+    assert "\ufffd" in joined(parsed[str(odd["invalid_utf8"])])
+    assert joined(parsed[str(odd["utf16"])]).startswith("Ünïcödé text in UTF-16")
+    assert "A good file." in joined(parsed[str(tmp_path / "corpus" / "good.md")])
+    assert "A good PDF." in joined(parsed[str(tmp_path / "corpus" / "good.pdf")])
+    assert set(BROKEN) == set(broken)
+
+
+def test_missing_file_is_a_parse_error(tmp_path: Path) -> None:
+    with pytest.raises(ParseError, match="cannot read"):
+        list(parse(src(tmp_path / "gone.txt")))
+
+
+# --------------------------------------------------------------------------- registry, options
+
+
+class _ShoutParser:
+    """A user parser: upper-cases the file, one section."""
+
+    def parse(self, source: Source, options: ParseOptions, warn: object) -> Iterator[Section]:
+        yield Section(
+            text=Path(source.path or "").read_text().upper(),
+            source="ignored",
+            metadata={"shout": True},
+        )
+
+
+class _FailingParser:
+    def parse(self, source: Source, options: ParseOptions, warn: object) -> Iterator[Section]:
+        yield Section(text="before the failure", source=source.uri)
+        raise ValueError("vendor failure")
+
+
+def test_registry_is_immutable_and_extensible(tmp_path: Path) -> None:
+    path = tmp_path / "note.shout"
+    path.write_text("quiet words")
+    registry = DEFAULT_REGISTRY.with_parser("shout", _ShoutParser(), extensions=(".shout",))
+    assert "shout" not in DEFAULT_REGISTRY.formats and "shout" in registry.formats
+    (section,) = list(parse(src(path), registry=registry))
+    assert section.text == "QUIET WORDS"
+    assert section.source == str(path)  # parse() fixes identity and numbering
+    assert section.metadata == {"format": "shout", "shout": True}
+    assert next(parse(src(path))).metadata["format"] == "text"
+    assert isinstance(pickle.loads(pickle.dumps(DEFAULT_REGISTRY)), ParserRegistry)
+
+
+def test_vendor_exceptions_are_wrapped(tmp_path: Path) -> None:
+    path = tmp_path / "x.txt"
+    path.write_text("x")
+    registry = DEFAULT_REGISTRY.with_parser("text", _FailingParser())
+    got = parse(src(path), registry=registry)
+    assert next(got).text == "before the failure"
+    with pytest.raises(
+        ParseError, match="cannot parse as text: ValueError: vendor failure"
+    ) as info:
+        next(got)
+    assert isinstance(info.value.__cause__, ValueError)
+
+
+def test_unknown_format_lists_known_ones(tmp_path: Path) -> None:
+    path = tmp_path / "x.txt"
+    path.write_text("x")
+    with pytest.raises(UnsupportedFormatError, match="known formats: binary, code, csv"):
+        list(parse(src(path), format="epub"))
+
+
+def test_options_validation() -> None:
+    with pytest.raises(ConfigError, match="max_section_chars"):
+        ParseOptions(max_section_chars=0)
+    with pytest.raises(ConfigError, match="unknown text encoding"):
+        ParseOptions(encoding="no-such-codec")
+    with pytest.raises(ConfigError, match="tuple of names"):
+        ParseOptions(metadata_fields="id")  # type: ignore[arg-type]
+    assert ParseOptions(metadata_fields=["a"]).metadata_fields == ("a",)  # type: ignore[arg-type]
+
+
+def test_sections_and_options_pickle(tmp_path: Path) -> None:
+    path = make_docx(tmp_path / "p.docx", [("h1", "Head"), ("p", "Body text.")])
+    secs = sections(path)
+    assert pickle.loads(pickle.dumps(secs)) == secs
+    options = ParseOptions(text_field="t", metadata_fields=("a",), max_section_chars=100)
+    assert pickle.loads(pickle.dumps(options)) == options
+
+
+def test_streams_from_a_file_object_source() -> None:
+    # Bytes in memory go through the same decoding as files.
+    data = io.BytesIO("é".encode("utf-16")).getvalue()
+    (section,) = list(parse(Source(uri="mem:u16", data=data)))
+    assert section.text == "é"
