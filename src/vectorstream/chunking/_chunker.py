@@ -123,7 +123,7 @@ class _BaseChunker:
                 out.append((s, e, n, extra))
             else:
                 out.extend((a, b, m, extra) for a, b, m in self._repair(st.text, s, e))
-        return out
+        return _in_order(out) if self.overlap else out
 
     def _repair(self, text: str, start: int, end: int) -> list[tuple[int, int, int]]:
         """Cut ``text[start:end]`` until every part is within the token and character limits."""
@@ -152,6 +152,22 @@ class _BaseChunker:
             out.extend(self._repair(text, start + a, start + b))
         log.debug("re-cut a piece of %d characters into %d chunks", end - start, len(out))
         return out
+
+
+def _in_order(
+    pieces: list[tuple[int, int, int, tuple[str, ...]]],
+) -> list[tuple[int, int, int, tuple[str, ...]]]:
+    """Pieces by start, dropping any inside the one before it.
+
+    Only overlapping windows need this: a window cut again by ``_repair`` may end in parts that
+    start after the next window does; a part inside another chunk adds nothing.
+    """
+    out: list[tuple[int, int, int, tuple[str, ...]]] = []
+    for piece in sorted(pieces, key=lambda p: (p[0], -p[1])):
+        if out and piece[1] <= out[-1][1]:
+            continue
+        out.append(piece)
+    return out
 
 
 class TokenChunker(_BaseChunker):

@@ -1,0 +1,513 @@
+"""Chunkers against the real MiniLM tokenizer: exact offsets, coverage, limits, structure."""
+
+from __future__ import annotations
+
+import base64
+import functools
+import itertools
+import pickle
+import random
+import re
+
+import numpy as np
+import pytest
+import tokenizers
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import vectorstream.chunking as chunking
+from _chunking_support import check_chunks, count_tokens, minilm_tokenizer, minilm_tokenizer_path
+from vectorstream.chunking import (
+    Chunker,
+    ChunkOptions,
+    load_tokenizer,
+    make_chunker,
+    split_sentences,
+)
+from vectorstream.errors import ChunkingError, ModelError
+from vectorstream.types import Chunk, Section
+
+# --- fixtures ------------------------------------------------------------------------------------
+
+
+@functools.cache
+def _bpe_tok() -> tokenizers.Tokenizer:
+    """A byte-level BPE tokenizer trained here: a word's token depends on the space before it, so
+    the chunkers cannot trust span counts and must re-tokenize (the other code path)."""
+    from tokenizers import decoders, models, pre_tokenizers, trainers
+
+    rng = random.Random(7)
+    words = ["stream", "vector", "chunk", "token", "model", "the", "of", "and", "data", "index"]
+    corpus = [" ".join(rng.choice(words) for _ in range(40)) + "." for _ in range(200)]
+    tokenizer = tokenizers.Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=400, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False
+    )
+    tokenizer.train_from_iterator(corpus, trainer=trainer)
+    return tokenizer
+
+
+def _chunks(chunker: Chunker, sections: list[Section]) -> list[Chunk]:
+    return list(chunker.chunk(sections))
+
+
+def _topic_embed(texts: list[str]) -> np.ndarray:
+    """A deterministic fake model (a protocol seam): one dimension per topic, counting its words."""
+    topics = [
+        {"cat", "cats", "dog", "dogs", "pet", "pets", "purr"},
+        {"stock", "stocks", "market", "price", "shares"},
+    ]
+    rows = []
+    for text in texts:
+        words = re.findall(r"[a-z]+", text.lower())
+        rows.append([sum(w in topic for w in words) for topic in topics] + [0.01])
+    return np.asarray(rows, dtype=np.float32)
+
+
+def _letter_embed(texts: list[str]) -> np.ndarray:
+    """A deterministic fake model for property tests: letter frequencies."""
+    out = np.zeros((len(texts), 27), dtype=np.float32)
+    for i, text in enumerate(texts):
+        for ch in text.lower():
+            if "a" <= ch <= "z":
+                out[i, ord(ch) - 97] += 1
+        out[i, 26] = 1.0
+    return out
+
+
+tok = minilm_tokenizer()
+
+
+# --- property tests: the contract, for every splitter --------------------------------------------
+
+FRAGMENTS = [
+    "Hello world.",
+    "Dr. Smith met Mr. Jones at 3.14 p.m.",
+    "e.g. this",
+    " ",
+    "  ",
+    "\n",
+    "\n\n",
+    "\t",
+    "# Title\n",
+    "## Sub heading\n",
+    "```\ncode # not a heading\n\nmore\n```\n",
+    "- item\n",
+    "1. first\n",
+    "中文字符。",
+    "😀",
+    "héllo wörld",
+    "\x00",
+    "\u200b",
+    "...",
+    "!",
+    "?",
+    "unaffable",
+    "supercalifragilisticexpialidocious",
+    "a" * 150,
+    "x,y;z",
+    "The quick brown fox jumps over the lazy dog. ",
+]
+_text = st.lists(st.one_of(st.sampled_from(FRAGMENTS), st.text(max_size=12)), max_size=40).map(
+    "".join
+)
+_sections = st.lists(_text, min_size=1, max_size=3).map(
+    lambda texts: [
+        Section(
+            t,
+            "mem://doc",
+            index=i,
+            page=i + 1,
+            headings=("Doc",) if i % 2 else (),
+            metadata={"i": i},
+        )
+        for i, t in enumerate(texts)
+    ]
+)
+_PROPS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+@_PROPS
+@given(sections=_sections, size=st.integers(4, 40), data=st.data())
+def test_token_windows_contract(sections: list[Section], size: int, data: st.DataObject) -> None:
+    overlap = data.draw(st.integers(0, size - 1))
+    chunker = make_chunker(ChunkOptions("tokens", size, overlap), tok, 256)
+    check_chunks(sections, _chunks(chunker, sections), tok, size, may_overlap=overlap > 0)
+
+
+@_PROPS
+@given(sections=_sections, size=st.integers(4, 40), data=st.data())
+def test_sentence_packing_contract(sections: list[Section], size: int, data: st.DataObject) -> None:
+    overlap = data.draw(st.integers(0, size - 1))
+    chunker = make_chunker(ChunkOptions("sentences", size, overlap), tok, 256)
+    check_chunks(sections, _chunks(chunker, sections), tok, size, may_overlap=overlap > 0)
+
+
+@_PROPS
+@given(sections=_sections, size=st.integers(4, 40))
+def test_markdown_contract(sections: list[Section], size: int) -> None:
+    chunker = make_chunker(ChunkOptions("markdown", size, 0), tok, 256)
+    check_chunks(sections, _chunks(chunker, sections), tok, size, may_overlap=False)
+
+
+@_PROPS
+@given(
+    sections=_sections, size=st.integers(4, 40), threshold=st.one_of(st.none(), st.floats(-1, 1))
+)
+def test_semantic_contract(sections: list[Section], size: int, threshold: float | None) -> None:
+    options = ChunkOptions("semantic", size, 0, semantic_threshold=threshold)
+    chunker = make_chunker(options, tok, 256, embed=_letter_embed)
+    check_chunks(sections, _chunks(chunker, sections), tok, size, may_overlap=False)
+
+
+@settings(max_examples=25, deadline=None)
+@given(sections=_sections, size=st.integers(4, 30), splitter=st.sampled_from(chunking.SPLITTERS))
+def test_contract_with_a_context_dependent_tokenizer(
+    sections: list[Section], size: int, splitter: str
+) -> None:
+    chunker = make_chunker(
+        ChunkOptions(splitter, size, size // 4), _bpe_tok(), 512, embed=_letter_embed
+    )
+    check_chunks(
+        sections,
+        _chunks(chunker, sections),
+        _bpe_tok(),
+        size,
+        may_overlap=splitter in ("tokens", "sentences"),
+    )
+
+
+# --- token windows -------------------------------------------------------------------------------
+
+
+def _prose(n_sentences: int, seed: int = 0) -> str:
+    rng = random.Random(seed)
+    words = [
+        "the",
+        "a",
+        "model",
+        "vector",
+        "stream",
+        "chunk",
+        "token",
+        "index",
+        "store",
+        "search",
+        "query",
+        "page",
+        "data",
+        "fast",
+    ]
+    return " ".join(
+        " ".join(rng.choice(words) for _ in range(rng.randint(4, 18))).capitalize() + "."
+        for _ in range(n_sentences)
+    )
+
+
+def test_token_windows_overlap_and_do_not_cut_words() -> None:
+    text = _prose(80)
+    chunks = _chunks(make_chunker(ChunkOptions("tokens", 32, 8), tok, 256), [Section(text, "s")])
+    assert len(chunks) > 10
+    for prev, nxt in itertools.pairwise(chunks):
+        assert nxt.start < prev.end  # they overlap ...
+        shared = text[nxt.start : prev.end]
+        assert 1 <= count_tokens(tok, shared) <= 8  # ... by at most `overlap` tokens
+    for c in chunks:
+        assert c.start == 0 or text[c.start - 1].isspace()
+        assert c.end == len(text) or text[c.end].isspace()
+        assert c.n_tokens is not None and c.n_tokens >= 24  # a snap moves back at most a quarter
+
+
+def test_limit_is_capped_by_the_model_not_the_shipped_truncation() -> None:
+    raw = tokenizers.Tokenizer.from_file(str(minilm_tokenizer_path()))  # truncates at 128
+    chunker = make_chunker(ChunkOptions("tokens", 1000, 0), raw, 256)
+    chunks = _chunks(chunker, [Section(_prose(200), "s")])
+    sizes = [c.n_tokens or 0 for c in chunks]
+    assert max(sizes) <= 254 and max(sizes) > 200  # min(1000, 256 - 2 special tokens)
+    assert raw.truncation is not None  # the caller's tokenizer is left as it was
+
+
+def test_word_without_spaces_is_cut_by_characters() -> None:
+    # 200 KB of one "word": the tokenizer sees a single unknown token; chunks stay bounded.
+    text = "a" * 200_000
+    chunks = _chunks(make_chunker(ChunkOptions("markdown", 64, 0), tok, 256), [Section(text, "s")])
+    check_chunks([Section(text, "s")], chunks, tok, 64, may_overlap=False)
+    assert len(chunks) == -(-len(text) // (64 * chunking.MAX_CHARS_PER_TOKEN))
+
+
+@pytest.mark.parametrize("splitter", ["tokens", "sentences", "markdown"])
+def test_base64_blob(splitter: str) -> None:
+    text = base64.b64encode(random.Random(1).randbytes(30_000)).decode()
+    section = Section(text, "s")
+    chunks = _chunks(make_chunker(ChunkOptions(splitter, 128, 16), tok, 256), [section])
+    check_chunks([section], chunks, tok, 128, may_overlap=splitter != "markdown")
+
+
+# --- sentences -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            "Mr. Smith went to Washington. He paid $3.50 there.",
+            ["Mr. Smith went to Washington.", "He paid $3.50 there."],
+        ),
+        (
+            "See Fig. 3 and e.g. the appendix. Then stop.",
+            ["See Fig. 3 and e.g. the appendix.", "Then stop."],
+        ),
+        (
+            "The U.S. Army is large. J. R. R. Tolkien wrote books.",
+            ["The U.S. Army is large.", "J. R. R. Tolkien wrote books."],
+        ),
+        (
+            "Pi is 3.14159 roughly. Yes!Really? Ok.",
+            ["Pi is 3.14159 roughly.", "Yes!Really?", "Ok."],
+        ),
+        ('Wait... what? "Quoted." Next one.', ["Wait... what?", '"Quoted."', "Next one."]),
+        (
+            "It costs approx. ten euros. Item No. 5 is sold. I said no. Then left.",
+            ["It costs approx. ten euros.", "Item No. 5 is sold.", "I said no.", "Then left."],
+        ),
+        (
+            "a line\nwrapped in the middle. Next\n\nNew paragraph",
+            ["a line\nwrapped in the middle.", "Next", "New paragraph"],
+        ),
+        ("Items:\n- one\n- two\n1. three", ["Items:", "- one", "- two", "1. three"]),
+        ("第一句。第二句！第三句？", ["第一句。", "第二句！", "第三句？"]),
+        ("   ", []),
+    ],
+)
+def test_split_sentences(text: str, expected: list[str]) -> None:
+    assert [text[a:b] for a, b in split_sentences(text)] == expected
+
+
+def test_sentence_packing_keeps_sentences_whole() -> None:
+    text = _prose(60, seed=3)
+    sentences = {text[a:b] for a, b in split_sentences(text)}
+    chunks = _chunks(make_chunker(ChunkOptions("sentences", 48, 0), tok, 256), [Section(text, "s")])
+    for c in chunks:
+        parts = [c.text[a:b] for a, b in split_sentences(c.text)]
+        assert parts and all(p in sentences for p in parts)
+    # Packing, not one sentence per chunk: most chunks hold several.
+    assert sum(len(split_sentences(c.text)) > 1 for c in chunks) > len(chunks) // 2
+
+
+def test_sentence_overlap_carries_whole_sentences() -> None:
+    text = " ".join(f"Sentence number {i} is here." for i in range(40))
+    chunks = _chunks(
+        make_chunker(ChunkOptions("sentences", 40, 12), tok, 256), [Section(text, "s")]
+    )
+    for prev, nxt in itertools.pairwise(chunks):
+        shared = text[nxt.start : prev.end]
+        assert shared and shared.endswith("is here.") and shared.startswith("Sentence")
+
+
+def test_long_sentence_falls_back_to_token_windows() -> None:
+    text = "Short one. " + " ".join(["word"] * 300) + ". Tail."
+    chunks = _chunks(make_chunker(ChunkOptions("sentences", 50, 0), tok, 256), [Section(text, "s")])
+    assert chunks[0].text.startswith("Short one.")
+    assert all((c.n_tokens or 0) <= 50 for c in chunks)
+    assert chunks[-1].text.endswith("Tail.")
+
+
+# --- markdown ------------------------------------------------------------------------------------
+
+MARKDOWN = """# Guide
+
+Intro text for the guide.
+
+## Install
+
+Run the installer.
+
+```python
+# a comment, not a heading
+
+print("hi")
+```
+
+### Linux
+
+Use the package manager.
+
+Setext Title
+------------
+
+Under setext.
+
+# Appendix
+
+The end.
+"""
+
+
+def test_markdown_heading_paths() -> None:
+    section = Section(MARKDOWN, "doc.md", page=1, headings=("Manual",))
+    chunks = _chunks(make_chunker(ChunkOptions("markdown", 200, 0), tok, 256), [section])
+    by_text = {c.text.splitlines()[0]: c.headings for c in chunks}
+    assert by_text == {
+        "# Guide": ("Manual", "Guide"),
+        "## Install": ("Manual", "Guide", "Install"),
+        "### Linux": ("Manual", "Guide", "Install", "Linux"),
+        "Setext Title": ("Manual", "Guide", "Setext Title"),
+        "# Appendix": ("Manual", "Appendix"),
+    }
+    code = next(c for c in chunks if c.headings[-1] == "Install")
+    assert "# a comment, not a heading" in code.text and 'print("hi")' in code.text
+
+
+def test_markdown_does_not_repeat_the_sections_own_heading() -> None:
+    section = Section(
+        "## Install\n\nRun it.\n\n### Linux\n\nApt.", "d", headings=("Guide", "Install")
+    )
+    chunks = _chunks(make_chunker(ChunkOptions("markdown", 200, 0), tok, 256), [section])
+    assert [c.headings for c in chunks] == [("Guide", "Install"), ("Guide", "Install", "Linux")]
+
+
+def test_markdown_packs_small_paragraphs_and_splits_large_ones() -> None:
+    small = "\n\n".join(f"Paragraph {i} is short." for i in range(30))
+    chunks = _chunks(make_chunker(ChunkOptions("markdown", 64, 0), tok, 256), [Section(small, "s")])
+    assert 3 <= len(chunks) < 30
+    assert all("\n\n" in c.text for c in chunks[:-1])  # neighbours packed together
+    big = "# Big\n\n" + _prose(40, seed=5)
+    chunks = _chunks(make_chunker(ChunkOptions("markdown", 64, 0), tok, 256), [Section(big, "s")])
+    assert len(chunks) > 5
+    assert chunks[0].text.startswith("# Big\n\n")  # the heading packs with the first sentences
+    assert all(c.text.endswith(".") for c in chunks)  # cut between sentences, not inside
+
+
+# --- semantic ------------------------------------------------------------------------------------
+
+PETS = [
+    "My cat likes to purr.",
+    "The dog is a loyal pet.",
+    "Cats and dogs make good pets.",
+    "A pet needs care.",
+]
+MARKET = [
+    "The stock market fell today.",
+    "Shares lost value.",
+    "The price of stocks dropped.",
+    "The market may recover.",
+]
+
+
+@pytest.mark.parametrize("threshold", [None, 0.5])
+def test_semantic_splits_exactly_at_the_topic_change(threshold: float | None) -> None:
+    text = " ".join(PETS + MARKET)
+    chunker = make_chunker(
+        ChunkOptions("semantic", 256, 0, threshold), tok, 256, embed=_topic_embed
+    )
+    chunks = _chunks(chunker, [Section(text, "s")])
+    assert [c.text for c in chunks] == [" ".join(PETS), " ".join(MARKET)]
+
+
+def test_semantic_groups_respect_the_limit() -> None:
+    text = " ".join(PETS * 10)
+    chunker = make_chunker(ChunkOptions("semantic", 40, 0), tok, 256, embed=_topic_embed)
+    chunks = _chunks(chunker, [Section(text, "s")])
+    check_chunks([Section(text, "s")], chunks, tok, 40, may_overlap=False)
+    assert len(chunks) > 1
+
+
+def test_semantic_embed_failures_are_chunking_errors() -> None:
+    def broken(texts: list[str]) -> np.ndarray:
+        raise RuntimeError("model exploded")
+
+    def wrong_shape(texts: list[str]) -> np.ndarray:
+        return np.zeros((len(texts) + 1, 3))
+
+    section = Section(" ".join(PETS), "s")
+    for embed, message in [(broken, "model exploded"), (wrong_shape, "one vector per sentence")]:
+        chunker = make_chunker(ChunkOptions("semantic"), tok, 256, embed=embed)
+        with pytest.raises(ChunkingError, match=message):
+            _chunks(chunker, [section])
+
+
+# --- sections, sources, pickling -----------------------------------------------------------------
+
+
+def test_pages_indices_and_metadata_come_from_sections() -> None:
+    sections = [
+        Section(_prose(20, seed=i), "file.pdf", index=i, page=i + 1, metadata={"lang": "en"})
+        for i in range(3)
+    ]
+    blank = Section("   \n", "file.pdf", index=3, page=4)
+    image = Section("", "file.pdf", index=4, page=5, image=b"\x89PNG")
+    last = Section("Last page.", "file.pdf", index=5, page=6)
+    chunks = _chunks(
+        make_chunker(ChunkOptions("markdown", 48, 0), tok, 256), [*sections, blank, image, last]
+    )
+    assert [c.chunk_index for c in chunks] == list(range(len(chunks)))
+    assert {c.page for c in chunks} == {1, 2, 3, 6}
+    assert all(c.page == c.section_index + 1 for c in chunks)
+    assert chunks[-1].text == "Last page." and chunks[-1].section_index == 5
+    assert all(dict(c.metadata) == {"lang": "en"} for c in chunks if c.section_index < 3)
+
+
+def test_one_source_per_call() -> None:
+    chunker = make_chunker(ChunkOptions(), tok, 256)
+    with pytest.raises(ChunkingError, match="one source"):
+        _chunks(chunker, [Section("A.", "a"), Section("B.", "b", index=1)])
+
+
+@pytest.mark.parametrize("splitter", chunking.SPLITTERS)
+def test_chunkers_pickle(splitter: str) -> None:
+    embed = _letter_embed if splitter == "semantic" else None
+    chunker = make_chunker(ChunkOptions(splitter, 48, 8), tok, 256, embed=embed)
+    assert isinstance(chunker, Chunker)
+    copy = pickle.loads(pickle.dumps(chunker))
+    section = Section(MARKDOWN + _prose(30), "s")
+    assert _chunks(copy, [section]) == _chunks(chunker, [section])
+
+
+# --- options and errors ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"splitter": "words"}, "unknown splitter"),
+        ({"chunk_tokens": 0}, "positive"),
+        ({"chunk_tokens": 12.5}, "integer"),
+        ({"chunk_tokens": True}, "integer"),
+        ({"overlap": -1}, "zero or positive"),
+        ({"chunk_tokens": 32, "overlap": 32}, "smaller than chunk_tokens"),
+        ({"semantic_threshold": 1.5}, r"\[-1, 1\]"),
+        ({"semantic_threshold": float("nan")}, r"\[-1, 1\]"),
+        ({"semantic_threshold": "high"}, "number"),
+    ],
+)
+def test_option_validation(kwargs: dict[str, object], message: str) -> None:
+    with pytest.raises(ChunkingError, match=message):
+        ChunkOptions(**kwargs)  # type: ignore[arg-type]
+
+
+def test_make_chunker_validation() -> None:
+    with pytest.raises(ChunkingError, match="embed function"):
+        make_chunker(ChunkOptions("semantic"), tok, 256)
+    with pytest.raises(ChunkingError, match="lower --overlap"):
+        make_chunker(ChunkOptions("tokens", 512, 200), tok, 128)  # limit 126 <= overlap
+    with pytest.raises(ChunkingError, match="no room"):
+        make_chunker(ChunkOptions(), tok, 2)
+    assert chunking.effective_limit(ChunkOptions(chunk_tokens=512), 256) == 254
+
+
+def test_load_tokenizer(tmp_path: object) -> None:
+    path = minilm_tokenizer_path()
+    for where in (path, path.parent):
+        tokenizer = load_tokenizer(where)
+        assert tokenizer.truncation is None and tokenizer.padding is None
+        assert count_tokens(tokenizer, _prose(40)) > 128
+    with pytest.raises(ModelError, match="cannot load tokenizer"):
+        load_tokenizer(path.parent / "missing.json")
+
+
+def test_public_names() -> None:
+    public = {n for n in dir(chunking) if not n.startswith("_") and n not in {"annotations"}}
+    modules = {n for n in public if type(getattr(chunking, n)).__name__ == "module"}
+    assert public - modules == set(chunking.__all__)
