@@ -1,0 +1,124 @@
+"""Settings of sparse decoding and the per-step statistics it reports (no torch needed)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+from ..errors import ConfigError
+from ._dipr import beta_from_alpha, beta_from_tau
+
+__all__ = ["LayerStats", "Mode", "SparseConfig", "StepStats", "choose_mode"]
+
+Mode = Literal["auto", "full", "flat", "graph"]
+
+
+@dataclass(frozen=True)
+class SparseConfig:
+    """How a decode step picks the keys it attends.
+
+    Give ``alpha`` (keep keys whose weight is ≥ α × the largest) or ``tau`` (β = τ·√d), not both;
+    ``alpha=0`` or ``tau=inf`` means β = ∞, exact attention through the sparse path. The first
+    ``n_init`` and last ``n_last`` tokens are always attended exactly. ``mode="auto"`` uses full
+    attention below ``full_below`` keys, a flat scan on ``flat_layers`` and on contexts without an
+    index of at least ``graph_min`` keys, and the graph index otherwise.
+    """
+
+    alpha: float | None = None
+    tau: float | None = None
+    n_init: int = 4
+    n_last: int = 64
+    mode: Mode = "auto"
+    full_below: int = 512
+    graph_min: int = 1024
+    flat_layers: tuple[int, ...] = (0,)
+    capacity: int = 128
+    max_queries: int = 2048
+
+    def __post_init__(self) -> None:
+        if self.alpha is not None and self.tau is not None:
+            raise ConfigError("give alpha or tau, not both")
+        if self.alpha is not None and not 0.0 <= self.alpha <= 1.0:
+            raise ConfigError(f"alpha must be in [0, 1], got {self.alpha}")
+        if self.tau is not None and self.tau < 0:
+            raise ConfigError(f"tau must be >= 0, got {self.tau}")
+        if self.n_init < 0 or self.n_last < 1:
+            raise ConfigError("n_init must be >= 0 and n_last >= 1 (the newest token is attended)")
+        if self.mode not in ("auto", "full", "flat", "graph"):
+            raise ConfigError(f"mode must be auto, full, flat or graph, got {self.mode!r}")
+        if self.capacity < 1 or self.max_queries < 0:
+            raise ConfigError("capacity must be >= 1 and max_queries >= 0")
+
+    def beta(self, head_dim: int, scaling: float) -> float:
+        """β in raw dot-product units for a layer of this head size and softmax scaling."""
+        if self.tau is not None:
+            return beta_from_tau(self.tau, head_dim)
+        alpha = 1e-3 if self.alpha is None else self.alpha
+        return beta_from_alpha(alpha, head_dim, scaling) if alpha > 0 else math.inf
+
+
+def choose_mode(layer_idx: int, n_keys: int, n_indexed: int, config: SparseConfig) -> Mode:
+    """The rule: full for short contexts, flat for the flat layers and small indexes, else graph."""
+    if config.mode != "auto":
+        if config.mode == "graph" and n_indexed == 0:
+            return "flat"
+        return config.mode
+    if n_keys < config.full_below:
+        return "full"
+    if layer_idx in config.flat_layers or n_indexed < config.graph_min:
+        return "flat"
+    return "graph"
+
+
+@dataclass(frozen=True)
+class LayerStats:
+    """One layer of one decode step: per query head, keys DIPR selected and keys it scored.
+
+    ``window`` keys were attended exactly besides the ``selected`` ones; ``total`` keys existed.
+    In full mode every key is in the window and none is selected or touched by a search.
+    """
+
+    layer: int
+    mode: Mode
+    total: int
+    window: int
+    selected: tuple[int, ...]
+    touched: tuple[int, ...]
+
+    @property
+    def attended_fraction(self) -> float:
+        """Share of the keys whose values entered the output (window + mean selected)."""
+        return _share(self.window, self.selected, self.total)
+
+    @property
+    def touched_fraction(self) -> float:
+        """Share of the keys scored against the query (window + mean touched)."""
+        return _share(self.window, self.touched, self.total)
+
+
+def _share(window: int, per_head: tuple[int, ...], total: int) -> float:
+    if total == 0:
+        return 0.0
+    mean = sum(per_head) / len(per_head) if per_head else 0.0
+    return min(1.0, (window + mean) / total)
+
+
+@dataclass(frozen=True)
+class StepStats:
+    """Statistics of one decode step over every layer."""
+
+    step: int
+    layers: tuple[LayerStats, ...]
+
+    @property
+    def attended_fraction(self) -> float:
+        if not self.layers:
+            return 0.0
+        return sum(s.attended_fraction for s in self.layers) / len(self.layers)
+
+    @property
+    def touched_fraction(self) -> float:
+        if not self.layers:
+            return 0.0
+        return sum(s.touched_fraction for s in self.layers) / len(self.layers)

@@ -1,0 +1,282 @@
+"""``ContextDB``: contexts (token ids, per-layer keys and values, graph indexes) kept on disk.
+
+Layout, one folder per context under the database folder::
+
+    <id>/meta.json        sizes and which layers are indexed
+    <id>/tokens.npy       token ids (int64)
+    <id>/kv.safetensors   keys.<layer>, values.<layer>: (H_kv, n, d) in the model's dtype
+    <id>/graphs.npz       l<layer>h<head>n (adjacency) and l<layer>h<head>e (entry points)
+
+A context's id is a hash of its tokens, so storing the same context twice replaces it. Contexts are
+written to a temporary folder and renamed into place, so a reader never sees half a context.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from ..errors import ConfigError, StoreError
+from ._config import SparseConfig
+from ._graph import KeyGraph
+from ._session import Session
+
+__all__ = ["ContextDB", "ContextInfo"]
+
+log = logging.getLogger("vectorstream.attention.contextdb")
+
+
+@dataclass(frozen=True)
+class ContextInfo:
+    """What a stored context holds."""
+
+    id: str
+    n_tokens: int
+    n_layers: int
+    n_kv_heads: int
+    head_dim: int
+    indexed_layers: tuple[int, ...]
+
+
+def _as_ids(input_ids: Any) -> list[int]:
+    """Token ids from a list, a 1-D array/tensor or a (1, n) batch."""
+    if isinstance(input_ids, torch.Tensor):
+        arr = input_ids.detach().cpu().numpy()
+    else:
+        arr = np.asarray(input_ids)
+    if arr.ndim == 2 and arr.shape[0] == 1:
+        arr = arr[0]
+    if arr.ndim != 1:
+        raise ConfigError(f"input_ids must be one sequence, got shape {arr.shape}")
+    return [int(t) for t in arr.tolist()]
+
+
+def _context_id(ids: Sequence[int]) -> str:
+    return hashlib.sha256(np.asarray(ids, dtype=np.int64).tobytes()).hexdigest()[:24]
+
+
+def _kv_pairs(kv: Any) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Per-layer (keys, values) as (H_kv, n, d) from a cache or a sequence of pairs."""
+    if hasattr(kv, "layers"):
+        pairs = [(layer.keys, layer.values) for layer in kv.layers]
+    else:
+        pairs = [(k, v) for k, v in kv]
+    out = []
+    for k, v in pairs:
+        k3 = k[0] if k.dim() == 4 else k
+        v3 = v[0] if v.dim() == 4 else v
+        if k3.dim() != 3 or k3.shape[:2] != v3.shape[:2]:
+            raise ConfigError(
+                f"keys/values must be (H_kv, n, d), got {tuple(k.shape)}, {tuple(v.shape)}"
+            )
+        out.append((k3, v3))
+    if not out:
+        raise ConfigError("the KV cache has no layers")
+    return out
+
+
+class ContextDB:
+    """Stored contexts and the sessions that reuse them.
+
+    ``create_session(ids)`` reuses the stored context sharing the longest prefix with ``ids``;
+    ``store(session)`` builds the session's graph indexes and writes everything to disk.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], config: SparseConfig | None = None) -> None:
+        self.path = Path(path)
+        self.config = config or SparseConfig()
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"cannot create the context database at {self.path}: {exc}") from exc
+
+    # -- reading --------------------------------------------------------------------------------
+    def contexts(self) -> list[ContextInfo]:
+        """Every stored context, in id order."""
+        infos = []
+        for meta in sorted(self.path.glob("*/meta.json")):
+            infos.append(self._info(meta.parent.name))
+        return infos
+
+    def _info(self, context_id: str) -> ContextInfo:
+        try:
+            meta = json.loads((self.path / context_id / "meta.json").read_text())
+        except (OSError, ValueError) as exc:
+            raise StoreError(f"context {context_id} is unreadable: {exc}") from exc
+        return ContextInfo(
+            id=context_id,
+            n_tokens=int(meta["n_tokens"]),
+            n_layers=int(meta["n_layers"]),
+            n_kv_heads=int(meta["n_kv_heads"]),
+            head_dim=int(meta["head_dim"]),
+            indexed_layers=tuple(int(x) for x in meta["indexed_layers"]),
+        )
+
+    def tokens(self, context_id: str) -> np.ndarray:
+        try:
+            return np.load(self.path / context_id / "tokens.npy", mmap_mode="r")
+        except (OSError, ValueError) as exc:
+            raise StoreError(f"context {context_id} has no readable tokens: {exc}") from exc
+
+    def longest_prefix(self, input_ids: Any) -> tuple[str | None, int]:
+        """The stored context sharing the longest prefix with ``input_ids``, and its length."""
+        ids = np.asarray(_as_ids(input_ids), dtype=np.int64)
+        best: tuple[str | None, int] = (None, 0)
+        for info in self.contexts():
+            stored = self.tokens(info.id)
+            m = min(len(stored), len(ids))
+            differ = np.flatnonzero(stored[:m] != ids[:m])
+            common = int(differ[0]) if differ.size else m
+            if common > best[1]:
+                best = (info.id, common)
+        return best
+
+    def load_kv(
+        self, context_id: str, length: int | None = None
+    ) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """The stored keys and values of the first ``length`` tokens, per layer (H_kv, n, d)."""
+        info = self._info(context_id)
+        n = info.n_tokens if length is None else min(length, info.n_tokens)
+        kv = []
+        try:
+            with safe_open(str(self.path / context_id / "kv.safetensors"), framework="pt") as f:
+                for layer in range(info.n_layers):
+                    k = f.get_slice(f"keys.{layer}")[:, :n, :]
+                    v = f.get_slice(f"values.{layer}")[:, :n, :]
+                    kv.append((k, v))
+        except (OSError, KeyError) as exc:
+            raise StoreError(f"context {context_id} has unreadable keys/values: {exc}") from exc
+        return kv
+
+    def load_graphs(self, context_id: str) -> dict[int, list[KeyGraph]]:
+        info = self._info(context_id)
+        file = self.path / context_id / "graphs.npz"
+        if not info.indexed_layers or not file.exists():
+            return {}
+        graphs: dict[int, list[KeyGraph]] = {}
+        try:
+            with np.load(file) as data:
+                for layer in info.indexed_layers:
+                    graphs[layer] = [
+                        KeyGraph(data[f"l{layer}h{h}n"], data[f"l{layer}h{h}e"])
+                        for h in range(info.n_kv_heads)
+                    ]
+        except (OSError, KeyError, ValueError) as exc:
+            raise StoreError(f"context {context_id} has an unreadable index: {exc}") from exc
+        return graphs
+
+    def create_session(
+        self, input_ids: Any, config: SparseConfig | None = None
+    ) -> tuple[Session, list[int]]:
+        """A session holding the longest stored prefix of ``input_ids``, and the ids still to run.
+
+        At least one id is always left to run, so the caller's next forward pass yields logits.
+        Under partial reuse the stored graph index is searched with the filter position < L.
+        """
+        ids = _as_ids(input_ids)
+        cfg = config or self.config
+        context_id, common = self.longest_prefix(ids)
+        reuse = min(common, len(ids) - 1)
+        if context_id is None or reuse <= 0:
+            return Session(cfg), ids
+        session = Session.from_kv(self.load_kv(context_id, reuse), cfg, ids[:reuse])
+        session.context_id = context_id
+        session.reused_tokens = reuse
+        session.install_graphs(self.load_graphs(context_id), reuse)
+        log.debug("reusing %d tokens of context %s", reuse, context_id)
+        return session, ids[reuse:]
+
+    # -- writing --------------------------------------------------------------------------------
+    def store(self, session: Session, token_ids: Any = None, *, build_index: bool = True) -> str:
+        """Build the session's graph indexes and write its context; returns the context id.
+
+        ``token_ids`` defaults to the ids the session recorded (``generate`` and ``ContextDB``
+        record them); their number must equal the cache's length.
+        """
+        ids = session.token_ids if token_ids is None else _as_ids(token_ids)
+        n = session.get_seq_length()
+        if len(ids) != n:
+            raise ConfigError(f"{len(ids)} token ids for a cache of {n} tokens; pass token_ids")
+        graphs = session.build_graphs() if build_index else {}
+        context_id = self._write(ids, _kv_pairs(session), graphs)
+        session.install_graphs(graphs, n)
+        session.context_id = context_id
+        session.token_ids = list(ids)
+        return context_id
+
+    def import_context(self, input_ids: Any, kv: Any, *, build_index: bool = True) -> str:
+        """Store a context computed elsewhere (a ``DynamicCache`` or per-layer (K, V) pairs).
+
+        Without recorded queries its graphs are built from the keys alone.
+        """
+        ids = _as_ids(input_ids)
+        pairs = _kv_pairs(kv)
+        if pairs[0][0].shape[1] != len(ids):
+            raise ConfigError(f"{len(ids)} token ids for {pairs[0][0].shape[1]} cached tokens")
+        graphs: dict[int, list[KeyGraph]] = {}
+        if build_index:
+            session = Session.from_kv(pairs, self.config, ids)
+            graphs = session.build_graphs()
+        return self._write(ids, pairs, graphs)
+
+    def delete(self, context_id: str) -> bool:
+        folder = self.path / context_id
+        if not folder.exists():
+            return False
+        shutil.rmtree(folder)
+        return True
+
+    def _write(
+        self,
+        ids: Sequence[int],
+        pairs: list[tuple[torch.Tensor, torch.Tensor]],
+        graphs: dict[int, list[KeyGraph]],
+    ) -> str:
+        context_id = _context_id(ids)
+        final = self.path / context_id
+        try:
+            tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=self.path))
+            np.save(tmp / "tokens.npy", np.asarray(ids, dtype=np.int64))
+            tensors: dict[str, torch.Tensor] = {}
+            for layer, (k, v) in enumerate(pairs):
+                tensors[f"keys.{layer}"] = k.detach().cpu().contiguous()
+                tensors[f"values.{layer}"] = v.detach().cpu().contiguous()
+            save_file(tensors, str(tmp / "kv.safetensors"))
+            arrays: dict[str, np.ndarray] = {}
+            for layer, per_head in graphs.items():
+                for h, graph in enumerate(per_head):
+                    arrays[f"l{layer}h{h}n"] = graph.neighbors
+                    arrays[f"l{layer}h{h}e"] = graph.entries
+            if arrays:
+                np.savez(tmp / "graphs.npz", **arrays)  # type: ignore[arg-type]
+            meta = {
+                "n_tokens": len(ids),
+                "n_layers": len(pairs),
+                "n_kv_heads": int(pairs[0][0].shape[0]),
+                "head_dim": int(pairs[0][0].shape[-1]),
+                "dtype": str(pairs[0][0].dtype).removeprefix("torch."),
+                "indexed_layers": sorted(graphs),
+            }
+            (tmp / "meta.json").write_text(json.dumps(meta))
+            if final.exists():
+                shutil.rmtree(final)
+            tmp.rename(final)
+        except OSError as exc:
+            raise StoreError(f"cannot write context {context_id} to {self.path}: {exc}") from exc
+        log.debug(
+            "stored context %s (%d tokens, %d indexed layers)", context_id, len(ids), len(graphs)
+        )
+        return context_id

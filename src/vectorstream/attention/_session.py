@@ -1,0 +1,350 @@
+"""``Session``: a transformers ``DynamicCache`` whose decode steps attend sparsely.
+
+The cache keeps every key and value exactly (in buffers that grow by doubling, so a decode step does
+not copy the whole cache). A prefill — any forward pass with more than one new token — is exact
+attention. A single-token decode step attends the window (first ``n_init`` and last ``n_last``
+tokens) exactly and, from the keys between, only those DIPR selects: by a flat scan, or by the
+per-KV-head graph index built when the context was stored. The two parts are merged with
+log-sum-exp, so with β = ∞ the result is full attention.
+"""
+
+from __future__ import annotations
+
+import logging
+import weakref
+from contextvars import ContextVar
+from typing import Any
+
+import numpy as np
+import torch
+from transformers.cache_utils import Cache, DynamicCache, DynamicLayer
+
+from ..errors import ConfigError
+from ._config import LayerStats, Mode, SparseConfig, StepStats, choose_mode
+from ._graph import KeyGraph
+from ._merge import merge_partials, partial_attention
+
+__all__ = ["Session"]
+
+log = logging.getLogger("vectorstream.attention.session")
+
+# The attention function receives the cache's keys but not the cache; the session that just
+# returned those keys says so here (checked by identity, so a stale entry is never used).
+_ACTIVE: ContextVar[weakref.ref[Session] | None] = ContextVar("vectorstream_session", default=None)
+
+
+def active_session(layer_idx: int | None, keys: torch.Tensor) -> Session | None:
+    """The session whose ``update`` for ``layer_idx`` returned exactly ``keys``, if any."""
+    ref = _ACTIVE.get()
+    session = ref() if ref is not None else None
+    if session is None or session._last is None:
+        return None
+    last_layer, last_keys = session._last
+    if last_layer != layer_idx or last_keys is not keys:
+        return None
+    return session
+
+
+def _data_ptr(tensor: torch.Tensor | None) -> int:
+    return -1 if tensor is None else tensor.data_ptr()
+
+
+def _layer_kv(layer: object) -> tuple[torch.Tensor, torch.Tensor]:
+    """The (1, H_kv, n, d) keys and values of an attention cache layer."""
+    keys, values = getattr(layer, "keys", None), getattr(layer, "values", None)
+    if not isinstance(keys, torch.Tensor) or not isinstance(values, torch.Tensor):
+        raise ConfigError(f"cache layer {type(layer).__name__} holds no keys and values")
+    return keys, values
+
+
+class _BufferedLayer(DynamicLayer):
+    """A ``DynamicLayer`` whose keys and values are prefix views of buffers grown by doubling."""
+
+    def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
+        super().lazy_initialization(key_states, value_states)
+        self._kbuf: torch.Tensor | None = None
+        self._vbuf: torch.Tensor | None = None
+
+    def update(
+        self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        if not self.is_initialized:
+            self.lazy_initialization(key_states, value_states)
+        n = self.get_seq_length()
+        t = key_states.shape[-2]
+        kbuf, vbuf = self._kbuf, self._vbuf
+        stale = (
+            kbuf is None
+            or vbuf is None
+            or n + t > kbuf.shape[-2]
+            or kbuf.shape[:2] != key_states.shape[:2]
+            # crop() keeps a prefix view; batch selection and the like make new tensors.
+            or (n > 0 and _data_ptr(self.keys) != kbuf.data_ptr())
+        )
+        if stale:
+            cap = max(256, 2 * (n + t))
+            kshape = (*key_states.shape[:2], cap, key_states.shape[-1])
+            vshape = (*value_states.shape[:2], cap, value_states.shape[-1])
+            kbuf = key_states.new_empty(kshape)
+            vbuf = value_states.new_empty(vshape)
+            if n and self.keys is not None and self.values is not None:
+                kbuf[..., :n, :] = self.keys
+                vbuf[..., :n, :] = self.values
+            self._kbuf, self._vbuf = kbuf, vbuf
+        assert kbuf is not None and vbuf is not None
+        kbuf[..., n : n + t, :] = key_states
+        vbuf[..., n : n + t, :] = value_states
+        self.keys = kbuf[..., : n + t, :]
+        self.values = vbuf[..., : n + t, :]
+        return self.keys, self.values
+
+
+class Session(DynamicCache):
+    """A KV cache for one sequence (batch 1) that answers decode attention with DIPR.
+
+    Pass it as ``past_key_values`` to a model whose attention implementation is ``"vectorstream"``
+    (see ``register``). ``token_ids`` lists the tokens the cache holds when they came through
+    ``generate`` or a ``ContextDB``; ``stats`` holds the statistics of each decode step.
+    """
+
+    def __init__(self, config: SparseConfig | None = None, *, seed: int = 0) -> None:
+        Cache.__init__(self, layer_class_to_replicate=_BufferedLayer)
+        self.sparse = config or SparseConfig()
+        self.token_ids: list[int] = []
+        self.context_id: str | None = None
+        self.reused_tokens = 0
+        self._graphs: dict[int, list[KeyGraph]] = {}
+        self._graph_limit = 0
+        self._queries: dict[int, list[np.ndarray]] = {}
+        self._query_rows: dict[int, int] = {}
+        self._rng = np.random.default_rng(seed)
+        self._steps: list[StepStats] = []
+        self._current: list[LayerStats] = []
+        self._last: tuple[int, torch.Tensor] | None = None
+
+    # -- cache ----------------------------------------------------------------------------------
+    def update(
+        self,
+        key_states: torch.Tensor,
+        value_states: torch.Tensor,
+        layer_idx: int,
+        *args: Any,
+        **kwargs: Any,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        keys, values = super().update(key_states, value_states, layer_idx, *args, **kwargs)
+        self._last = (layer_idx, keys)
+        _ACTIVE.set(weakref.ref(self))
+        return keys, values
+
+    @classmethod
+    def from_kv(
+        cls,
+        kv: list[tuple[torch.Tensor, torch.Tensor]],
+        config: SparseConfig | None = None,
+        token_ids: list[int] | None = None,
+    ) -> Session:
+        """A session holding the given per-layer keys and values, (1, H_kv, n, d) or (H_kv, n, d)."""
+        session = cls(config)
+        for layer_idx, (k, v) in enumerate(kv):
+            k4 = k if k.dim() == 4 else k.unsqueeze(0)
+            v4 = v if v.dim() == 4 else v.unsqueeze(0)
+            DynamicCache.update(session, k4, v4, layer_idx)
+        session.token_ids = list(token_ids or [])
+        return session
+
+    def kv(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Per-layer (keys, values) of the first sequence, each (H_kv, n, d)."""
+        return [(k[0], v[0]) for k, v in map(_layer_kv, self.layers)]
+
+    # -- indexes --------------------------------------------------------------------------------
+    @property
+    def graphs(self) -> dict[int, list[KeyGraph]]:
+        """Graph index per layer, one per KV head (empty until built or loaded)."""
+        return dict(self._graphs)
+
+    @property
+    def graph_limit(self) -> int:
+        """Graph search only returns positions below this (the reused prefix of a stored context)."""
+        return self._graph_limit
+
+    def install_graphs(self, graphs: dict[int, list[KeyGraph]], limit: int) -> None:
+        """Use ``graphs`` for decode steps; positions ``>= limit`` in them are filtered out."""
+        self._graphs = dict(graphs)
+        self._graph_limit = limit if graphs else 0
+
+    def sampled_queries(self, layer_idx: int) -> np.ndarray | None:
+        """Queries seen at ``layer_idx`` (H_q, m, d), a random sample of at most ``max_queries``."""
+        parts = self._queries.get(layer_idx)
+        if not parts:
+            return None
+        q = np.concatenate(parts, axis=1)
+        if q.shape[1] > self.sparse.max_queries:
+            pick = np.sort(self._rng.choice(q.shape[1], self.sparse.max_queries, replace=False))
+            q = q[:, pick]
+        return q
+
+    def build_graphs(self, layers: list[int] | None = None) -> dict[int, list[KeyGraph]]:
+        """Build the graph index of every layer (flat layers excepted) from keys and queries."""
+        graphs: dict[int, list[KeyGraph]] = {}
+        wanted = range(len(self.layers)) if layers is None else layers
+        for layer_idx in wanted:
+            if layer_idx in self.sparse.flat_layers and self.sparse.mode == "auto":
+                continue
+            keys = _layer_kv(self.layers[layer_idx])[0][0].detach().float().cpu().numpy()
+            h_kv = keys.shape[0]
+            queries = self.sampled_queries(layer_idx)
+            group = None if queries is None else queries.shape[0] // h_kv
+            per_head = []
+            for h in range(h_kv):
+                # GQA: one graph per KV head, learned from every query head that reads it.
+                q = None
+                if queries is not None and group:
+                    q = queries[h * group : (h + 1) * group].reshape(-1, keys.shape[-1])
+                per_head.append(KeyGraph.build(keys[h], q))
+            graphs[layer_idx] = per_head
+        log.debug("built graphs for %d layers over %d keys", len(graphs), self.get_seq_length())
+        return graphs
+
+    # -- statistics -----------------------------------------------------------------------------
+    @property
+    def stats(self) -> tuple[StepStats, ...]:
+        """Statistics of each decode step so far (the step in progress included)."""
+        done = tuple(self._steps)
+        if self._current:
+            done += (StepStats(len(self._steps), tuple(self._current)),)
+        return done
+
+    def _record(self, stats: LayerStats) -> None:
+        if self._current and stats.layer <= self._current[-1].layer:
+            self._steps.append(StepStats(len(self._steps), tuple(self._current)))
+            self._current = []
+        self._current.append(stats)
+
+    def _observe(self, layer_idx: int, query: torch.Tensor) -> None:
+        """Keep a random sample of this layer's queries for building its graph later."""
+        cap = self.sparse.max_queries
+        if cap == 0:
+            return
+        q = query[0].detach().float().cpu().numpy()  # (H_q, t, d)
+        t = q.shape[1]
+        if t > cap:
+            q = q[:, np.sort(self._rng.choice(t, cap, replace=False))]
+        self._queries.setdefault(layer_idx, []).append(np.ascontiguousarray(q))
+        rows = self._query_rows.get(layer_idx, 0) + q.shape[1]
+        if rows > 2 * cap:
+            # Compact so a long decode does not grow memory without bound.
+            kept = self.sampled_queries(layer_idx)
+            assert kept is not None
+            self._queries[layer_idx] = [kept]
+            rows = kept.shape[1]
+        self._query_rows[layer_idx] = rows
+
+    # -- attention ------------------------------------------------------------------------------
+    def attend(
+        self,
+        layer_idx: int,
+        query: torch.Tensor,
+        key: torch.Tensor,
+        value: torch.Tensor,
+        scaling: float,
+    ) -> tuple[torch.Tensor, Mode]:
+        """One decode step of one layer: (output (1, 1, H_q, d_v), mode) or full mode's None.
+
+        Called by the registered attention function for single-token, batch-1 steps.
+        """
+        n = key.shape[2]
+        self._observe(layer_idx, query)
+        graphs = self._graphs.get(layer_idx)
+        indexed = self._graph_limit if graphs else 0
+        if graphs and 2 * self._graph_limit < graphs[0].size:
+            # A filter that keeps under half the graph leaves it poorly connected (recall drops),
+            # while the flat scan of so short a prefix is cheap: scan instead.
+            indexed = 0
+        mode = choose_mode(layer_idx, n, indexed, self.sparse)
+        if mode == "graph" and not graphs:
+            mode = "flat"
+        h_q, h_kv, d = query.shape[1], key.shape[1], query.shape[-1]
+        if h_q % h_kv:
+            raise ConfigError(f"{h_q} query heads do not divide into {h_kv} KV heads")
+        if mode == "full":
+            self._record(LayerStats(layer_idx, "full", n, n, (0,) * h_q, (0,) * h_q))
+            return torch.empty(0), "full"
+        g = h_q // h_kv
+        beta = self.sparse.beta(d, scaling)
+        keys = key[0].float()  # (H_kv, n, d)
+        values = value[0].float()
+        q = query[0, :, 0, :].float().reshape(h_kv, g, d)
+
+        head = min(self.sparse.n_init, n)
+        tail = max(head, n - self.sparse.n_last)
+        win = torch.cat([torch.arange(head), torch.arange(tail, n)])
+        k_win, v_win = keys[:, win], values[:, win]
+        seed = torch.einsum("hgd,hwd->hgw", q, k_win).amax(-1)  # (H_kv, g)
+
+        graph_hi = min(self._graph_limit, tail) if mode == "graph" else head
+        graph_hi = max(graph_hi, head)
+        flat_lo = graph_hi
+        flat_scores = torch.einsum("hgd,hmd->hgm", q, keys[:, flat_lo:tail])
+        best = seed.clone()
+        if flat_scores.shape[-1]:
+            best = torch.maximum(best, flat_scores.amax(-1))
+
+        graph_hits: list[list[np.ndarray]] = [[] for _ in range(h_kv)]
+        graph_touched = np.zeros((h_kv, g), dtype=np.int64)
+        if mode == "graph" and graphs is not None and graph_hi > head:
+            keys_np = keys.detach().cpu().numpy()
+            q_np = q.detach().cpu().numpy()
+            best_np = best.detach().cpu().numpy()
+            for h in range(h_kv):
+                for j in range(g):
+                    res = graphs[h].search(
+                        keys_np[h],
+                        q_np[h, j],
+                        beta,
+                        seed_score=float(best_np[h, j]),
+                        capacity=self.sparse.capacity,
+                        limit=graph_hi,
+                    )
+                    graph_touched[h, j] = res.touched
+                    inside = res.indices >= head
+                    graph_hits[h].append(res.indices[inside])
+                    if res.scores.size:
+                        best_np[h, j] = max(best_np[h, j], float(res.scores.max()))
+            best = torch.from_numpy(best_np)
+
+        # Selected positions per query head: the flat part's, then the graph's (disjoint ranges).
+        threshold = best - beta  # −inf when beta is inf
+        flat_mask = flat_scores >= threshold.unsqueeze(-1)
+        chosen: list[torch.Tensor] = []
+        for h in range(h_kv):
+            for j in range(g):
+                parts = [torch.nonzero(flat_mask[h, j]).reshape(-1) + flat_lo]
+                if graph_hits[h]:
+                    parts.insert(0, torch.from_numpy(graph_hits[h][j]))
+                chosen.append(torch.cat(parts))
+        width = max((c.numel() for c in chosen), default=0)
+        idx = torch.zeros(h_q, max(width, 1), dtype=torch.long)
+        mask = torch.zeros(h_q, max(width, 1), dtype=torch.bool)
+        for i, c in enumerate(chosen):
+            idx[i, : c.numel()] = c
+            mask[i, : c.numel()] = True
+        idx = idx.reshape(h_kv, g, -1)
+        mask = mask.reshape(h_kv, g, -1)
+        rows = torch.arange(h_kv).reshape(h_kv, 1, 1)
+        k_sel, v_sel = keys[rows, idx], values[rows, idx]  # (H_kv, g, S, d)
+
+        w = k_win.shape[1]
+        part_win = partial_attention(
+            q,
+            k_win.unsqueeze(1).expand(h_kv, g, w, d),
+            v_win.unsqueeze(1).expand(h_kv, g, w, -1),
+            scaling,
+        )
+        part_sel = partial_attention(q, k_sel, v_sel, scaling, mask)
+        out = merge_partials([part_win, part_sel])  # (H_kv, g, d_v)
+
+        selected = tuple(int(c.numel()) for c in chosen)
+        flat_count = tail - flat_lo
+        touched = tuple(int(flat_count + t) for t in graph_touched.reshape(-1))
+        self._record(LayerStats(layer_idx, mode, n, int(win.numel()), selected, touched))
+        return out.reshape(1, 1, h_q, -1).to(query.dtype), mode
