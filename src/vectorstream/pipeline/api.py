@@ -1,0 +1,140 @@
+"""``vectorstream.ingest``: paths in, an ``IngestReport`` out."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from ..chunking import ChunkOptions
+from ..config import load_settings
+from ..parsers import ParseOptions
+from ..stores import open_store, scheme_of
+from ..stores.base import VectorStore
+from ..types import Source
+from .engine import EventCallback, Pipeline, PipelineOptions
+from .manifest import Manifest
+from .report import IngestReport
+
+PathInput = str | os.PathLike[str] | Source
+
+
+def manifest_path(store_uri: str, collection: str, cache_dir: Path) -> Path:
+    """Where the manifest of a (store, collection) lives.
+
+    For the embedded LanceDB store it sits inside the store folder, so moving or deleting the
+    folder moves or deletes both; for remote stores it lives in the cache, keyed by URI.
+    """
+    if scheme_of(store_uri) == "lancedb":
+        path = store_uri.split("://", 1)[1] if "://" in store_uri else store_uri
+        return Path(path).expanduser() / "_manifests" / f"{collection}.sqlite"
+    key = hashlib.blake2b(f"{store_uri}\x1f{collection}".encode(), digest_size=10).hexdigest()
+    return cache_dir / "manifests" / f"{key}.sqlite"
+
+
+def _as_sources(
+    paths: Iterable[PathInput] | PathInput,
+    include: Sequence[str],
+    exclude: Sequence[str],
+    hidden: bool,
+) -> tuple[Iterator[Source], list[str]]:
+    from ..sources import iter_files
+
+    if isinstance(paths, str | os.PathLike | Source):
+        items: list[PathInput] = [paths]
+    else:
+        items = list(paths)
+    roots = [os.path.abspath(os.fspath(p)) for p in items if not isinstance(p, Source)]
+
+    def gen() -> Iterator[Source]:
+        files: list[str | os.PathLike[str]] = []
+        for item in items:
+            if isinstance(item, Source):
+                if files:
+                    yield from iter_files(files, include=include, exclude=exclude, hidden=hidden)
+                    files = []
+                yield item
+            else:
+                files.append(item)
+        if files:
+            yield from iter_files(files, include=include, exclude=exclude, hidden=hidden)
+
+    return gen(), roots
+
+
+def ingest(
+    paths: Iterable[PathInput] | PathInput,
+    *,
+    store: str | VectorStore | None = None,
+    collection: str | None = None,
+    model: Any = None,
+    backend: str | None = None,
+    quantized: bool = False,
+    splitter: str = "markdown",
+    chunk_tokens: int = 256,
+    overlap: int = 32,
+    workers: int | None = None,
+    buffer: int = 1024,
+    include: Sequence[str] = (),
+    exclude: Sequence[str] = (),
+    hidden: bool = False,
+    text_field: str | None = None,
+    prune: bool = False,
+    manifest: str | os.PathLike[str] | None = None,
+    on_event: EventCallback | None = None,
+) -> IngestReport:
+    """Parse, chunk, embed and store ``paths`` (files, folders or ``Source`` objects).
+
+    ``model`` is a model spec or an already loaded embedder; ``store`` a store URI or an open
+    store. Unchanged sources (by the manifest) are skipped; changed ones are replaced.
+    """
+    settings = load_settings(
+        model=model if isinstance(model, str) else None,
+        store=store if isinstance(store, str) else None,
+        collection=collection,
+        backend=backend,
+    )
+    if model is None or isinstance(model, str | os.PathLike):
+        from ..models import load_model
+
+        embedder = load_model(
+            os.fspath(model) if model is not None else settings.model,
+            backend=settings.backend,
+            quantized=quantized,
+        )
+    else:
+        embedder = model
+    options = PipelineOptions(
+        chunk=ChunkOptions(splitter=splitter, chunk_tokens=chunk_tokens, overlap=overlap),
+        parse=ParseOptions(text_field=text_field),
+        workers=workers,
+        buffer=buffer,
+        prune=prune,
+        semantic_model=settings.model if splitter == "semantic" else None,
+    )
+    own_store = not isinstance(store, VectorStore) or isinstance(store, str)
+    vstore: VectorStore = (
+        open_store(settings.store, settings.collection, dim=embedder.dim, mode="w")
+        if own_store
+        else store  # type: ignore[assignment]
+    )
+    mpath = (
+        Path(manifest)
+        if manifest is not None
+        else manifest_path(vstore.uri, vstore.collection, settings.cache_path)
+    )
+    man = Manifest(mpath)
+    sources, roots = _as_sources(paths, include, exclude, hidden)
+    try:
+        report = Pipeline(embedder, vstore, options, manifest=man, on_event=on_event).run(
+            sources, roots=roots
+        )
+        if own_store and hasattr(vstore, "optimize") and not report.interrupted:
+            vstore.optimize()
+        return report
+    finally:
+        man.close()
+        if own_store:
+            vstore.close()

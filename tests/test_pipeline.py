@@ -1,0 +1,196 @@
+"""The streaming engine against real LanceDB, with a deterministic embedder at the model seam."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from _pipeline_support import TOPICS, FakeEmbedder, write_corpus
+from vectorstream.pipeline import Manifest, Pipeline, PipelineOptions, ingest
+from vectorstream.pipeline.queues import BoundedQueue, Closed
+from vectorstream.stores import open_store
+
+
+def _store_uri(tmp_path: Path) -> str:
+    return f"lancedb://{tmp_path / 'store'}"
+
+
+def _rows(uri: str) -> dict[str, str]:
+    """id -> text of every stored record, read back through the store's own table."""
+    import lancedb
+
+    db = lancedb.connect(uri.split("://", 1)[1])
+    table = db.open_table("documents")
+    data = table.to_arrow().select(["id", "text"]).to_pylist()
+    ids = [r["id"] for r in data]
+    assert len(ids) == len(set(ids)), "duplicate ids in the store"
+    return {r["id"]: r["text"] for r in data}
+
+
+@pytest.fixture
+def corpus(tmp_path: Path) -> dict[str, Path]:
+    return write_corpus(tmp_path / "corpus")
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_round_trip_finds_the_right_source(
+    tmp_path: Path, corpus: dict[str, Path], workers: int
+) -> None:
+    emb = FakeEmbedder()
+    uri = _store_uri(tmp_path)
+    report = ingest([tmp_path / "corpus"], store=uri, model=emb, workers=workers)
+    assert report.ok, report.errors
+    assert report.files_ok == len(TOPICS)
+    assert report.vectors == report.chunks > len(TOPICS)
+    rows = _rows(uri)
+    assert len(rows) == report.vectors
+    assert all("noise" not in t and "color: red" not in t for t in rows.values())
+    store = open_store(uri, "documents")
+    try:
+        for topic, path in corpus.items():
+            hits = store.search(emb.embed([TOPICS[topic]])[0], k=3)
+            assert hits[0].source == str(path.resolve())
+    finally:
+        store.close()
+
+
+def test_workers_and_thread_mode_write_identical_records(
+    tmp_path: Path, corpus: dict[str, Path]
+) -> None:
+    a, b = f"lancedb://{tmp_path / 'a'}", f"lancedb://{tmp_path / 'b'}"
+    ingest([tmp_path / "corpus"], store=a, model=FakeEmbedder(), workers=0)
+    ingest([tmp_path / "corpus"], store=b, model=FakeEmbedder(), workers=2)
+    assert _rows(a) == _rows(b)
+
+
+def test_rerun_skips_unchanged_and_replaces_changed(
+    tmp_path: Path, corpus: dict[str, Path]
+) -> None:
+    uri = _store_uri(tmp_path)
+    emb = FakeEmbedder()
+    first = ingest([tmp_path / "corpus"], store=uri, model=emb, workers=0)
+    before = _rows(uri)
+
+    again = ingest([tmp_path / "corpus"], store=uri, model=emb, workers=0)
+    assert again.files_skipped == len(TOPICS) and again.files_ok == 0 and again.chunks == 0
+    assert _rows(uri) == before
+
+    # Same bytes, new mtime: recognised by content hash, nothing embedded.
+    path = corpus["cooking"]
+    os.utime(path, ns=(time.time_ns(), time.time_ns() + 10**9))
+    touched = ingest([tmp_path / "corpus"], store=uri, model=emb, workers=0)
+    assert touched.files_skipped == len(TOPICS) and touched.chunks == 0
+
+    # Changed content: only that file is re-embedded and its old records are gone.
+    src = str(path.resolve())
+    store = open_store(uri, "documents")
+    old_ids = store.ids(source=src)
+    store.close()
+    path.write_text("Completely different text about bicycles and gears.\n", encoding="utf-8")
+    changed = ingest([tmp_path / "corpus"], store=uri, model=emb, workers=0)
+    assert changed.files_ok == 1 and changed.files_skipped == len(TOPICS) - 1
+    assert changed.chunks == 1 and changed.records_deleted == len(old_ids)
+    after = _rows(uri)
+    assert not (old_ids & set(after))
+    assert len(after) == len(before) - len(old_ids) + 1
+    assert [t for t in after.values() if "bicycles" in t]
+    assert first.files_ok == len(TOPICS)
+
+
+def _count(rows: dict[str, str], needle: str) -> int:
+    return sum(needle in t for t in rows.values())
+
+
+def test_prune_removes_records_of_deleted_files(tmp_path: Path, corpus: dict[str, Path]) -> None:
+    uri = _store_uri(tmp_path)
+    emb = FakeEmbedder()
+    ingest([tmp_path / "corpus"], store=uri, model=emb, workers=0)
+    corpus["sailing"].unlink()
+    kept = ingest([tmp_path / "corpus"], store=uri, model=emb, workers=0)
+    assert kept.files_pruned == 0 and _count(_rows(uri), "mainsail") > 0
+    pruned = ingest([tmp_path / "corpus"], store=uri, model=emb, workers=0, prune=True)
+    assert pruned.files_pruned == 1
+    assert _count(_rows(uri), "mainsail") == 0
+
+
+def test_model_change_re_embeds_everything(tmp_path: Path, corpus: dict[str, Path]) -> None:
+    uri = _store_uri(tmp_path)
+    ingest([tmp_path / "corpus"], store=uri, model=FakeEmbedder(dim=32), workers=0)
+    old = set(_rows(uri))
+    emb = FakeEmbedder(dim=32)
+    emb.fingerprint = "fake-bow-32-v2"
+    report = ingest([tmp_path / "corpus"], store=uri, model=emb, workers=0)
+    assert report.files_ok == len(TOPICS)
+    new = set(_rows(uri))
+    assert not (old & new) and len(new) == len(old)
+
+
+def test_in_memory_sources_through_pipeline(tmp_path: Path) -> None:
+    from vectorstream.sources import from_texts
+
+    emb = FakeEmbedder()
+    store = open_store(_store_uri(tmp_path), "documents", dim=emb.dim)
+    manifest = Manifest(tmp_path / "m.sqlite")
+    events: list[str] = []
+    try:
+        report = Pipeline(
+            emb,
+            store,
+            PipelineOptions(workers=0),
+            manifest=manifest,
+            on_event=lambda e: events.append(e.kind),
+        ).run(from_texts({"a": TOPICS["cooking"], "b": TOPICS["sailing"]}))
+        assert report.files_ok == 2 and store.count() == 2
+        assert events.count("source_done") == 2 and events[-1] == "finished"
+        assert threading.current_thread() is threading.main_thread()
+    finally:
+        manifest.close()
+        store.close()
+
+
+def test_bounded_queue_blocks_on_items_and_bytes() -> None:
+    q: BoundedQueue[int] = BoundedQueue(max_items=2, max_bytes=100)
+    q.put(1, 60)
+    with pytest.raises(TimeoutError):
+        q.put(2, 60, timeout=0.05)  # bytes bound
+    q.put(3, 40)
+    with pytest.raises(TimeoutError):
+        q.put(4, 1, timeout=0.05)  # items bound
+    assert q.get() == 1 and q.get() == 3
+    q.put(5, 1000)  # a single oversized item is admitted into an empty queue
+    q.close()
+    assert q.get() == 5
+    with pytest.raises(Closed):
+        q.get()
+    assert q.peak_items == 2 and q.peak_bytes == 1000
+
+
+def test_report_exit_codes_and_json(tmp_path: Path, corpus: dict[str, Path]) -> None:
+    (tmp_path / "corpus" / "empty.txt").write_bytes(b"")
+    report = ingest(
+        [tmp_path / "corpus"], store=_store_uri(tmp_path), model=FakeEmbedder(), workers=0
+    )
+    assert report.exit_code == 1 and not report.ok
+    d = report.to_dict()
+    assert d["files_failed"] == 1 and d["errors"][0]["source"].endswith("empty.txt")
+    assert d["errors"][0]["error_type"] == "EmptyDocument"
+
+
+def test_copying_store_keeps_manifest_with_it(tmp_path: Path, corpus: dict[str, Path]) -> None:
+    uri = _store_uri(tmp_path)
+    ingest([tmp_path / "corpus"], store=uri, model=FakeEmbedder(), workers=0)
+    shutil.copytree(tmp_path / "store", tmp_path / "copy")
+    again = ingest(
+        [tmp_path / "corpus"],
+        store=f"lancedb://{tmp_path / 'copy'}",
+        model=FakeEmbedder(),
+        workers=0,
+    )
+    assert again.files_skipped == len(TOPICS)
+    assert np.isfinite(again.seconds)
