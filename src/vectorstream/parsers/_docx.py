@@ -18,16 +18,56 @@ from ._registry import Warn
 _HEADING_STYLE = re.compile(r"heading\s*([1-9])\Z", re.I)
 
 
-def _heading_level(paragraph: Any) -> int | None:
-    try:
-        style = paragraph.style
-        name = (style.name or "") if style is not None else ""
-    except (KeyError, AttributeError, ValueError):
-        return None  # a dangling style reference: treat as body text
-    if name.lower() == "title":
+def _level_of_name(name: str) -> int | None:
+    if name.strip().lower() == "title":
         return 0
     m = _HEADING_STYLE.match(name.strip())
     return int(m.group(1)) if m else None
+
+
+class _HeadingLevels:
+    """Heading level by paragraph style id, computed once per document.
+
+    ``paragraph.style`` in python-docx scans every style of the document on each call (and the
+    default style on each unstyled paragraph): a 400-paragraph file took 1.3 s. Reading the style
+    id from the paragraph's XML and resolving it here makes that cost per style, not per paragraph.
+    A custom style based on a heading style counts as that heading.
+    """
+
+    def __init__(self, document: Any) -> None:
+        from docx.enum.style import WD_STYLE_TYPE
+
+        self.by_id: dict[str, int | None] = {}
+        self.default: int | None = None
+        try:
+            styles = list(document.styles)
+        except (KeyError, AttributeError, ValueError):
+            return  # no usable styles part: every paragraph is body text
+        for style in styles:
+            level = None
+            seen = 0
+            current = style
+            while current is not None and level is None and seen < 20:
+                level = _level_of_name(current.name or "")
+                try:
+                    current = current.base_style
+                except (KeyError, AttributeError, ValueError):
+                    current = None
+                seen += 1
+            style_id = getattr(style, "style_id", None)
+            if style_id:
+                self.by_id[style_id] = level
+            try:
+                if style.type == WD_STYLE_TYPE.PARAGRAPH and style.element.default:
+                    self.default = level
+            except (AttributeError, ValueError):
+                pass
+
+    def level(self, paragraph: Any) -> int | None:
+        style_id = paragraph._p.style  # the w:pStyle value, read without a style scan
+        if style_id is None:
+            return self.default
+        return self.by_id.get(style_id)
 
 
 def _table_lines(table: Any) -> Iterator[str]:
@@ -75,11 +115,12 @@ class DocxParser:
             raise ParseError(
                 f"{source.uri}: not a valid DOCX file ({type(exc).__name__}: {exc})"
             ) from exc
+        levels = _HeadingLevels(document)
         out = _Sections(source, options.max_section_chars)
         for block in document.iter_inner_content():
             if isinstance(block, Paragraph):
                 text = block.text
-                level = _heading_level(block)
+                level = levels.level(block)
                 if level is not None and text.strip():
                     yield from out.heading(level, text.strip(), text.strip() + "\n\n")
                 elif text.strip():
