@@ -1,0 +1,160 @@
+"""The app factory: ``create_app(settings) -> FastAPI``.
+
+The model loads once, in the lifespan, before the first request; every request shares it through
+the micro-batcher. Tests hand in a model (any object with the Embedder's interface), a store or an
+ingest function at these seams.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.staticfiles import StaticFiles
+
+from .. import __version__
+from ..search.highlights import HighlightEngine
+from .batcher import BatchStats, MicroBatcher
+from .errors import install_error_handlers
+from .jobs import IngestFn, JobManager
+from .metrics import Metrics, make_metrics
+from .middleware import GuardMiddleware
+from .routes import embeddings, health, highlights, ingest, page, search
+from .routes.page import STATIC_DIR
+from .settings import ServerSettings
+from .state import BatchedModel, ServiceState
+
+log = logging.getLogger("vectorstream.server")
+
+
+def _load_model(settings: ServerSettings) -> Any:
+    from ..models import load_model
+
+    return load_model(settings.model, backend=settings.backend)
+
+
+def create_app(
+    settings: ServerSettings | None = None,
+    *,
+    model: Any = None,
+    store: Any = None,
+    ingest_fn: IngestFn | None = None,
+) -> FastAPI:
+    """Build the service.
+
+    ``settings``: see :class:`ServerSettings` (default: from the environment). ``model``: an
+    already loaded Embedder (default: ``load_model(settings.model)`` at startup). ``store``: an
+    open store used for the default collection (default: opened from ``settings.store`` on first
+    use). ``ingest_fn``: replaces :func:`vectorstream.ingest` for ingest jobs.
+    """
+    if settings is None:
+        from .settings import server_settings_from_env
+
+        settings = server_settings_from_env()
+    settings = settings.resolved()
+    metrics = make_metrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        loop = asyncio.get_running_loop()
+        embedder = model
+        if embedder is None:
+            log.info("loading model %s", settings.model)
+            embedder = await loop.run_in_executor(None, _load_model, settings)
+
+        def on_batch(stats: BatchStats) -> None:
+            metrics.batch_inputs.observe(stats.inputs)
+            metrics.batch_requests.observe(stats.requests)
+            metrics.batch_tokens.observe(stats.tokens)
+            metrics.batch_seconds.observe(stats.seconds)
+            metrics.queue_depth.set(batcher.queued_inputs)
+
+        batcher = MicroBatcher(
+            embedder.embed_tokenized,
+            max_wait=settings.batch_wait_ms / 1000.0,
+            max_tokens=settings.batch_max_tokens,
+            max_queue=settings.queue_max_inputs,
+            on_batch=on_batch,
+        )
+        batcher.start()
+        batched = BatchedModel(embedder, batcher, loop)
+        state: ServiceState
+
+        def job_finished(job: Any) -> None:
+            # A search handle opened before the job may not see its rows until it refreshes.
+            state.forget_store(job.collection)
+
+        assert settings.store is not None
+        jobs = JobManager(
+            store=settings.store,
+            model=embedder,
+            ingest_fn=ingest_fn,
+            max_jobs=settings.max_jobs,
+            on_finished=job_finished,
+        )
+        state = ServiceState(
+            settings=settings,
+            model=embedder,
+            batcher=batcher,
+            metrics=metrics,
+            loop=loop,
+            highlighter=HighlightEngine(
+                embedder, cache_bytes=settings.highlight_cache_bytes, embed=batched.embed
+            ),
+            jobs=jobs,
+            store_override=store,
+        )
+        app.state.service = state
+        log.info("serving %s (dim %d) on store %s", embedder.model_id, embedder.dim, settings.store)
+        try:
+            yield
+        finally:
+            app.state.service = None
+            await batcher.stop()
+            await loop.run_in_executor(None, jobs.close)
+            state.close()
+
+    app = FastAPI(
+        title="vectorstream",
+        version=__version__,
+        lifespan=lifespan,
+        docs_url="/docs",
+        redoc_url=None,
+    )
+    app.state.settings = settings
+    app.state.metrics = metrics
+    app.state.service = None
+    install_error_handlers(app, settings.retry_after_s)
+    for module in (embeddings, search, highlights, ingest, health, page):
+        app.include_router(module.router)
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    # The guard sees (and counts) every request, even refused ones. CORS, when configured, goes
+    # outside it: a browser's preflight carries no API key and must not be refused for that.
+    app.add_middleware(
+        GuardMiddleware,
+        metrics=metrics,
+        api_key=settings.api_key,
+        max_body_bytes=settings.max_body_bytes,
+    )
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(settings.cors_origins),
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type"],
+        )
+    return app
+
+
+def metrics_of(app: FastAPI) -> Metrics:
+    """The app's private metrics (for tests and embedding applications)."""
+    metrics: Metrics = app.state.metrics
+    return metrics
+
+
+__all__ = ["create_app", "metrics_of"]

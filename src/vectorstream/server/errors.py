@@ -1,0 +1,181 @@
+"""Errors as HTTP answers, in OpenAI's error shape for every route.
+
+    {"error": {"message": "...", "type": "invalid_request_error", "param": "input", "code": null}}
+
+OpenAI clients parse this shape; other clients get the same, so there is one error format to learn.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from ..errors import (
+    ChunkingError,
+    ConfigError,
+    ModelError,
+    ParseError,
+    StoreError,
+    StoreUnavailableError,
+    VectorstreamError,
+)
+from .batcher import BatcherClosedError, QueueFullError
+
+log = logging.getLogger("vectorstream.server.errors")
+
+_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    404: "not_found_error",
+    413: "invalid_request_error",
+    422: "invalid_request_error",
+    503: "service_unavailable",
+}
+
+
+class APIError(Exception):
+    """An error the service answers on purpose, with its status, message and offending parameter."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.param = param
+        self.code = code
+        self.headers = headers or {}
+
+
+def body_validation_error(exc: ValidationError) -> RequestValidationError:
+    """A pydantic error from validating a body by hand, located like FastAPI locates its own."""
+    errors = [{**e, "loc": ("body", *e.get("loc", ()))} for e in exc.errors()]
+    return RequestValidationError(errors)
+
+
+def error_body(
+    status: int, message: str, param: str | None = None, code: str | None = None
+) -> dict[str, Any]:
+    return {
+        "error": {
+            "message": message,
+            "type": _TYPES.get(
+                status, "server_error" if status >= 500 else "invalid_request_error"
+            ),
+            "param": param,
+            "code": code,
+        }
+    }
+
+
+def error_response(
+    status: int,
+    message: str,
+    *,
+    param: str | None = None,
+    code: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    return JSONResponse(
+        error_body(status, message, param, code), status_code=status, headers=headers
+    )
+
+
+def install_error_handlers(app: FastAPI, retry_after_s: int) -> None:
+    """Map our exceptions, FastAPI's validation errors and plain HTTP errors to the one shape."""
+
+    @app.exception_handler(APIError)
+    async def _api_error(_: Request, exc: APIError) -> JSONResponse:
+        return error_response(
+            exc.status, exc.message, param=exc.param, code=exc.code, headers=exc.headers
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = exc.errors()
+        first = errors[0] if errors else {}
+        loc = [str(p) for p in first.get("loc", ())]
+        if loc and loc[0] in ("body", "query", "path", "header"):  # FastAPI's "where it came from"
+            loc = loc[1:]
+        where = ".".join(loc) or None
+        message = (
+            f"{where}: {first.get('msg', 'invalid request')}"
+            if where
+            else str(first.get("msg", "invalid request"))
+        )
+        body = error_body(422, message, where, "validation_error")
+        body["detail"] = [
+            {"loc": list(e.get("loc", ())), "msg": e.get("msg"), "type": e.get("type")}
+            for e in errors
+        ]
+        return JSONResponse(body, status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return error_response(exc.status_code, str(exc.detail), headers=dict(exc.headers or {}))
+
+    @app.exception_handler(QueueFullError)
+    async def _queue_full(request: Request, exc: QueueFullError) -> JSONResponse:
+        request.app.state.metrics.rejected.labels("queue_full").inc()
+        return error_response(
+            503,
+            f"the service is busy: {exc}",
+            code="queue_full",
+            headers={"Retry-After": str(retry_after_s)},
+        )
+
+    @app.exception_handler(BatcherClosedError)
+    async def _closed(_: Request, exc: BatcherClosedError) -> JSONResponse:
+        return error_response(
+            503, str(exc), code="shutting_down", headers={"Retry-After": str(retry_after_s)}
+        )
+
+    @app.exception_handler(ConfigError)
+    async def _config(_: Request, exc: ConfigError) -> JSONResponse:
+        return error_response(400, str(exc))
+
+    @app.exception_handler(ChunkingError)
+    async def _chunking(_: Request, exc: ChunkingError) -> JSONResponse:
+        return error_response(400, str(exc), param="chunking")
+
+    @app.exception_handler(ParseError)
+    async def _parse(_: Request, exc: ParseError) -> JSONResponse:
+        return error_response(400, f"cannot parse the upload: {exc}", param="files")
+
+    @app.exception_handler(StoreUnavailableError)
+    async def _store_down(_: Request, exc: StoreUnavailableError) -> JSONResponse:
+        return error_response(503, f"the store is unavailable: {exc}", code="store_unavailable")
+
+    @app.exception_handler(StoreError)
+    async def _store(_: Request, exc: StoreError) -> JSONResponse:
+        return error_response(500, f"store error: {exc}", code="store_error")
+
+    @app.exception_handler(ModelError)
+    async def _model(_: Request, exc: ModelError) -> JSONResponse:
+        return error_response(500, f"model error: {exc}", code="model_error")
+
+    @app.exception_handler(VectorstreamError)
+    async def _other(_: Request, exc: VectorstreamError) -> JSONResponse:
+        log.exception("unhandled library error", exc_info=exc)
+        return error_response(500, f"{type(exc).__name__}: {exc}")
+
+
+__all__ = [
+    "APIError",
+    "body_validation_error",
+    "error_body",
+    "error_response",
+    "install_error_handlers",
+]

@@ -1,0 +1,99 @@
+"""``POST /v1/embeddings`` (OpenAI-compatible) and ``GET /v1/models``."""
+
+from __future__ import annotations
+
+import base64
+import os
+
+import numpy as np
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
+from ..errors import APIError
+from ..schemas import EmbeddingsRequest
+from ._common import real_tokens, resize, service, tokenize_checked
+
+router = APIRouter()
+
+
+def _names(model_id: str, spec: str | None) -> set[str]:
+    """The model names a client may send: the id, the configured spec and their last parts."""
+    names = {model_id, model_id.rsplit("/", 1)[-1]}
+    if spec:
+        names |= {spec, os.path.basename(os.path.normpath(spec))}
+    return names
+
+
+@router.post("/v1/embeddings")
+async def embeddings(body: EmbeddingsRequest, request: Request) -> JSONResponse:
+    state = service(request)
+    model = state.model
+    if body.model is not None and body.model not in _names(model.model_id, state.settings.model):
+        raise APIError(
+            404,
+            f"the model {body.model!r} is not served here; this service serves {model.model_id!r}",
+            param="model",
+            code="model_not_found",
+        )
+    texts = [body.input] if isinstance(body.input, str) else body.input
+    if not texts:
+        raise APIError(400, "input must not be empty", param="input")
+    if len(texts) > state.settings.max_inputs:
+        raise APIError(
+            400,
+            f"{len(texts)} inputs, more than the limit of {state.settings.max_inputs} per request",
+            param="input",
+        )
+    for i, text in enumerate(texts):
+        if not text.strip():
+            raise APIError(400, f"input[{i}] is empty", param="input")
+    truncate = state.settings.truncate if body.truncate is None else body.truncate
+    encodings = await tokenize_checked(state, texts, truncate=truncate)
+    vectors = await state.batcher.submit(encodings)
+    vectors = resize(np.asarray(vectors, dtype=np.float32), body.dimensions, model.dim)
+    tokens = real_tokens(encodings)
+    state.metrics.tokens.inc(tokens)
+    if body.encoding_format == "base64":
+        # Little-endian float32 bytes, as OpenAI sends them (its client decodes with numpy).
+        rows = np.ascontiguousarray(vectors, dtype="<f4")
+        data = [
+            {
+                "object": "embedding",
+                "index": i,
+                "embedding": base64.b64encode(row.tobytes()).decode(),
+            }
+            for i, row in enumerate(rows)
+        ]
+    else:
+        data = [
+            {"object": "embedding", "index": i, "embedding": row}
+            for i, row in enumerate(vectors.tolist())
+        ]
+    return JSONResponse(
+        {
+            "object": "list",
+            "data": data,
+            "model": model.model_id,
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+        }
+    )
+
+
+@router.get("/v1/models")
+async def models(request: Request) -> JSONResponse:
+    state = service(request)
+    model = state.model
+    return JSONResponse(
+        {
+            "object": "list",
+            "data": [
+                {
+                    "id": model.model_id,
+                    "object": "model",
+                    "owned_by": "vectorstream",
+                    "dim": model.dim,
+                    "max_tokens": model.max_tokens,
+                }
+            ],
+        }
+    )

