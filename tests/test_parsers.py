@@ -12,6 +12,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from _parsers_support import (
     BROKEN,
@@ -32,6 +34,7 @@ from vectorstream.parsers import (
     parse,
     read_head,
 )
+from vectorstream.parsers._cut import TextCutter
 from vectorstream.sources import from_texts, iter_files
 from vectorstream.types import Section, Source
 
@@ -616,3 +619,60 @@ def test_streams_from_a_file_object_source() -> None:
     data = io.BytesIO("é".encode("utf-16")).getvalue()
     (section,) = list(parse(Source(uri="mem:u16", data=data)))
     assert section.text == "é"
+
+
+# --------------------------------------------------------------------------- more edge cases
+
+
+def test_encrypted_pdf_is_reported(tmp_path: Path) -> None:
+    from reportlab.pdfgen import canvas
+
+    path = tmp_path / "locked.pdf"
+    c = canvas.Canvas(str(path), encrypt="secret")
+    c.drawString(72, 800, "hidden text")
+    c.showPage()
+    c.save()
+    with pytest.raises(ParseError, match=r"locked\.pdf: encrypted PDF \(needs a password\)"):
+        sections(path)
+
+
+def test_csv_field_over_the_csv_limit_is_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "wide.csv"
+    path.write_text("id,text\n1,short\n2," + "y" * 200_000 + "\n")
+    got = parse(src(path))
+    assert next(got).text == "short"
+    with pytest.raises(
+        ParseError, match="malformed CSV near line 3: field larger than field limit"
+    ):
+        next(got)
+
+
+def test_markdown_line_of_megabytes_is_cut_within_its_heading(tmp_path: Path) -> None:
+    path = tmp_path / "wide.md"
+    text = "# Wide\n" + "z" * 2_500_000 + "\n## Next\nmore\n"
+    path.write_text(text)
+    secs = sections(path)
+    assert [(s.headings, len(s.text)) for s in secs] == [
+        (("Wide",), 1_000_000),
+        (("Wide",), 1_000_000),
+        (("Wide",), 500_008),
+        (("Wide", "Next"), 13),
+    ]
+    assert joined(secs) == text
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    pieces=st.lists(st.text(alphabet=st.sampled_from("ab \n\té"), max_size=300), max_size=20),
+    limit=st.integers(min_value=16, max_value=120),
+)
+def test_cutter_keeps_every_character_and_respects_the_limit(pieces: list[str], limit: int) -> None:
+    cutter = TextCutter(limit)
+    out: list[str] = []
+    for piece in pieces:
+        out.extend(cutter.feed(piece))
+    out.extend(cutter.flush())
+    assert "".join(out) == "".join(pieces)
+    assert all(0 < len(p) <= limit for p in out)
+    # Every cut but the last keeps at least half a window (cutting stays linear).
+    assert all(len(p) >= limit // 2 for p in out[:-1])
