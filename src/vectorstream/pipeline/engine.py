@@ -35,6 +35,7 @@ from ..chunking import ChunkOptions
 from ..errors import PipelineError, StoreError
 from ..parsers import ParseOptions
 from ..stores.base import VectorStore
+from ..stores.retry import RetryPolicy, write_with_retry
 from ..types import Chunk, Record, Source
 from .ids import record_id, settings_key
 from .manifest import Manifest, ManifestEntry
@@ -82,6 +83,7 @@ class PipelineOptions:
     commit_seconds: float = 1.0  # ... or this long after the first pending row
     prune: bool = False
     semantic_model: str | None = None
+    retry: RetryPolicy = field(default_factory=RetryPolicy)  # bounds on retrying a failed commit
 
     def __post_init__(self) -> None:
         if self.buffer < 16:
@@ -141,7 +143,10 @@ class Pipeline:
         else:
             self.manifest = Manifest(manifest)
         self.on_event = on_event
-        self._write = write or _plain_write
+        policy = self.options.retry
+        self._write = write or (
+            lambda store, records: write_with_retry(store, records, policy).rejected
+        )
         self.settings = settings_key(
             embedder.fingerprint, self.options.chunk, self.options.parse, "v1"
         )
@@ -151,11 +156,6 @@ class Pipeline:
     def run(self, sources: Iterable[Source], *, roots: Sequence[str] = ()) -> IngestReport:
         run = _Run(self, sources, roots)
         return run.execute()
-
-
-def _plain_write(store: VectorStore, records: list[Record]) -> Sequence[tuple[str, str]]:
-    store.upsert(records)
-    return ()
 
 
 class _Run:
