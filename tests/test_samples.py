@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -158,3 +159,13 @@ def test_missing_pdf_library_skips_pdf_with_a_warning(
     assert "pdf" not in info.by_format
     assert info.files == 8
     assert any("reportlab" in r.getMessage() for r in caplog.records)
+
+
+def test_docx_zoom_carries_the_required_percent(corpus: CorpusInfo) -> None:
+    # Strict OOXML readers reject <w:zoom> without w:percent; python-docx's template omits it.
+    import zipfile
+
+    for path in corpus.path.glob("*.docx"):
+        with zipfile.ZipFile(path) as archive:
+            settings = archive.read("word/settings.xml").decode("utf-8")
+        assert re.search(r"<w:zoom [^>]*w:percent=\"100\"", settings), path.name

@@ -427,6 +427,7 @@ def _render_docx(doc: _Doc) -> bytes:
     import datetime
 
     import docx
+    from docx.oxml.ns import qn
     from docx.shared import Pt
 
     document = docx.Document()
@@ -454,6 +455,11 @@ def _render_docx(doc: _Doc) -> bytes:
     for level, heading, entry in _walk(doc):
         document.add_heading(heading, level=level - 1)
         add_blocks(entry.doc)
+    # The schema requires w:percent on w:zoom (Word always writes it); python-docx's template
+    # omits it and strict readers (EmbedAnything's docx parser) refuse the file without it.
+    zoom = document.settings.element.find(qn("w:zoom"))
+    if zoom is not None and zoom.get(qn("w:percent")) is None:
+        zoom.set(qn("w:percent"), "100")
     fixed = datetime.datetime(2024, 1, 1, tzinfo=datetime.UTC)
     props = document.core_properties
     props.created = props.modified = props.last_printed = fixed
