@@ -7,6 +7,7 @@ from pathlib import Path
 from _parsers_support import make_broken_corpus, make_odd_but_valid
 from _pipeline_support import TOPICS, FakeEmbedder, write_corpus
 from vectorstream.pipeline import ingest
+from vectorstream.stores import open_store
 
 
 def test_broken_files_are_reported_and_good_files_ingested(tmp_path: Path) -> None:
@@ -14,9 +15,8 @@ def test_broken_files_are_reported_and_good_files_ingested(tmp_path: Path) -> No
     good = write_corpus(root)
     broken = make_broken_corpus(root / "broken")
     odd = make_odd_but_valid(root / "odd")
-    report = ingest(
-        [root], store=f"lancedb://{tmp_path / 'store'}", model=FakeEmbedder(), workers=1
-    )
+    uri = f"lancedb://{tmp_path / 'store'}"
+    report = ingest([root], store=uri, model=FakeEmbedder(), workers=1)
 
     failed = {e.source: e for e in report.errors}
     for key, path in broken.items():
@@ -31,3 +31,11 @@ def test_broken_files_are_reported_and_good_files_ingested(tmp_path: Path) -> No
     assert report.exit_code == 1
     # The replaced bytes of the invalid UTF-8 file are reported as a warning, not an error.
     assert any("invalid.txt" in w for w in report.warnings)
+    store = open_store(uri, "documents")
+    try:
+        for path in list(good.values()) + [p for k, p in odd.items() if k != "empty"]:
+            assert store.ids(source=str(path.resolve())), f"{path.name} has no records"
+        for path in broken.values():
+            assert not store.ids(source=str(path.resolve()))
+    finally:
+        store.close()
