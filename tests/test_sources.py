@@ -6,16 +6,23 @@ import hashlib
 import io
 import os
 import pickle
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
 from vectorstream.errors import ConfigError, ParseError
+from vectorstream.parsers import parse
 from vectorstream.sources import (
     SourceProblem,
     fingerprint,
     from_texts,
+    is_url,
     iter_files,
+    iter_urls,
     read_path_list,
 )
 from vectorstream.types import Source
@@ -248,3 +255,93 @@ def test_fingerprint_errors(tmp_path: Path) -> None:
         fingerprint(Source(uri="gone", path=str(tmp_path / "gone")))
     with pytest.raises(ParseError, match="no path, text or data"):
         fingerprint(Source(uri="empty"))
+
+
+# --------------------------------------------------------------------------- URLs
+
+
+class _Handler(BaseHTTPRequestHandler):
+    routes: ClassVar[dict[str, tuple[int, dict[str, str], bytes]]] = {
+        "/page": (
+            200,
+            {
+                "Content-Type": "text/html; charset=utf-8",
+                "Last-Modified": "Wed, 21 Oct 2015 07:28:00 GMT",
+            },
+            b"<html><body><h1>Served</h1><p>Fetched over HTTP.</p></body></html>",
+        ),
+        "/latin": (
+            200,
+            {"Content-Type": "text/plain; charset=iso-8859-1"},
+            "café crème".encode("latin-1"),
+        ),
+        "/big": (200, {"Content-Type": "text/plain"}, b"x" * 300_000),
+        "/moved": (302, {"Location": "/page"}, b""),
+    }
+
+    def do_GET(self) -> None:
+        status, headers, body = self.routes.get(self.path, (404, {}, b"not here"))
+        self.send_response(status)
+        for key, value in headers.items():
+            self.send_header(key, value)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:  # keep test output quiet
+        pass
+
+
+@pytest.fixture
+def http_base() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+def test_urls_are_fetched_and_parsed(http_base: str) -> None:
+    fetch = iter_urls([f"{http_base}/page", f"{http_base}/latin", f"{http_base}/moved"])
+    page, latin, moved = list(fetch)
+    assert fetch.problems == []
+    assert page.uri == f"{http_base}/page" and page.data is not None
+    assert page.media_type == "text/html; charset=utf-8"
+    assert page.size == len(page.data)
+    assert page.mtime_ns == 1445412480 * 10**9
+    (section,) = list(parse(page))
+    assert section.headings == ("Served",) and "Fetched over HTTP." in section.text
+    assert section.metadata["format"] == "html"
+    # The Content-Type charset decides the decoding.
+    assert next(parse(latin)).text == "café crème"
+    # A redirect keeps the given URL as identity and records where it ended.
+    assert moved.uri == f"{http_base}/moved"
+    assert moved.metadata == {"url": f"{http_base}/page"}
+    assert fingerprint(moved) == fingerprint(page)
+
+
+def test_url_failures_are_problems(http_base: str) -> None:
+    fetch = iter_urls(
+        [
+            f"{http_base}/missing",
+            f"{http_base}/big",
+            "ftp://example.invalid/x",
+            f"{http_base}/page",
+            "http://127.0.0.1:9/closed",
+        ],
+        max_bytes=100_000,
+        timeout=5,
+    )
+    assert [s.uri for s in fetch] == [f"{http_base}/page"]
+    assert [(p.path, p.kind) for p in fetch.problems] == [
+        (f"{http_base}/missing", "http-error"),
+        (f"{http_base}/big", "too-large"),
+        ("ftp://example.invalid/x", "unsupported"),
+        ("http://127.0.0.1:9/closed", "unreachable"),
+    ]
+    assert fetch.problems[0].reason == "HTTP 404 Not Found"
+    assert is_url("HTTPS://x.org") and not is_url("/tmp/file.txt")

@@ -112,6 +112,20 @@ def _known(name: str) -> str | None:
         return None
 
 
+def declared_charset(source: Source, *, html: bool = False) -> str | None:
+    """The ``charset`` of the source's media type (an HTTP ``Content-Type``), if it is known."""
+    if not source.media_type or ";" not in source.media_type:
+        return None
+    for param in source.media_type.split(";")[1:]:
+        key, _, value = param.partition("=")
+        if key.strip().lower() == "charset":
+            declared = value.strip().strip("\"'").lower()
+            if html:
+                declared = _HTML_ALIASES.get(declared, declared)
+            return _known(declared)
+    return None
+
+
 def guess_encoding(head: bytes, *, html: bool = False) -> str:
     """Pick an encoding for BOM-less bytes: declared (HTML), UTF-8, BOM-less UTF-16, or a guess."""
     if html:
@@ -168,7 +182,9 @@ def iter_text(
             name, skip = bom
             head = head[skip:]
         else:
-            name = encoding or guess_encoding(head, html=html)
+            name = (
+                encoding or declared_charset(source, html=html) or guess_encoding(head, html=html)
+            )
         decoder = codecs.getincrementaldecoder(name)(errors="vectorstream.count")
         replaced = 0
 
@@ -242,6 +258,7 @@ def iter_lines(pieces: Iterator[str], max_len: int = _BLOCK) -> Iterator[tuple[s
 __all__ = [
     "HEAD_BYTES",
     "bom_encoding",
+    "declared_charset",
     "guess_encoding",
     "iter_lines",
     "iter_text",

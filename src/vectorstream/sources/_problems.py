@@ -9,8 +9,10 @@ from dataclasses import dataclass
 class SourceProblem:
     """One path that could not be enumerated; the walk goes on without it.
 
-    ``kind`` is one of ``"missing"``, ``"unreadable"``, ``"broken-link"`` or ``"not-a-file"``
-    (a socket, FIFO or device), so callers can group problems without parsing messages.
+    ``kind`` is one of ``"missing"``, ``"unreadable"``, ``"broken-link"``, ``"not-a-file"`` (a
+    socket, FIFO or device) for files, and ``"unsupported"``, ``"http-error"``,
+    ``"unreachable"``, ``"too-large"`` for URLs, so callers can group problems without parsing
+    messages. ``path`` is the file path or the URL.
     """
 
     path: str
