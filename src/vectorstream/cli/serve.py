@@ -1,9 +1,80 @@
-"""CLI command group 'serve' (being written)."""
+"""``vectorstream serve``: the HTTP service on uvicorn (one process, one model, micro-batched)."""
 
 from __future__ import annotations
 
+import logging
+
 import typer
+
+log = logging.getLogger("vectorstream.cli.serve")
+
+
+def serve_command(
+    store: str | None = typer.Option(
+        None, "--store", help="Store URI (default: VECTORSTREAM_STORE or the config)."
+    ),
+    collection: str | None = typer.Option(
+        None, "--collection", help="Default collection to search."
+    ),
+    model: str | None = typer.Option(
+        None, "--model", help="Model spec: a folder, hub id or alias."
+    ),
+    backend: str | None = typer.Option(
+        None, "--backend", help="onnx or torch (default: automatic)."
+    ),
+    host: str | None = typer.Option(
+        None, "--host", help="Address to bind (default 127.0.0.1: this machine only)."
+    ),
+    port: int | None = typer.Option(None, "--port", help="TCP port (default 8000)."),
+    api_key: str | None = typer.Option(
+        None, "--api-key", help="Require 'Authorization: Bearer KEY' (or set VECTORSTREAM_API_KEY)."
+    ),
+    cors_origin: list[str] = typer.Option(
+        [],
+        "--cors-origin",
+        help="Allow browser calls from this origin (repeatable; default: none).",
+    ),
+    truncate: bool | None = typer.Option(
+        None, "--truncate/--no-truncate", help="Cut over-long inputs instead of answering 400."
+    ),
+    log_level: str = typer.Option("info", "--log-level", help="uvicorn's log level."),
+) -> None:
+    """Serve embeddings (OpenAI-compatible), search, highlights and ingest jobs over HTTP."""
+    import uvicorn
+
+    from ..errors import VectorstreamError
+    from ..server import create_app, server_settings_from_env
+
+    try:
+        settings = server_settings_from_env(
+            store=store,
+            collection=collection,
+            model=model,
+            backend=backend,
+            host=host,
+            port=port,
+            api_key=api_key,
+            cors_origins=tuple(cors_origin) or None,
+            truncate=truncate,
+        )
+        app = create_app(settings)
+    except VectorstreamError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    if settings.host not in ("127.0.0.1", "localhost", "::1") and not settings.api_key:
+        typer.echo(f"warning: serving on {settings.host} without an API key", err=True)
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=log_level.lower(),
+        # The body limit is enforced by the app (413); keep-alive and concurrency are uvicorn's.
+        timeout_keep_alive=30,
+        access_log=False,
+    )
+    uvicorn.Server(config).run()
 
 
 def register(app: typer.Typer) -> None:
-    """Add this module's commands to the application."""
+    """Add the ``serve`` command."""
+    app.command("serve")(serve_command)
