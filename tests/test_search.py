@@ -279,3 +279,15 @@ def test_real_model_search(
     assert near[0].text == TEXTS[7]
     assert all(h.score >= near[0].score - alpha_to_beta(0.1) - 1e-6 for h in near)
     assert len(near) < len(TEXTS)  # the range adapts: unrelated texts stay out
+
+
+def test_package_level_search_is_callable(uri: str, fake: FakeEmbedder) -> None:
+    import vectorstream
+    import vectorstream.search as search_package
+
+    # Whether vectorstream.search is the function or (after the import above) the subpackage,
+    # calling it searches.
+    assert callable(vectorstream.search)
+    hits = vectorstream.search("compiler source code", store=uri, collection="docs", model=fake)
+    assert hits[0].text == TEXTS[1]
+    assert search_package.search is search

@@ -6,6 +6,8 @@ query ──embed (cached model)──▶ vector ──store.search / store.rang
 from __future__ import annotations
 
 import importlib
+import sys
+import types
 from typing import TYPE_CHECKING, Any
 
 from ._embedders import EMBEDDERS, EmbedderCache, QueryEmbedder
@@ -32,6 +34,20 @@ def __getattr__(name: str) -> Any:
     globals()[name] = value
     return value
 
+
+class _CallableModule(types.ModuleType):
+    """Makes ``vectorstream.search(...)`` work even after this subpackage was imported.
+
+    Importing ``vectorstream.search`` binds the *module* to the package attribute ``search``,
+    shadowing the function that ``vectorstream.__getattr__`` would otherwise return; calling the
+    module calls the function, so both spellings of the public API keep working.
+    """
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return search(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule
 
 __all__ = [
     "DEFAULT_TEMPERATURE",
