@@ -1,0 +1,311 @@
+"""Milvus adapter (pymilvus ``MilvusClient``): a Milvus Lite file (``milvus:PATH.db``) or a server
+(``milvus://HOST:PORT``, e.g. one started with ``milvus-lite server``).
+
+Collection schema, in Milvus' usual shape so Attu and pymilvus read it: ``id`` VARCHAR primary
+key (our id, no mapping needed), ``vector`` FLOAT_VECTOR(dim) with a COSINE index, ``text``,
+``source``, ``model`` VARCHAR, ``page`` (−1 for none), ``start_offset``, ``end_offset``,
+``chunk_index`` INT64, ``headings`` and ``metadata`` JSON. ``upsert`` replaces by primary key.
+Range search is native (``radius``/``range_filter`` search parameters).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from ..errors import ConfigError, RecordRejectedError, StoreError, StoreUnavailableError
+from ..types import Hit, Record
+from ._common import as_query, check_k, hit_of, host_port, last_wins, require, where_items
+from .base import StoreCapabilities, Where
+
+log = logging.getLogger("vectorstream.stores.milvus")
+
+TEXT_MAX = 65_535  # Milvus' VARCHAR limit, in bytes
+SHORT_MAX = 4_096
+OUTPUT = [
+    "text",
+    "source",
+    "page",
+    "start_offset",
+    "end_offset",
+    "chunk_index",
+    "headings",
+    "metadata",
+]
+
+
+def _translate(exc: Exception, action: str) -> StoreError:
+    if isinstance(exc, StoreError):
+        return exc
+    name = type(exc).__name__
+    text = str(exc)
+    if name in ("MilvusUnavailableException", "RpcError", "_InactiveRpcError") or isinstance(
+        exc, ConnectionError | TimeoutError
+    ):
+        return StoreUnavailableError(f"Milvus unavailable while trying to {action}: {text}")
+    low = text.lower()
+    if name in ("DataNotMatchException", "DataTypeNotMatchException", "ParamError") or any(
+        w in low
+        for w in ("dimension", "dim mismatch", "exceeds max length", "nan", "invalid input")
+    ):
+        return RecordRejectedError(f"Milvus rejected the records while trying to {action}: {text}")
+    if "connect" in low or "unavailable" in low or "deadline exceeded" in low:
+        return StoreUnavailableError(f"Milvus unavailable while trying to {action}: {text}")
+    return StoreError(f"Milvus failed to {action}: {text}")
+
+
+def _literal(value: Any) -> str:
+    """A value as a Milvus expression literal (JSON quoting is valid Milvus string syntax)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return json.dumps(value, ensure_ascii=False)
+
+
+class MilvusStore:
+    """A Milvus collection as a ``VectorStore``."""
+
+    capabilities = StoreCapabilities(dense=True, filters=True, range_search=True)
+
+    def __init__(
+        self, uri: str, collection: str, client: Any, *, embedded: bool, index_type: str
+    ) -> None:
+        self.uri = uri
+        self.collection = collection
+        self._client = client
+        self.dim: int | None = None
+        self.index_type = index_type
+        self.max_record_bytes = TEXT_MAX
+        self.capabilities = StoreCapabilities(
+            dense=True, filters=True, range_search=True, embedded=embedded
+        )
+
+    @classmethod
+    def open(
+        cls, uri: str, collection: str, *, dim: int | None = None, **options: Any
+    ) -> MilvusStore:
+        pymilvus = require("pymilvus", "pymilvus", "milvus")
+        index_type = str(options.pop("index_type", "AUTOINDEX"))
+        _, _, rest = uri.partition(":")
+        if rest.startswith("//"):
+            host, port = host_port(rest[2:], 19530)
+            target = f"http://{host}:{port}"
+            embedded = False
+        else:
+            if not rest:
+                raise ConfigError(
+                    "milvus:PATH needs a file path ending in .db (or milvus://HOST:PORT)"
+                )
+            require("milvus_lite", "milvus-lite", "milvus")
+            target = os.path.abspath(os.path.expanduser(rest))
+            if not target.endswith(".db"):
+                raise ConfigError(f"a Milvus Lite path must end in .db, got {rest!r}")
+            embedded = True
+        try:
+            client = pymilvus.MilvusClient(uri=target, **options)
+        except Exception as exc:
+            raise _translate(exc, f"connect to {uri!r}") from exc
+        store = cls(uri, collection, client, embedded=embedded, index_type=index_type)
+        store._open(dim)
+        return store
+
+    def _call(self, action: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except Exception as exc:
+            raise _translate(exc, action) from exc
+
+    def _open(self, dim: int | None) -> None:
+        c = self._client
+        if self._call("read the collection", c.has_collection, self.collection):
+            desc = self._call("describe the collection", c.describe_collection, self.collection)
+            stored = next(int(f["params"]["dim"]) for f in desc["fields"] if f["name"] == "vector")
+            if dim is not None and dim != stored:
+                raise ConfigError(
+                    f"Milvus collection {self.collection!r} holds vectors of dimension {stored}, not {dim}"
+                )
+            self.dim = stored
+            self._call("load the collection", c.load_collection, self.collection)
+        elif dim is not None:
+            self._create(dim)
+
+    def _create(self, dim: int) -> None:
+        from pymilvus import DataType
+
+        c = self._client
+        schema = c.create_schema(auto_id=False, enable_dynamic_field=False)
+        schema.add_field("id", DataType.VARCHAR, is_primary=True, max_length=SHORT_MAX)
+        schema.add_field("vector", DataType.FLOAT_VECTOR, dim=dim)
+        schema.add_field("text", DataType.VARCHAR, max_length=TEXT_MAX)
+        schema.add_field("source", DataType.VARCHAR, max_length=SHORT_MAX)
+        schema.add_field("model", DataType.VARCHAR, max_length=SHORT_MAX)
+        for name in ("page", "start_offset", "end_offset", "chunk_index"):
+            schema.add_field(name, DataType.INT64)
+        schema.add_field("headings", DataType.JSON)
+        schema.add_field("metadata", DataType.JSON)
+        index = c.prepare_index_params()
+        index.add_index(field_name="vector", index_type=self.index_type, metric_type="COSINE")
+        self._call(
+            "create the collection",
+            c.create_collection,
+            self.collection,
+            schema=schema,
+            index_params=index,
+            consistency_level="Strong",
+        )
+        self.dim = dim
+
+    def _expr(self, where: Where | None, source: str | None = None) -> str:
+        items = where_items(where)
+        if source is not None:
+            items.append(("source", [source]))
+        parts = []
+        for key, values in items:
+            if key.startswith("metadata."):
+                # JSON paths take `==` but not `in` in every Milvus build (Lite refuses `in`).
+                field = f"metadata[{_literal(key[9:])}]"
+                parts.append("(" + " or ".join(f"{field} == {_literal(v)}" for v in values) + ")")
+            else:
+                parts.append(f"{key} in [{', '.join(_literal(v) for v in values)}]")
+        return " and ".join(parts)
+
+    # -- protocol ----------------------------------------------------------------------------
+
+    def upsert(self, records: Sequence[Record]) -> None:
+        if not records:
+            return
+        batch = last_wins(records)
+        if self.dim is None:
+            self._create(int(np.asarray(batch[0].vector).shape[0]))
+        rows = [
+            {
+                "id": r.id,
+                "vector": np.asarray(r.vector, dtype=np.float32).tolist(),
+                "text": r.text,
+                "source": r.source,
+                "model": r.model,
+                "page": -1 if r.page is None else r.page,
+                "start_offset": r.start,
+                "end_offset": r.end,
+                "chunk_index": r.chunk_index,
+                "headings": list(r.headings),
+                "metadata": dict(r.metadata),
+            }
+            for r in batch
+        ]
+        self._call("upsert records", self._client.upsert, self.collection, rows)
+
+    def delete(self, ids: Sequence[str] | None = None, *, source: str | None = None) -> int:
+        if (ids is None) == (source is None):
+            raise ConfigError("delete takes either ids or source, not both or neither")
+        if self.dim is None:
+            return 0
+        if ids is not None:
+            ids = list(ids)
+            if not ids:
+                return 0
+            # Milvus counts requested ids as deleted whether they existed or not.
+            expr = f"id in [{', '.join(_literal(i) for i in ids)}]"
+        else:
+            expr = self._expr(None, source)
+        n = self._count(expr)
+        self._call("delete records", self._client.delete, self.collection, filter=expr)
+        return n
+
+    def _search(
+        self, vector: np.ndarray, limit: int, where: Where | None, params: dict[str, Any]
+    ) -> list[Hit]:
+        if self.dim is None:
+            return []
+        q = as_query(vector, self.dim).tolist()
+        res = self._call(
+            "search",
+            self._client.search,
+            self.collection,
+            data=[q],
+            limit=limit,
+            filter=self._expr(where),
+            output_fields=OUTPUT,
+            search_params={"metric_type": "COSINE", "params": params},
+        )
+        hits = []
+        for h in res[0]:
+            entity = h.get("entity", h)
+            hits.append(hit_of(str(h["id"]), float(h["distance"]), entity))
+        return hits
+
+    def search(self, vector: np.ndarray, k: int = 10, where: Where | None = None) -> list[Hit]:
+        check_k(k)
+        return self._search(vector, k, where, {})
+
+    def range_search(
+        self, vector: np.ndarray, beta: float, *, limit: int = 1000, where: Where | None = None
+    ) -> list[Hit]:
+        if beta < 0:
+            raise ConfigError(f"beta must be >= 0, got {beta}")
+        check_k(limit)
+        best = self._search(vector, 1, where, {})
+        if not best:
+            return []
+        # Milvus range search with COSINE keeps radius < score <= range_filter.
+        radius = best[0].score - beta - 1e-6
+        hits = self._search(vector, limit, where, {"radius": radius, "range_filter": 1.0 + 1e-6})
+        return sorted(hits, key=lambda h: -h.score)
+
+    def _count(self, expr: str) -> int:
+        rows = self._call(
+            "count records",
+            self._client.query,
+            self.collection,
+            filter=expr,
+            output_fields=["count(*)"],
+        )
+        return int(rows[0]["count(*)"]) if rows else 0
+
+    def ids(self, source: str | None = None) -> set[str]:
+        if self.dim is None:
+            return set()
+        expr = self._expr(None, source) if source is not None else 'id != ""'
+        out: set[str] = set()
+        it = self._call(
+            "list ids",
+            self._client.query_iterator,
+            self.collection,
+            batch_size=1000,
+            filter=expr,
+            output_fields=["id"],
+        )
+        try:
+            while True:
+                page = self._call("list ids", it.next)
+                if not page:
+                    break
+                out.update(str(row["id"]) for row in page)
+        finally:
+            it.close()
+        return out
+
+    def count(self) -> int:
+        if self.dim is None:
+            return 0
+        return self._count("")
+
+    def flush(self) -> None:
+        if self.dim is not None:
+            self._call("flush", self._client.flush, self.collection)
+
+    def close(self) -> None:
+        self._call("close", self._client.close)
+
+    def __enter__(self) -> MilvusStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+__all__ = ["MilvusStore"]

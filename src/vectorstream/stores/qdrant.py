@@ -1,0 +1,468 @@
+"""Qdrant adapter: a server (``qdrant://HOST:PORT``), local mode (``qdrant:PATH``) or Qdrant Edge
+(``qdrant-edge:PATH``, an in-process shard from ``qdrant-edge-py``).
+
+Qdrant point ids must be integers or UUIDs, so each record is stored under the UUID5 of its id
+and the id itself is kept in the payload (``vs_id``); the other payload fields are the usual
+ones (``text``, ``source``, ``page``, …), so Qdrant's own clients and dashboard show what we wrote.
+Vectors use the Cosine distance, whose score is the cosine similarity. Range search is native:
+a ``score_threshold`` of ``best - beta``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from ..errors import (
+    ConfigError,
+    RecordRejectedError,
+    StoreError,
+    StoreLockedError,
+    StoreUnavailableError,
+)
+from ..types import Hit, Record
+from ._common import (
+    ID_FIELD,
+    as_query,
+    check_k,
+    hit_of,
+    host_port,
+    last_wins,
+    payload_of,
+    require,
+    uuid_for,
+    where_items,
+)
+from .base import StoreCapabilities, Where
+
+log = logging.getLogger("vectorstream.stores.qdrant")
+
+SCROLL_PAGE = 1000
+
+
+def _translate(exc: Exception, action: str) -> StoreError:
+    """Map qdrant-client / qdrant-edge / transport errors to ours."""
+    if isinstance(exc, StoreError):
+        return exc
+    name = type(exc).__name__
+    text = str(exc)
+    if name == "UnexpectedResponse":
+        status = int(getattr(exc, "status_code", 0) or 0)
+        if status in (400, 422):
+            return RecordRejectedError(f"Qdrant rejected the request to {action}: {text}")
+        if status in (408, 429) or status >= 500:
+            return StoreUnavailableError(
+                f"Qdrant unavailable ({status}) while trying to {action}: {text}"
+            )
+        return StoreError(f"Qdrant failed to {action} ({status}): {text}")
+    if name in (
+        "ResponseHandlingException",
+        "ConnectError",
+        "ConnectTimeout",
+        "ReadTimeout",
+        "RpcError",
+    ):
+        return StoreUnavailableError(f"Qdrant unavailable while trying to {action}: {text}")
+    if isinstance(exc, ConnectionError | TimeoutError):
+        return StoreUnavailableError(f"Qdrant unavailable while trying to {action}: {text}")
+    if "already accessed by another instance" in text:
+        return StoreLockedError(
+            f"another process holds the Qdrant local storage ({text}); use a Qdrant server for "
+            "concurrent writers"
+        )
+    if isinstance(exc, ValueError) and (
+        "dimension" in text.lower() or "wrong input" in text.lower()
+    ):
+        return RecordRejectedError(f"Qdrant rejected the records while trying to {action}: {text}")
+    return StoreError(f"Qdrant failed to {action}: {text}")
+
+
+class _ClientBackend:
+    """qdrant-client, against a server or its local (embedded) mode."""
+
+    def __init__(self, client: Any, models: Any, collection: str, *, server: bool) -> None:
+        self.client = client
+        self.m = models
+        self.collection = collection
+        self.server = server
+
+    def dim(self) -> int | None:
+        if not self.client.collection_exists(self.collection):
+            return None
+        vectors = self.client.get_collection(self.collection).config.params.vectors
+        return int(vectors.size)
+
+    def create(self, dim: int, hnsw_m: int, ef_construct: int) -> None:
+        m = self.m
+        self.client.create_collection(
+            self.collection,
+            vectors_config=m.VectorParams(size=dim, distance=m.Distance.COSINE),
+            hnsw_config=m.HnswConfigDiff(m=hnsw_m, ef_construct=ef_construct),
+        )
+        if self.server:
+            # Local mode has no payload indexes (and warns); a server uses them for filters.
+            for field in ("source", "model"):
+                self.client.create_payload_index(
+                    self.collection, field, m.PayloadSchemaType.KEYWORD
+                )
+
+    def upsert(
+        self, ids: list[str], vectors: list[list[float]], payloads: list[dict[str, Any]]
+    ) -> None:
+        batch = self.m.Batch(ids=ids, vectors=vectors, payloads=payloads)
+        self.client.upsert(self.collection, points=batch, wait=True)
+
+    def delete_ids(self, ids: list[str]) -> None:
+        self.client.delete(
+            self.collection, points_selector=self.m.PointIdsList(points=ids), wait=True
+        )
+
+    def delete_filter(self, flt: Any) -> None:
+        self.client.delete(
+            self.collection, points_selector=self.m.FilterSelector(filter=flt), wait=True
+        )
+
+    def existing(self, ids: list[str]) -> int:
+        return len(
+            self.client.retrieve(self.collection, ids=ids, with_payload=False, with_vectors=False)
+        )
+
+    def query(
+        self, vector: list[float], limit: int, flt: Any, threshold: float | None, ef: int
+    ) -> list[Any]:
+        # Local mode searches exactly and warns about search parameters; a server uses hnsw_ef.
+        params = self.m.SearchParams(hnsw_ef=ef) if self.server else None
+        res = self.client.query_points(
+            self.collection,
+            query=vector,
+            limit=limit,
+            query_filter=flt,
+            score_threshold=threshold,
+            with_payload=True,
+            search_params=params,
+        )
+        return list(res.points)
+
+    def scroll(self, flt: Any) -> list[Any]:
+        out: list[Any] = []
+        offset = None
+        while True:
+            page, offset = self.client.scroll(
+                self.collection,
+                scroll_filter=flt,
+                limit=SCROLL_PAGE,
+                offset=offset,
+                with_payload=[ID_FIELD],
+                with_vectors=False,
+            )
+            out.extend(page)
+            if offset is None:
+                return out
+
+    def count(self, flt: Any) -> int:
+        return int(self.client.count(self.collection, count_filter=flt, exact=True).count)
+
+    def flush(self) -> None:
+        """Writes use ``wait=True``: acknowledged means applied."""
+
+    def close(self) -> None:
+        self.client.close()
+
+
+class _EdgeBackend:
+    """qdrant-edge-py: one shard directory per collection, in this process."""
+
+    def __init__(self, edge: Any, root: str, collection: str) -> None:
+        self.m = edge
+        self.path = os.path.join(root, collection)
+        self.shard: Any = None
+        if os.path.isdir(self.path) and os.listdir(self.path):
+            self.shard = edge.EdgeShard.load(self.path)
+
+    def dim(self) -> int | None:
+        if self.shard is None:
+            return None
+        # A loaded shard does not expose its config; Qdrant Edge keeps it in edge_config.json.
+        with open(os.path.join(self.path, "edge_config.json"), encoding="utf-8") as fh:
+            return int(json.load(fh)["vectors"][""]["size"])
+
+    def create(self, dim: int, hnsw_m: int, ef_construct: int) -> None:
+        m = self.m
+        config = m.EdgeConfig(
+            vectors={"": m.EdgeVectorParams(size=dim, distance=m.Distance.Cosine)},
+            # 10,000 KB is the Qdrant server default below which a segment is scanned exactly.
+            hnsw_config=m.HnswIndexConfig(
+                m=hnsw_m, ef_construct=ef_construct, full_scan_threshold=10_000
+            ),
+        )
+        os.makedirs(self.path, exist_ok=True)
+        self.shard = m.EdgeShard.create(self.path, config)
+
+    def upsert(
+        self, ids: list[str], vectors: list[list[float]], payloads: list[dict[str, Any]]
+    ) -> None:
+        points = [
+            self.m.Point(id=i, vector={"": v}, payload=p)
+            for i, v, p in zip(ids, vectors, payloads, strict=True)
+        ]
+        self.shard.update(self.m.UpdateOperation.upsert_points(points))
+
+    def delete_ids(self, ids: list[str]) -> None:
+        self.shard.update(self.m.UpdateOperation.delete_points(ids))
+
+    def delete_filter(self, flt: Any) -> None:
+        self.shard.update(self.m.UpdateOperation.delete_points_by_filter(flt))
+
+    def existing(self, ids: list[str]) -> int:
+        return len(self.shard.retrieve(ids, with_payload=False, with_vector=False))
+
+    def query(
+        self, vector: list[float], limit: int, flt: Any, threshold: float | None, ef: int
+    ) -> list[Any]:
+        m = self.m
+        req = m.QueryRequest(
+            limit=limit,
+            query=m.Query.Nearest(vector, using=""),
+            filter=flt,
+            score_threshold=threshold,
+            with_payload=True,
+            params=m.SearchParams(hnsw_ef=ef),
+        )
+        return list(self.shard.query(req))
+
+    def scroll(self, flt: Any) -> list[Any]:
+        out: list[Any] = []
+        offset = None
+        while True:
+            req = self.m.ScrollRequest(
+                offset=offset, limit=SCROLL_PAGE, filter=flt, with_payload=True, with_vector=False
+            )
+            page, offset = self.shard.scroll(req)
+            out.extend(page)
+            if offset is None or not page:
+                return out
+
+    def count(self, flt: Any) -> int:
+        return int(self.shard.count(self.m.CountRequest(exact=True, filter=flt)))
+
+    def flush(self) -> None:
+        self.shard.flush()
+
+    def close(self) -> None:
+        if self.shard is not None:
+            self.shard.flush()
+            self.shard.close()
+            self.shard = None
+
+
+class QdrantStore:
+    """A Qdrant collection as a ``VectorStore``."""
+
+    capabilities = StoreCapabilities(dense=True, filters=True, range_search=True)
+
+    def __init__(
+        self, uri: str, collection: str, backend: Any, *, hnsw_ef: int = 128, embedded: bool
+    ) -> None:
+        self.uri = uri
+        self.collection = collection
+        self._b = backend
+        self.hnsw_ef = hnsw_ef
+        self.capabilities = StoreCapabilities(
+            dense=True, filters=True, range_search=True, embedded=embedded
+        )
+        self.dim: int | None = None
+        self._m_hnsw = 16
+        self._ef_construct = 100
+
+    @classmethod
+    def open(
+        cls, uri: str, collection: str, *, dim: int | None = None, **options: Any
+    ) -> QdrantStore:
+        """``qdrant://HOST:PORT``, ``qdrant:PATH`` (local mode), ``qdrant::memory:``, ``qdrant-edge:PATH``."""
+        hnsw_ef = int(options.pop("hnsw_ef", 128))
+        hnsw_m = int(options.pop("m", 16))
+        ef_construct = int(options.pop("ef_construct", 100))
+        scheme, _, rest = uri.partition(":")
+        scheme = scheme.lower()
+        try:
+            if scheme == "qdrant-edge":
+                edge = require("qdrant_edge", "qdrant-edge-py", "qdrant")
+                if not rest:
+                    raise ConfigError("qdrant-edge:PATH needs a directory")
+                backend: Any = _EdgeBackend(
+                    edge, os.path.expanduser(rest.removeprefix("//")), collection
+                )
+                embedded = True
+            else:
+                qc = require("qdrant_client", "qdrant-client", "qdrant")
+                models = require("qdrant_client.models", "qdrant-client", "qdrant")
+                if rest.startswith("//"):
+                    host, port = host_port(rest[2:], 6333)
+                    # The version check runs in a background thread that only logs; skip it.
+                    options.setdefault("check_compatibility", False)
+                    client = qc.QdrantClient(host=host, port=port, **options)
+                    backend = _ClientBackend(client, models, collection, server=True)
+                    embedded = False
+                else:
+                    if not rest:
+                        raise ConfigError("qdrant:PATH needs a directory (or qdrant://HOST:PORT)")
+                    if rest == ":memory:":  # qdrant::memory: — local mode without persistence
+                        client = qc.QdrantClient(location=":memory:", **options)
+                    else:
+                        client = qc.QdrantClient(path=os.path.expanduser(rest), **options)
+                    backend = _ClientBackend(client, models, collection, server=False)
+                    embedded = True
+        except (ConfigError, StoreError, ImportError):
+            raise
+        except Exception as exc:
+            raise _translate(exc, f"open {uri!r}") from exc
+        store = cls(uri, collection, backend, hnsw_ef=hnsw_ef, embedded=embedded)
+        store._m_hnsw, store._ef_construct = hnsw_m, ef_construct
+        store._open(dim)
+        return store
+
+    def _call(self, action: str, fn: Any, *args: Any) -> Any:
+        try:
+            return fn(*args)
+        except Exception as exc:
+            raise _translate(exc, action) from exc
+
+    def _open(self, dim: int | None) -> None:
+        stored = self._call("read the collection", self._b.dim)
+        if stored is not None:
+            if dim is not None and dim != stored:
+                raise ConfigError(
+                    f"Qdrant collection {self.collection!r} holds vectors of dimension {stored}, not {dim}"
+                )
+            self.dim = stored
+        elif dim is not None:
+            self._call(
+                "create the collection", self._b.create, dim, self._m_hnsw, self._ef_construct
+            )
+            self.dim = dim
+
+    # -- filters -----------------------------------------------------------------------------
+
+    def _filter(self, where: Where | None, source: str | None = None) -> Any:
+        m = self._b.m
+        must: list[Any] = []
+        items = where_items(where)
+        if source is not None:
+            items.append(("source", [source]))
+        for key, values in items:
+            field = key  # "metadata.lang" is Qdrant's own nested-key syntax
+            if any(isinstance(v, float) and not float(v).is_integer() for v in values):
+                raise ConfigError(
+                    f"Qdrant matches exact values only; {key!r} has a fractional number"
+                )
+            vals = [int(v) if isinstance(v, float) else v for v in values]
+            if (
+                len(vals) > 1
+                and not any(isinstance(v, bool) for v in vals)
+                and len({type(v) for v in vals}) == 1
+            ):
+                must.append(m.FieldCondition(key=field, match=m.MatchAny(any=vals)))
+            elif len(vals) == 1:
+                must.append(m.FieldCondition(key=field, match=m.MatchValue(value=vals[0])))
+            else:
+                must.append(
+                    m.Filter(
+                        should=[
+                            m.FieldCondition(key=field, match=m.MatchValue(value=v)) for v in vals
+                        ]
+                    )
+                )
+        return m.Filter(must=must) if must else None
+
+    # -- protocol ----------------------------------------------------------------------------
+
+    def upsert(self, records: Sequence[Record]) -> None:
+        if not records:
+            return
+        batch = last_wins(records)
+        if self.dim is None:
+            dim = int(np.asarray(batch[0].vector).shape[0])
+            self._call(
+                "create the collection", self._b.create, dim, self._m_hnsw, self._ef_construct
+            )
+            self.dim = dim
+        ids = [uuid_for(r.id) for r in batch]
+        vectors = [np.asarray(r.vector, dtype=np.float32).tolist() for r in batch]
+        payloads = [{ID_FIELD: r.id, **payload_of(r)} for r in batch]
+        self._call("upsert records", self._b.upsert, ids, vectors, payloads)
+
+    def delete(self, ids: Sequence[str] | None = None, *, source: str | None = None) -> int:
+        if (ids is None) == (source is None):
+            raise ConfigError("delete takes either ids or source, not both or neither")
+        if self.dim is None:
+            return 0
+        if ids is not None:
+            uuids = [uuid_for(i) for i in ids]
+            if not uuids:
+                return 0
+            n = self._call("count records", self._b.existing, uuids)
+            self._call("delete records", self._b.delete_ids, uuids)
+            return int(n)
+        flt = self._filter(None, source)
+        n = self._call("count records", self._b.count, flt)
+        self._call("delete records", self._b.delete_filter, flt)
+        return int(n)
+
+    def _query(
+        self, vector: np.ndarray, limit: int, where: Where | None, threshold: float | None
+    ) -> list[Hit]:
+        if self.dim is None:
+            return []
+        q = as_query(vector, self.dim).tolist()
+        flt = self._filter(where)
+        points = self._call(
+            "search", self._b.query, q, limit, flt, threshold, max(self.hnsw_ef, limit)
+        )
+        return [hit_of(str(p.payload[ID_FIELD]), p.score, p.payload) for p in points]
+
+    def search(self, vector: np.ndarray, k: int = 10, where: Where | None = None) -> list[Hit]:
+        check_k(k)
+        return self._query(vector, k, where, None)
+
+    def range_search(
+        self, vector: np.ndarray, beta: float, *, limit: int = 1000, where: Where | None = None
+    ) -> list[Hit]:
+        if beta < 0:
+            raise ConfigError(f"beta must be >= 0, got {beta}")
+        check_k(limit)
+        best = self._query(vector, 1, where, None)
+        if not best:
+            return []
+        # Qdrant's score_threshold is the native range bound: everything scoring >= best - beta.
+        return self._query(vector, limit, where, best[0].score - beta)
+
+    def ids(self, source: str | None = None) -> set[str]:
+        if self.dim is None:
+            return set()
+        points = self._call("list ids", self._b.scroll, self._filter(None, source))
+        return {str(p.payload[ID_FIELD]) for p in points}
+
+    def count(self) -> int:
+        if self.dim is None:
+            return 0
+        return int(self._call("count records", self._b.count, None))
+
+    def flush(self) -> None:
+        self._call("flush", self._b.flush)
+
+    def close(self) -> None:
+        self._call("close", self._b.close)
+
+    def __enter__(self) -> QdrantStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+__all__ = ["QdrantStore"]

@@ -1,0 +1,128 @@
+"""Milvus adapter against Milvus Lite: as a file, and as a `milvus-lite server` process."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from _servers_support import check_contract, free_port, make_records, recall_at_10, unique_name
+from vectorstream.errors import ConfigError, MissingDependencyError, StoreUnavailableError
+from vectorstream.stores import open_store
+
+pymilvus = pytest.importorskip("pymilvus")
+pytest.importorskip("milvus_lite")
+
+
+@pytest.fixture(scope="module")
+def lite_server(tmp_path_factory):
+    """`milvus-lite server` as its own process on a free loopback port."""
+    port = free_port()
+    exe = Path(sys.executable).parent / "milvus-lite"
+    data = tmp_path_factory.mktemp("milvus-server")
+    proc = subprocess.Popen(
+        [str(exe), "server", "--data-dir", str(data), "--host", "127.0.0.1", "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                client = pymilvus.MilvusClient(uri=f"http://127.0.0.1:{port}", timeout=2)
+                client.list_collections()
+                client.close()
+                break
+            except Exception:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail("milvus-lite server did not start")
+                time.sleep(0.3)
+        yield f"milvus://127.0.0.1:{port}"
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def test_contract_on_a_lite_file(tmp_path) -> None:
+    store = open_store(f"milvus:{tmp_path / 'v.db'}", "docs", dim=16)
+    check_contract(store)
+    store.close()
+
+
+def test_contract_on_a_lite_server(lite_server) -> None:
+    store = open_store(lite_server, unique_name("docs"), dim=16)
+    check_contract(store)
+    store.close()
+
+
+def test_rows_are_read_back_by_the_native_client(lite_server) -> None:
+    name = unique_name("native")
+    store = open_store(lite_server, name, dim=16)
+    records = make_records(20)
+    store.upsert(records)
+    store.close()
+    client = pymilvus.MilvusClient(uri=lite_server.replace("milvus://", "http://"))
+    rows = client.query(
+        name,
+        filter=f'id == "{records[3].id}"',
+        output_fields=["source", "metadata", "headings", "page"],
+    )
+    assert rows[0]["source"] == records[3].source and rows[0]["metadata"] == dict(
+        records[3].metadata
+    )
+    assert rows[0]["headings"] == list(records[3].headings)
+    res = client.search(
+        name, data=[records[3].vector.tolist()], limit=1, search_params={"metric_type": "COSINE"}
+    )
+    assert res[0][0]["id"] == records[3].id and res[0][0]["distance"] == pytest.approx(
+        1.0, abs=1e-4
+    )
+    client.close()
+
+
+def test_reopen_keeps_rows_and_checks_dimension(tmp_path) -> None:
+    path = tmp_path / "v.db"
+    store = open_store(f"milvus:{path}", "docs", dim=8)
+    store.upsert(make_records(12, dim=8))
+    store.close()
+    again = open_store(f"milvus:{path}", "docs")
+    assert again.dim == 8 and again.count() == 12
+    with pytest.raises(ConfigError, match="dimension 8"):
+        open_store(f"milvus:{path}", "docs", dim=4)
+    again.close()
+
+
+def test_bad_uri_and_unreachable_server() -> None:
+    with pytest.raises(ConfigError, match=r"\.db"):
+        open_store("milvus:/tmp/not-a-db-file", "docs", dim=4)
+    with pytest.raises(StoreUnavailableError):
+        open_store(f"milvus://127.0.0.1:{free_port()}", "docs", dim=4, timeout=2)
+
+
+def test_missing_client_names_the_extra(monkeypatch, tmp_path) -> None:
+    monkeypatch.setitem(sys.modules, "pymilvus", None)
+    with pytest.raises(MissingDependencyError, match=r"vectorstream\[milvus\]"):
+        open_store(f"milvus:{tmp_path / 'v.db'}", "docs", dim=4)
+
+
+def test_recall_at_10_on_2000_vectors(tmp_path) -> None:
+    store = open_store(f"milvus:{tmp_path / 'r.db'}", "recall", dim=384)
+    assert recall_at_10(store, 2000, n_queries=30) >= 0.95
+    store.close()
+
+
+@pytest.mark.slow
+def test_recall_at_10_on_10000_vectors(tmp_path) -> None:
+    store = open_store(f"milvus:{tmp_path / 'r.db'}", "recall", dim=384)
+    assert recall_at_10(store, 10_000, n_queries=100) >= 0.95
+    store.close()
