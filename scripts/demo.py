@@ -33,8 +33,9 @@ def main() -> None:
     from vectorstream.samples import build_sample_corpus
 
     corpus = DEMO / "corpus"
-    if corpus.exists():
-        shutil.rmtree(corpus)
+    for old in (corpus, DEMO / "store"):  # start fresh so the demo shows a full ingest
+        if old.exists():
+            shutil.rmtree(old)
     info = build_sample_corpus(corpus, documents=40)
     formats = ", ".join(f"{n} {fmt}" for fmt, n in sorted(info.by_format.items()))
     print(f"sample corpus: {info.files} files ({formats}), {info.bytes / 1e6:.1f} MB in {corpus}")

@@ -268,6 +268,7 @@ class _Run:
             pool.shutdown(force=interrupted or self.abort.is_set())
             for t in threads:
                 t.join(timeout=10)
+            self._sample_rss()
             self._drain_events()
         if self.fatal is not None and not interrupted:
             raise self.fatal
