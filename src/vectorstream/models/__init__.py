@@ -23,7 +23,7 @@ from ._export import FP32_NAME, export_dir, export_fp32
 from ._folder import ModelFolder, read_folder, weights_identity
 from ._gate import MIN_COSINE, MIN_MEAN_COSINE, GateReport, cosine_rows, ensure_int8
 from ._pooling import PRECISIONS
-from ._resolve import ResolvedModel, hf_hub_cache, hub_offline, resolve
+from ._resolve import ResolvedModel, cached_hub_models, hf_hub_cache, hub_offline, resolve
 from ._threads import available_cores
 
 log = logging.getLogger("vectorstream.models")
@@ -59,9 +59,16 @@ def _fp32_graph(
     return export_fp32(folder, cached)
 
 
-def resolve_model(spec: str | os.PathLike[str] | None = None) -> ResolvedModel:
-    """Where ``spec`` (default: the configured model) is found, without loading it."""
-    return resolve(spec if spec is not None else load_settings().model)
+def resolve_model(
+    spec: str | os.PathLike[str] | None = None, *, allow_download: bool = True
+) -> ResolvedModel:
+    """Where ``spec`` (default: the configured model) is found, without loading it.
+
+    ``allow_download=False`` looks only on this machine, even when the hub is reachable.
+    """
+    return resolve(
+        spec if spec is not None else load_settings().model, allow_download=allow_download
+    )
 
 
 def load_model(
@@ -91,6 +98,10 @@ def load_model(
         raise ConfigError(f"backend must be one of {BACKENDS} or None, got {backend!r}")
     if precision not in PRECISIONS:
         raise ConfigError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if dimensions is not None and dimensions < 1:
+        raise ConfigError(f"dimensions must be a positive number, got {dimensions}")
+    if token_budget < 1:
+        raise ConfigError(f"token_budget must be positive, got {token_budget}")
     if quantized and chosen == "torch":
         raise ConfigError("quantized=True runs the int8 ONNX graph; it needs backend 'onnx'")
     threads = threads if threads is not None else (settings.threads or None)
@@ -129,6 +140,8 @@ def load_model(
             impl = OnnxBackend(int8, threads)
         else:
             impl = OnnxBackend(graph, threads)
+    if dimensions is not None and dimensions > folder.dim:
+        raise ConfigError(f"dimensions={dimensions} exceeds the model's {folder.dim}")
     embedder = Embedder(
         model_id=resolved.model_id,
         folder=folder,
@@ -186,6 +199,7 @@ __all__ = [
     "ModelFolder",
     "ResolvedModel",
     "available_cores",
+    "cached_hub_models",
     "check_texts",
     "cosine_rows",
     "export_model",

@@ -19,6 +19,9 @@ log = logging.getLogger("vectorstream.models.embedder")
 
 DEFAULT_TOKEN_BUDGET = 8192  # padded tokens per forward pass: 32 full MiniLM windows
 MAX_BATCH = 256  # caps a batch of very short texts (memory of the attention scores)
+# On CPU a forward pass costs about the same per padded token whatever the batch size, so small
+# batches of similar lengths beat big ones padded to their longest item.
+MIN_FILL = 0.75
 
 
 def _load_tokenizer(path: Path) -> tokenizers.Tokenizer:
@@ -29,18 +32,26 @@ def _load_tokenizer(path: Path) -> tokenizers.Tokenizer:
 
 
 def token_budget_batches(
-    lengths: Sequence[int], budget: int, max_batch: int = MAX_BATCH
+    lengths: Sequence[int],
+    budget: int,
+    max_batch: int = MAX_BATCH,
+    min_fill: float = MIN_FILL,
 ) -> Iterator[list[int]]:
-    """Indices sorted longest first, cut into batches whose padded size stays within ``budget``.
+    """Indices sorted longest first, cut into batches that each pad to their first (longest) item.
 
-    Sorting makes neighbours similar in length, so padding to the longest in a batch wastes little.
-    A single input longer than the budget still forms a batch of its own.
+    A batch ends when one more item would push its padded size (items x longest) over ``budget``,
+    or when the next item is shorter than ``min_fill`` x the longest, so padding never exceeds
+    ``1 - min_fill`` of a batch. A single input longer than the budget forms a batch of its own.
     """
     order = sorted(range(len(lengths)), key=lambda i: lengths[i], reverse=True)
     batch: list[int] = []
     width = 0
     for i in order:
-        if batch and ((len(batch) + 1) * width > budget or len(batch) >= max_batch):
+        if batch and (
+            (len(batch) + 1) * width > budget
+            or len(batch) >= max_batch
+            or lengths[i] < min_fill * width
+        ):
             yield batch
             batch = []
         if not batch:

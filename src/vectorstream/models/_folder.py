@@ -37,7 +37,7 @@ class ModelFolder:
     path: Path  # the folder the spec resolved to
     transformer_path: Path  # where config.json / tokenizer.json live (usually == path)
     tokenizer_path: Path
-    pooling: tuple[str, ...]  # subset of POOLING_ORDER, in that order
+    pooling: tuple[str, ...]  # modes concatenated in this order
     hidden_size: int
     normalize: bool  # the folder ends with a Normalize module
     max_tokens: int  # including special tokens
@@ -57,22 +57,37 @@ def _read_json(path: Path) -> Any:
         raise ModelError(f"cannot read {path}: {exc}") from exc
 
 
+_MODE_NAMES = {
+    "cls": "cls",
+    "cls_token": "cls",
+    "max": "max",
+    "max_tokens": "max",
+    "mean": "mean",
+    "mean_tokens": "mean",
+    "mean_sqrt_len": "mean_sqrt_len",
+    "mean_sqrt_len_tokens": "mean_sqrt_len",
+    "lasttoken": "lasttoken",
+}
+
+
 def _pooling_modes(config: dict[str, Any]) -> tuple[str, ...]:
-    if config.get("pooling_mode_weightedmean_tokens"):
-        raise ModelError("weighted-mean pooling is not supported")
-    # Newer sentence-transformers writes a single "pooling_mode" string as well.
-    modes = {name for key, name in _POOLING_KEYS.items() if config.get(key)}
-    single = config.get("pooling_mode")
-    if isinstance(single, str):
-        modes.add(
-            {"cls_token": "cls", "mean_tokens": "mean", "max_tokens": "max"}.get(single, single)
-        )
-    unknown = modes - set(POOLING_ORDER)
-    if unknown:
-        raise ModelError(f"unsupported pooling mode(s) {sorted(unknown)}")
+    # sentence-transformers >= 6 writes "pooling_mode" (a name or a list, concatenated in the
+    # order given); older versions write one boolean per mode, concatenated in a fixed order.
+    listed = config.get("pooling_mode")
+    if listed is not None:
+        names = [listed] if isinstance(listed, str) else list(listed)
+        unknown = [n for n in names if n not in _MODE_NAMES]
+        if unknown:
+            raise ModelError(f"unsupported pooling mode(s) {unknown}")
+        modes = tuple(_MODE_NAMES[n] for n in names)
+    else:
+        if config.get("pooling_mode_weightedmean_tokens"):
+            raise ModelError("unsupported pooling mode(s) ['weightedmean']")
+        enabled = {name for key, name in _POOLING_KEYS.items() if config.get(key)}
+        modes = tuple(m for m in POOLING_ORDER if m in enabled)
     if not modes:
         raise ModelError("the pooling config enables no pooling mode")
-    return tuple(m for m in POOLING_ORDER if m in modes)
+    return modes
 
 
 def read_folder(path: Path) -> ModelFolder:

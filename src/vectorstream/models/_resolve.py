@@ -114,7 +114,10 @@ def _from_package(model_id: str, catalog: Catalog, looked: list[str]) -> Resolve
     return None
 
 
-def _from_hub(model_id: str, looked: list[str]) -> ResolvedModel | None:
+def _from_hub(model_id: str, looked: list[str], allowed: bool) -> ResolvedModel | None:
+    if not allowed:
+        looked.append("HuggingFace hub: not tried (download not allowed for this call)")
+        return None
     if hub_offline():
         looked.append("HuggingFace hub: not tried (HF_HUB_OFFLINE is set)")
         return None
@@ -135,7 +138,9 @@ def _from_hub(model_id: str, looked: list[str]) -> ResolvedModel | None:
     return ResolvedModel(model_id, path, "hub", path.name)
 
 
-def resolve(spec: str | os.PathLike[str], catalog: Catalog = CATALOG) -> ResolvedModel:
+def resolve(
+    spec: str | os.PathLike[str], catalog: Catalog = CATALOG, *, allow_download: bool = True
+) -> ResolvedModel:
     """Find the folder for ``spec`` (a path, a hub id, or a catalogue alias)."""
     text = os.fspath(spec)
     looked: list[str] = []
@@ -154,7 +159,7 @@ def resolve(spec: str | os.PathLike[str], catalog: Catalog = CATALOG) -> Resolve
         found = (
             _from_hf_cache(model_id, looked)
             or _from_package(model_id, catalog, looked)
-            or _from_hub(model_id, looked)
+            or _from_hub(model_id, looked, allow_download)
         )
         if found is not None:
             log.debug("resolved %s to %s (%s)", text, found.path, found.origin)
@@ -167,4 +172,18 @@ def resolve(spec: str | os.PathLike[str], catalog: Catalog = CATALOG) -> Resolve
     )
 
 
-__all__ = ["ResolvedModel", "hf_hub_cache", "hub_offline", "resolve"]
+def cached_hub_models() -> list[ResolvedModel]:
+    """Models already in the HF cache (folders with a config.json), for listings."""
+    found: list[ResolvedModel] = []
+    root = hf_hub_cache()
+    if not root.is_dir():
+        return found
+    for repo in sorted(root.glob("models--*")):
+        model_id = repo.name.removeprefix("models--").replace("--", "/", 1)
+        resolved = _from_hf_cache(model_id, [])
+        if resolved is not None and (resolved.path / "config.json").is_file():
+            found.append(resolved)
+    return found
+
+
+__all__ = ["ResolvedModel", "cached_hub_models", "hf_hub_cache", "hub_offline", "resolve"]
