@@ -79,6 +79,7 @@ BROKEN = {
     "random_pdf": "random.pdf",
     "truncated_docx": "truncated.docx",
     "jsonl_not_jsonl": "array.jsonl",
+    "too_deep_html": "abyss.html",
 }
 
 
@@ -102,6 +103,7 @@ def make_broken_corpus(root: Path) -> dict[str, Path]:
     good_docx.unlink()
     out["truncated_docx"].write_bytes(docx_data[: len(docx_data) // 2])
     out["jsonl_not_jsonl"].write_text(json.dumps([{"text": "a"}, {"text": "b"}], indent=2))
+    out["too_deep_html"].write_text(deep_html(50_000))
     return out
 
 

@@ -28,6 +28,7 @@ from vectorstream.errors import ConfigError, ParseError, UnsupportedFormatError
 from vectorstream.parsers import (
     DEFAULT_REGISTRY,
     FORMATS,
+    HtmlParser,
     ParseOptions,
     ParserRegistry,
     detect_format,
@@ -337,6 +338,20 @@ def test_html_deeply_nested_does_not_crash(tmp_path: Path) -> None:
     assert joined(sections(path)).strip() == "deep text"
 
 
+def test_html_nesting_limit(tmp_path: Path) -> None:
+    path = tmp_path / "bold.html"
+    # Unclosed formatting elements nest too (the parser keeps them open).
+    path.write_text("<p>" + "<b>" * 12_000 + "very bold")
+    with pytest.raises(ParseError, match="nested more than 10,000 elements deep"):
+        sections(path)
+    # Elements whose end tag is implied do not count: a long flat list is fine.
+    flat = tmp_path / "flat.html"
+    flat.write_text("<ul>" + "<li>item" * 20_000 + "</ul>")
+    assert joined(sections(flat)).count("item") == 20_000
+    registry = DEFAULT_REGISTRY.with_parser("html", HtmlParser(max_depth=20_000))
+    assert "very bold" in joined(list(parse(src(path), registry=registry)))
+
+
 def test_html_declared_charset(tmp_path: Path) -> None:
     path = tmp_path / "old.html"
     path.write_bytes(
@@ -503,6 +518,7 @@ BROKEN_MESSAGES = {
     "random_pdf": "not a readable PDF",
     "truncated_docx": "not a valid DOCX file (not a zip archive, or a truncated one)",
     "jsonl_not_jsonl": "not JSON Lines",
+    "too_deep_html": "HTML nested more than 10,000 elements deep",
 }
 
 

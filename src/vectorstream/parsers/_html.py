@@ -87,6 +87,66 @@ _BLOCK = _PARAGRAPH | frozenset(
 )
 _CELLS = frozenset({"td", "th"})
 _SPACES = re.compile(r"\s+")
+_TAG = re.compile(r"<(/?)([A-Za-z][A-Za-z0-9:-]*)[^>]*?(/?)>")
+# Elements that never nest (void) or whose end tag is optional and implied by the next sibling:
+# counting them as open would overestimate the depth of ordinary pages.
+_NO_DEPTH = frozenset(
+    {
+        "area",
+        "base",
+        "br",
+        "col",
+        "embed",
+        "hr",
+        "img",
+        "input",
+        "link",
+        "meta",
+        "source",
+        "track",
+        "wbr",
+        "param",
+        "keygen",
+        "p",
+        "li",
+        "dt",
+        "dd",
+        "option",
+        "optgroup",
+        "tr",
+        "td",
+        "th",
+        "thead",
+        "tbody",
+        "tfoot",
+        "colgroup",
+        "caption",
+        "rb",
+        "rt",
+        "rtc",
+        "rp",
+        "html",
+        "head",
+        "body",
+    }
+)
+
+
+def nesting_exceeds(html: str, limit: int) -> bool:
+    """Whether the markup opens more than ``limit`` elements inside one another (an estimate
+    from the tags alone: unclosed elements count as open, as the parser will treat them)."""
+    depth = 0
+    for m in _TAG.finditer(html):
+        name = m.group(2).lower()
+        if name in _NO_DEPTH or m.group(3):
+            continue
+        if m.group(1):
+            depth = max(0, depth - 1)
+        else:
+            depth += 1
+            if depth > limit:
+                return True
+    return False
 
 
 class _Writer:
@@ -163,7 +223,14 @@ def _content_root(tree: Any) -> Any:
 class HtmlParser:
     """HTML via lexbor (selectolax): drops scripts, styles and page furniture; keeps the main
     content's text with one line per block; ``<h1>``–``<h6>`` split sections and form the
-    heading path; ``<title>`` goes to ``metadata["title"]``."""
+    heading path; ``<title>`` goes to ``metadata["title"]``.
+
+    ``max_depth`` refuses markup nested deeper than that: building the tree costs time
+    quadratic in the nesting depth (measured here: 10,000 levels 0.3 s, 40,000 levels 6.6 s,
+    100,000 levels 60 s), so a hostile file could stall a worker for minutes.
+    """
+
+    max_depth: int = 10_000
 
     def parse(self, source: Source, options: ParseOptions, warn: Warn) -> Iterator[Section]:
         from selectolax.lexbor import LexborHTMLParser
@@ -171,6 +238,11 @@ class HtmlParser:
         html = "".join(iter_text(source, warn, encoding=options.encoding, html=True))
         if not html.strip():
             return
+        if nesting_exceeds(html, self.max_depth):
+            raise ParseError(
+                f"{source.uri}: HTML nested more than {self.max_depth:,} elements deep; "
+                "refusing to build its tree"
+            )
         try:
             tree = LexborHTMLParser(html)
         except Exception as exc:  # lexbor reports failures as assorted exception types
