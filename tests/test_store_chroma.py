@@ -1,0 +1,78 @@
+"""Chroma adapter against a real persistent Chroma folder."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import numpy as np
+import pytest
+
+from _servers_support import check_contract, make_records, recall_at_10
+from vectorstream.errors import ConfigError, MissingDependencyError, RecordRejectedError
+from vectorstream.stores import open_store
+from vectorstream.types import Record
+
+chromadb = pytest.importorskip("chromadb")
+
+
+def test_contract(tmp_path) -> None:
+    store = open_store(f"chroma:{tmp_path}", "docs", dim=16)
+    check_contract(store)
+    store.close()
+
+
+def test_records_are_read_back_by_the_native_client(tmp_path) -> None:
+    store = open_store(f"chroma:{tmp_path}", "docs", dim=16)
+    records = make_records(20)
+    store.upsert(records)
+    store.close()
+    from chromadb.config import Settings
+
+    client = chromadb.PersistentClient(
+        path=str(tmp_path), settings=Settings(anonymized_telemetry=False)
+    )
+    col = client.get_collection("docs")
+    got = col.get(ids=[records[4].id], include=["documents", "metadatas"])
+    meta = got["metadatas"][0]
+    assert got["documents"][0] == records[4].text and meta["source"] == records[4].source
+    assert json.loads(meta["metadata"]) == dict(records[4].metadata)
+    assert meta["metadata.lang"] == records[4].metadata["lang"]
+    res = col.query(query_embeddings=[records[4].vector.tolist()], n_results=1)
+    assert res["ids"][0][0] == records[4].id and res["distances"][0][0] == pytest.approx(
+        0.0, abs=1e-4
+    )
+
+
+def test_reopen_checks_dimension_and_wrong_dimension_is_rejected(tmp_path) -> None:
+    store = open_store(f"chroma:{tmp_path}", "docs", dim=8)
+    store.upsert(make_records(5, dim=8))
+    store.close()
+    again = open_store(f"chroma:{tmp_path}", "docs")
+    assert again.dim == 8 and again.count() == 5
+    bad = make_records(1, dim=3)[0]
+    with pytest.raises(RecordRejectedError, match="dimension"):
+        again.upsert([Record(**{f: getattr(bad, f) for f in Record.__dataclass_fields__})])
+    with pytest.raises(ConfigError, match="dimension 8"):
+        open_store(f"chroma:{tmp_path}", "docs", dim=16)
+    assert again.search(np.ones(8, dtype=np.float32), k=50)[0].id in again.ids()
+    again.close()
+
+
+def test_missing_client_names_the_extra(monkeypatch, tmp_path) -> None:
+    monkeypatch.setitem(sys.modules, "chromadb", None)
+    with pytest.raises(MissingDependencyError, match=r"vectorstream\[chroma\]"):
+        open_store(f"chroma:{tmp_path}", "docs", dim=4)
+
+
+def test_recall_at_10_on_2000_vectors(tmp_path) -> None:
+    store = open_store(f"chroma:{tmp_path}", "recall", dim=384)
+    assert recall_at_10(store, 2000, n_queries=30) >= 0.95
+    store.close()
+
+
+@pytest.mark.slow
+def test_recall_at_10_on_10000_vectors(tmp_path) -> None:
+    store = open_store(f"chroma:{tmp_path}", "recall", dim=384)
+    assert recall_at_10(store, 10_000, n_queries=100) >= 0.95
+    store.close()
