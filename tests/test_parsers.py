@@ -28,6 +28,7 @@ from vectorstream.errors import ConfigError, ParseError, UnsupportedFormatError
 from vectorstream.parsers import (
     DEFAULT_REGISTRY,
     FORMATS,
+    DocxParser,
     HtmlParser,
     ParseOptions,
     ParserRegistry,
@@ -432,6 +433,19 @@ def test_docx_headings_paragraphs_tables(tmp_path: Path) -> None:
     assert all(s.metadata["format"] == "docx" for s in secs)
 
 
+def test_docx_inflation_limit(tmp_path: Path) -> None:
+    path = make_docx(tmp_path / "doc.docx", [("p", "words " * 5000)])
+    registry = DEFAULT_REGISTRY.with_parser("docx", DocxParser(max_uncompressed_bytes=20_000))
+    with pytest.raises(
+        ParseError, match=r"DOCX parts would inflate to [\d,]+ bytes, over the 20,000"
+    ):
+        list(parse(src(path), registry=registry))
+    assert "words words" in joined(sections(path))
+    # The same document from bytes in memory.
+    (section,) = list(parse(Source(uri="mem:docx", data=path.read_bytes())))
+    assert section.text.startswith("words words")
+
+
 # --------------------------------------------------------------------------- CSV / JSONL
 
 
@@ -692,3 +706,20 @@ def test_cutter_keeps_every_character_and_respects_the_limit(pieces: list[str], 
     assert all(0 < len(p) <= limit for p in out)
     # Every cut but the last keeps at least half a window (cutting stays linear).
     assert all(len(p) >= limit // 2 for p in out[:-1])
+
+
+@pytest.mark.parametrize("module_name", ["vectorstream.parsers", "vectorstream.sources"])
+def test_public_names_equal_all(module_name: str) -> None:
+    import importlib
+
+    module = importlib.import_module(module_name)
+    # Everything this package defines and exposes without an underscore is in __all__ …
+    defined_here = {
+        name
+        for name, value in vars(module).items()
+        if not name.startswith("_") and getattr(value, "__module__", "").startswith(module_name)
+    }
+    assert defined_here <= set(module.__all__)
+    # … and everything in __all__ exists, listed once.
+    assert all(hasattr(module, name) for name in module.__all__)
+    assert len(module.__all__) == len(set(module.__all__))

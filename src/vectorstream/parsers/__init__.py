@@ -123,4 +123,5 @@ __all__ = [
     "detect_format",
     "parse",
     "read_head",
+    "split_text",
 ]

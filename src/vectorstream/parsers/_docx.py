@@ -87,7 +87,14 @@ def _table_lines(table: Any) -> Iterator[str]:
 @dataclass(frozen=True, slots=True)
 class DocxParser:
     """Word documents via python-docx. Paragraphs styled ``Title`` or ``Heading N`` split
-    sections and form the heading path; tables become ``cell | cell`` lines in place."""
+    sections and form the heading path; tables become ``cell | cell`` lines in place.
+
+    python-docx inflates and parses whole XML parts in memory, so a zip whose parts would
+    inflate beyond ``max_uncompressed_bytes`` (a "zip bomb", or just an absurd document) is
+    refused before anything is inflated.
+    """
+
+    max_uncompressed_bytes: int = 512 * 1024 * 1024
 
     def parse(self, source: Source, options: ParseOptions, warn: Warn) -> Iterator[Section]:
         from docx import Document
@@ -106,6 +113,15 @@ class DocxParser:
                 raise ParseError(
                     f"{source.uri}: not a valid DOCX file (not a zip archive, or a truncated one)"
                 )
+            with zipfile.ZipFile(target) as archive:
+                inflated = sum(info.file_size for info in archive.infolist())
+            if inflated > self.max_uncompressed_bytes:
+                raise ParseError(
+                    f"{source.uri}: DOCX parts would inflate to {inflated:,} bytes, over the "
+                    f"{self.max_uncompressed_bytes:,}-byte limit"
+                )
+            if isinstance(target, io.BytesIO):
+                target.seek(0)
             document = Document(target)
         except ParseError:
             raise
