@@ -161,6 +161,7 @@ def machine_info() -> dict[str, Any]:
         "memory_bytes": memory,
         "os": f"{platform.system()} {platform.release()}",
         "python": sys.version.split()[0],
+        "loadavg_1m": round(os.getloadavg()[0], 2),
         "date_utc": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
     }
 
