@@ -419,3 +419,20 @@ def test_auto_mode_locks_on_first_write(tmp_path: Path) -> None:
     lazy.upsert(make_records(unit_rows(1, DIM)))
     assert lazy.count() == 1
     lazy.close()
+
+
+def test_sync_fallback_gives_the_same_answers(
+    store: LanceDBStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import vectorstream.stores.lancedb as module
+
+    records = make_records(unit_rows(300, DIM))
+    store.upsert(records)
+    q = unit_rows(1, DIM, seed=12)[0]
+    where = {"source": "a.txt", "metadata.lang": "en"}
+    fast = (store.search(q, 7, where), store.range_search(q, 0.4, where=where))
+    assert module._ONE_HOP is not None  # the one-hop path is what ran above
+    monkeypatch.setattr(module, "_ONE_HOP", None)
+    slow = (store.search(q, 7, where), store.range_search(q, 0.4, where=where))
+    assert fast == slow
+    assert _ids(fast[0]) == [i for i, _ in exact_topk(records, q, 7, where)]

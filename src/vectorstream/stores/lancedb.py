@@ -277,6 +277,25 @@ def _hits_from_arrow(table: pa.Table) -> list[Hit]:
 # ---------------------------------------------------------------------------------------------
 
 
+def _background_loop() -> Any:
+    """LanceDB's own event-loop thread, which its sync API hops to several times per query.
+
+    A vector query through the sync builder crosses to that thread three times (schema for the
+    builder, schema for the projection, execution); building the async query inside one
+    coroutine crosses once. On 2 busy cores each crossing is a context switch that costs about
+    as much as the search itself (benchmarks/lancedb_query.py). Private API: when a LanceDB
+    release moves it, searches fall back to the public sync builder.
+    """
+    try:
+        from lancedb.background_loop import LOOP
+    except ImportError:
+        return None
+    return LOOP if callable(getattr(LOOP, "run", None)) else None
+
+
+_ONE_HOP: Any = _background_loop()
+
+
 @dataclass(frozen=True, slots=True)
 class OptimizeReport:
     """What :meth:`LanceDBStore.optimize` did."""
@@ -612,18 +631,33 @@ class LanceDBStore:
     def _fetch(
         self, q: np.ndarray, limit: int, sql: str | None, max_distance: float | None
     ) -> list[Hit]:
-        query = self._table.search(q, vector_column_name="vector").distance_type("cosine")
-        if self.has_vector_index():
-            # Refining re-ranks candidates with exact vectors; without it LanceDB reports the
-            # index's own distance (squared L2 of normalised vectors), not cosine distance.
-            query = query.nprobes(self.nprobes).refine_factor(max(1, self.refine_factor or 1))
-        if sql:
-            query = query.where(sql, prefilter=True)
-        if max_distance is not None:
-            query = query.distance_range(upper_bound=max_distance)
-        query = query.limit(limit).select([*_HIT_COLUMNS, "_distance"])
+        indexed = self.has_vector_index()
+        # Refining re-ranks candidates with exact vectors; without it LanceDB reports the
+        # index's own distance (squared L2 of normalised vectors), not cosine distance.
+        refine = max(1, self.refine_factor or 1)
+
+        def shape(query: Any) -> Any:
+            # The same calls exist on the sync builder and the async query.
+            query = query.distance_type("cosine")
+            if indexed:
+                query = query.nprobes(self.nprobes).refine_factor(refine)
+            if sql:
+                query = query.where(sql)  # a prefilter: filter first, then rank
+            if max_distance is not None:
+                query = query.distance_range(upper_bound=max_distance)
+            return query.limit(limit).select([*_HIT_COLUMNS, "_distance"])
+
         with _translated(f"search {self.collection!r}"):
-            return _hits_from_arrow(query.to_arrow())
+            if _ONE_HOP is not None and hasattr(self._table, "_table"):
+                inner = self._table._table
+
+                async def run() -> pa.Table:
+                    return await shape(inner.query().nearest_to(q).column("vector")).to_arrow()
+
+                table = _ONE_HOP.run(run())
+            else:
+                table = shape(self._table.search(q, vector_column_name="vector")).to_arrow()
+            return _hits_from_arrow(table)
 
     def _search(
         self, q: np.ndarray, k: int, pred: Predicate, max_distance: float | None = None
