@@ -9,13 +9,24 @@ from collections.abc import Sequence
 from pathlib import Path
 
 
-def make_pdf(path: Path, pages: Sequence[Sequence[str]]) -> Path:
-    """A PDF with one page per entry, each line of the entry drawn as a text line (reportlab)."""
+def make_pdf(
+    path: Path,
+    pages: Sequence[Sequence[str]],
+    outline: Sequence[tuple[int, int, str]] = (),
+) -> Path:
+    """A PDF with one page per entry, each line of the entry drawn as a text line (reportlab).
+
+    ``outline`` adds bookmarks: ``(0-based page, level, title)``.
+    """
     from reportlab.lib.pagesizes import A4
     from reportlab.pdfgen import canvas
 
     c = canvas.Canvas(str(path), pagesize=A4, invariant=True)
-    for lines in pages:
+    for index, lines in enumerate(pages):
+        for n, (page, level, title) in enumerate(outline):
+            if page == index:
+                c.bookmarkPage(f"b{n}")
+                c.addOutlineEntry(title, f"b{n}", level=level)
         y = 800.0
         for line in lines:
             c.drawString(72, y, line)

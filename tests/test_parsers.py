@@ -383,6 +383,23 @@ def test_pdf_pages_and_text(tmp_path: Path) -> None:
         assert section.metadata == {"format": "pdf", "pages": 4}
 
 
+def test_pdf_outline_gives_heading_paths(tmp_path: Path) -> None:
+    path = make_pdf(
+        tmp_path / "book.pdf",
+        [[f"text of page {n}"] for n in range(1, 7)],
+        outline=[(1, 0, "Part A"), (2, 1, "A.1"), (3, 1, "A.2"), (5, 0, "Part B")],
+    )
+    secs = sections(path)
+    assert [(s.page, s.headings) for s in secs] == [
+        (1, ()),
+        (2, ("Part A",)),
+        (3, ("Part A", "A.1")),
+        (4, ("Part A", "A.2")),
+        (5, ("Part A", "A.2")),
+        (6, ("Part B",)),
+    ]
+
+
 def test_pdf_page_without_text_is_skipped_and_reported(tmp_path: Path) -> None:
     path = make_pdf(tmp_path / "gap.pdf", [["one"], [], ["three"]])
     warnings: list[str] = []

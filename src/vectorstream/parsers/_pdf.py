@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from ..errors import ParseError
 from ..types import Section, Source
 from ._options import ParseOptions
 from ._registry import Warn
 
+logger = logging.getLogger("vectorstream.parsers.pdf")
+
 
 @dataclass(frozen=True, slots=True)
 class PdfParser:
     """Each page's text layer becomes a section with ``page`` (1-based). Pages are loaded and
     released one at a time, so memory does not grow with the page count. Pages without a text
-    layer (scans) are skipped and counted in one warning."""
+    layer (scans) are skipped and counted in one warning. If the PDF has an outline
+    (bookmarks), each page's ``headings`` is the path of the last bookmark at or before it."""
 
     def parse(self, source: Source, options: ParseOptions, warn: Warn) -> Iterator[Section]:
         import pypdfium2 as pdfium
@@ -39,8 +44,14 @@ class PdfParser:
             raise ParseError(f"{source.uri}: cannot read: {exc.strerror or exc}") from exc
         try:
             pages = len(pdf)
+            marks = _outline(pdf, pages)
+            path: list[tuple[int, str]] = []
             textless: list[int] = []
             for number in range(1, pages + 1):
+                for level, title in marks.get(number - 1, ()):
+                    while path and path[-1][0] >= level:
+                        path.pop()
+                    path.append((level, title))
                 try:
                     page = pdf[number - 1]
                     try:
@@ -60,7 +71,13 @@ class PdfParser:
                 if not text.strip():
                     textless.append(number)
                     continue
-                yield Section(text=text, source=source.uri, page=number, metadata={"pages": pages})
+                yield Section(
+                    text=text,
+                    source=source.uri,
+                    page=number,
+                    headings=tuple(title for _, title in path),
+                    metadata={"pages": pages},
+                )
             if textless:
                 shown = ", ".join(map(str, textless[:10])) + (" …" if len(textless) > 10 else "")
                 warn(
@@ -69,6 +86,27 @@ class PdfParser:
                 )
         finally:
             pdf.close()
+
+
+def _outline(pdf: Any, pages: int) -> dict[int, list[tuple[int, str]]]:
+    """Bookmarks by 0-based page index, in document order: ``{page: [(level, title), ...]}``.
+
+    A broken outline must not cost the document its text, so any failure here gives no
+    headings rather than an error.
+    """
+    marks: dict[int, list[tuple[int, str]]] = {}
+    try:
+        for item in pdf.get_toc(max_depth=16):
+            dest = item.get_dest()
+            index = dest.get_index() if dest is not None else None
+            title = " ".join((item.get_title() or "").split())
+            if index is None or not 0 <= index < pages or not title:
+                continue
+            marks.setdefault(index, []).append((int(item.level), title))
+    except Exception:  # pdfium raises assorted errors on malformed outlines
+        logger.debug("ignoring an unreadable PDF outline", exc_info=True)
+        return {}
+    return marks
 
 
 __all__ = ["PdfParser"]
