@@ -153,12 +153,121 @@ def host_port(rest: str, default_port: int) -> tuple[str, int]:
         raise ConfigError(f"bad port {port!r} in {rest!r}") from exc
 
 
+class RestClient:
+    """A small JSON-over-HTTP client (httpx) with vendor errors translated into ours.
+
+    The REST adapters (Elasticsearch, OpenSearch, Weaviate, Pinecone) talk to the databases'
+    documented HTTP APIs through this one seam; ``transport`` accepts any ``httpx`` transport,
+    which is how the tests check the requests built and the responses parsed.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        vendor: str,
+        extra: str,
+        headers: Mapping[str, str] | None = None,
+        timeout: float = 30.0,
+        transport: Any = None,
+        auth: Any = None,
+        verify: Any = True,
+    ) -> None:
+        httpx = require("httpx", "httpx", extra)
+        self.vendor = vendor
+        self._httpx = httpx
+        self._client = httpx.Client(
+            base_url=base_url,
+            headers=dict(headers or {}),
+            timeout=timeout,
+            transport=transport,
+            auth=auth,
+            verify=verify,
+        )
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        action: str,
+        json_body: Any = None,
+        content: bytes | None = None,
+        params: Any = None,
+        headers: Mapping[str, str] | None = None,
+        ok_missing: bool = False,
+    ) -> Any:
+        """Send one request and return the decoded JSON (``None`` for 404 when ``ok_missing``)."""
+        from ..errors import RecordRejectedError, StoreError, StoreUnavailableError
+
+        try:
+            resp = self._client.request(
+                method, path, json=json_body, content=content, params=params, headers=headers
+            )
+        except self._httpx.TransportError as exc:
+            raise StoreUnavailableError(
+                f"{self.vendor} unavailable while trying to {action}: {exc}"
+            ) from exc
+        if resp.status_code == 404 and ok_missing:
+            return None
+        if resp.status_code >= 400:
+            detail = resp.text[:500]
+            exc2 = self._httpx.HTTPStatusError(detail, request=resp.request, response=resp)
+            if resp.status_code in (408, 429) or resp.status_code >= 500:
+                raise StoreUnavailableError(
+                    f"{self.vendor} unavailable ({resp.status_code}) while trying to {action}: {detail}"
+                ) from exc2
+            if resp.status_code in (400, 413, 422):
+                raise RecordRejectedError(
+                    f"{self.vendor} rejected the request to {action} ({resp.status_code}): {detail}"
+                ) from exc2
+            raise StoreError(
+                f"{self.vendor} failed to {action} ({resp.status_code}): {detail}"
+            ) from exc2
+        if not resp.content:
+            return {}
+        try:
+            return resp.json()
+        except ValueError as exc:
+            raise StoreError(
+                f"{self.vendor} sent a non-JSON answer to {action}: {resp.text[:200]}"
+            ) from exc
+
+    def close(self) -> None:
+        self._client.close()
+
+
+def flat_metadata(record: Record) -> dict[str, Any]:
+    """Payload for stores with flat metadata (Chroma, Pinecone): scalars only, JSON for the rest.
+
+    ``metadata`` keeps the record's metadata as JSON text so it reads back exactly; each scalar
+    value is also stored flat as ``metadata.<key>``, which is what filters use.
+    """
+    meta: dict[str, Any] = {
+        "source": record.source,
+        "model": record.model,
+        "start_offset": record.start,
+        "end_offset": record.end,
+        "chunk_index": record.chunk_index,
+        "headings": json.dumps(list(record.headings), ensure_ascii=False),
+        "metadata": json.dumps(dict(record.metadata), ensure_ascii=False, default=str),
+    }
+    if record.page is not None:
+        meta["page"] = record.page
+    for key, value in record.metadata.items():
+        if isinstance(value, str | int | float | bool):
+            meta[f"metadata.{key}"] = value
+    return meta
+
+
 __all__ = [
     "ID_FIELD",
     "ID_NAMESPACE",
+    "RestClient",
     "adaptive_range",
     "as_query",
     "check_k",
+    "flat_metadata",
     "hit_of",
     "host_port",
     "last_wins",

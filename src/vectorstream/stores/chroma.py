@@ -10,7 +10,6 @@ space; Chroma returns distances, and the score is ``1 - distance``.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Sequence
@@ -24,6 +23,7 @@ from ._common import (
     adaptive_range,
     as_query,
     check_k,
+    flat_metadata,
     hit_of,
     host_port,
     last_wins,
@@ -52,24 +52,6 @@ def _translate(exc: Exception, action: str) -> StoreError:
     if "dimension" in low or "nan" in low or isinstance(exc, TypeError):
         return RecordRejectedError(f"Chroma rejected the records while trying to {action}: {text}")
     return StoreError(f"Chroma failed to {action}: {text}")
-
-
-def _flat_metadata(r: Record) -> dict[str, Any]:
-    meta: dict[str, Any] = {
-        "source": r.source,
-        "model": r.model,
-        "start_offset": r.start,
-        "end_offset": r.end,
-        "chunk_index": r.chunk_index,
-        "headings": json.dumps(list(r.headings), ensure_ascii=False),
-        "metadata": json.dumps(dict(r.metadata), ensure_ascii=False, default=str),
-    }
-    if r.page is not None:
-        meta["page"] = r.page
-    for key, value in r.metadata.items():
-        if isinstance(value, str | int | float | bool):
-            meta[f"metadata.{key}"] = value
-    return meta
 
 
 class ChromaStore:
@@ -182,7 +164,7 @@ class ChromaStore:
                 ids=[r.id for r in part],
                 embeddings=np.stack([np.asarray(r.vector, dtype=np.float32) for r in part]),
                 documents=[r.text for r in part],
-                metadatas=[_flat_metadata(r) for r in part],
+                metadatas=[flat_metadata(r) for r in part],
             )
 
     def delete(self, ids: Sequence[str] | None = None, *, source: str | None = None) -> int:
