@@ -260,6 +260,7 @@ def test_os_search_and_range_use_the_knn_query_and_min_score() -> None:
     store.search(np.ones(4, dtype=np.float32), k=3, where={"page": 2})
     store.range_search(np.ones(4, dtype=np.float32), 0.2, limit=9)
     s1, r1, r2 = server.sent("POST", "/docs/_search")
+    assert r1["query"]["knn"]["embedding"]["k"] == 1
     clause = s1["query"]["knn"]["embedding"]
     assert clause["k"] == 3 and s1["size"] == 3
     assert clause["filter"] == {"bool": {"filter": [{"terms": {"page": [2]}}]}}
