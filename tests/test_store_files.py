@@ -193,3 +193,30 @@ def test_second_sink_writer_is_refused(tmp_path: Path) -> None:
     with pytest.raises(StoreLockedError):
         open_store(uri, "docs", dim=DIM)
     sink.close()
+
+
+@pytest.mark.parametrize("scheme", ["parquet", "jsonl"])
+def test_modes(tmp_path: Path, scheme: str) -> None:
+    uri = f"{scheme}:{tmp_path}"
+    records = make_records(unit_rows(5, DIM))
+    with open_store(uri, "docs", dim=DIM, mode="w") as writer:  # what the pipeline passes
+        writer.upsert(records)
+        writer.flush()
+        # A reader needs no lock, so it opens while the writer works, and cannot write.
+        reader = open_store(uri, "docs", mode="r")
+        assert reader.ids() == {r.id for r in records}
+        with pytest.raises(StoreError, match="read-only"):
+            reader.upsert(records)
+        reader.close()
+    assert {r.id for r in open_store(uri, "docs", mode="r").records()} == {r.id for r in records}  # type: ignore[attr-defined]
+    with pytest.raises(ConfigError, match="mode must be"):
+        open_store(uri, "docs", mode="rw")
+
+
+def test_failed_open_releases_the_lock(tmp_path: Path) -> None:
+    target = tmp_path / "x.parquet"
+    target.write_bytes(b"")
+    with pytest.raises(StoreError, match="exists"):
+        open_store(f"parquet:{target}", dim=DIM)
+    target.unlink()
+    open_store(f"parquet:{target}", dim=DIM).close()  # not locked by the failed attempt

@@ -31,7 +31,7 @@ import os
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TextIO
 
 import numpy as np
 import pyarrow as pa
@@ -96,15 +96,19 @@ class _FileSink(ABC):
     kind: ClassVar[str] = "file"
     capabilities = StoreCapabilities(dense=True, filters=False, range_search=False, embedded=True)
 
-    def __init__(self, uri: str, collection: str, target: Path, dim: int | None) -> None:
+    def __init__(
+        self, uri: str, collection: str, target: Path, dim: int | None, read_only: bool
+    ) -> None:
         self.uri = uri
         self.collection = collection
         self.target = target
         self.dim = dim
+        self.read_only = read_only
         self._lock = WriterLock(
             target.with_name(target.name + ".lock"), f"the {self.kind} sink {target}"
         )
-        self._lock.acquire()
+        if not read_only:
+            self._lock.acquire()
         self._closed = False
 
     # -- the log -----------------------------------------------------------------------------
@@ -119,7 +123,7 @@ class _FileSink(ABC):
 
     def upsert(self, records: Sequence[Record]) -> None:
         """Append ``records`` (readers keep the last row per id). Bad vectors are set aside."""
-        self._check_open()
+        self._check_writable()
         rejected: dict[str, str] = {}
         rows: list[Record] = []
         for record in records:
@@ -142,7 +146,7 @@ class _FileSink(ABC):
         """Append tombstones for the live ids given (and/or of ``source``); return how many."""
         if ids is None and source is None:
             raise ConfigError("delete() needs ids or source; refusing to delete everything")
-        self._check_open()
+        self._check_writable()
         live = self._live()
         wanted = set(ids) if ids is not None else None
         doomed = [
@@ -198,9 +202,11 @@ class _FileSink(ABC):
 
     # -- lifetime ----------------------------------------------------------------------------
 
-    def _check_open(self) -> None:
+    def _check_writable(self) -> None:
         if self._closed:
             raise StoreError(f"the {self.kind} sink {self.target} is closed")
+        if self.read_only:
+            raise StoreError(f"the {self.kind} sink {self.target} was opened read-only (mode='r')")
 
     @abstractmethod
     def flush(self) -> None:
@@ -255,6 +261,7 @@ class ParquetSink(_FileSink):
         target: Path,
         dim: int | None,
         *,
+        read_only: bool,
         single_file: bool,
         rows_per_file: int,
         compression: str,
@@ -266,20 +273,32 @@ class ParquetSink(_FileSink):
         self._tmp: Path | None = None
         self._rows_in_part = 0
         self._next_part = 0
-        super().__init__(uri, collection, target, dim)
-        if single_file:
+        super().__init__(uri, collection, target, dim, read_only)
+        if read_only:
+            return
+        try:
+            self._prepare()
+        except BaseException:
+            self._lock.release()
+            raise
+
+    def _prepare(self) -> None:
+        if self.single_file:
             self.target.parent.mkdir(parents=True, exist_ok=True)
             if self.target.exists():
                 raise StoreError(
                     f"{self.target} exists; a single-file parquet sink writes a new file "
                     "(use a folder, parquet:DIR/, to append parts)"
                 )
-        else:
+            return
+        try:
             self.target.mkdir(parents=True, exist_ok=True)
             for tmp in self.target.glob("part-*.parquet.tmp"):
                 tmp.unlink()  # the unfinished part of a run that was killed
-            numbers = [int(p.stem.split("-")[1]) for p in self._parts()]
-            self._next_part = max(numbers, default=-1) + 1
+        except OSError as exc:
+            raise StoreError(f"cannot prepare {self.target} for writing: {exc}") from exc
+        numbers = [int(p.stem.split("-")[1]) for p in self._parts()]
+        self._next_part = max(numbers, default=-1) + 1
 
     @classmethod
     def open(
@@ -288,15 +307,21 @@ class ParquetSink(_FileSink):
         collection: str = "documents",
         *,
         dim: int | None = None,
+        mode: str | None = None,
         rows_per_file: int = 100_000,
         compression: str = "zstd",
         **unknown: Any,
     ) -> ParquetSink:
-        """Open a Parquet sink. ``rows_per_file`` rolls a folder sink over to a new part."""
+        """Open a Parquet sink. ``rows_per_file`` rolls a folder sink over to a new part.
+
+        ``mode="r"`` opens it to read back (``records``, ``ids``) without the writer lock.
+        """
         if unknown:
             raise ConfigError(
-                f"unknown parquet options {sorted(unknown)}; known: compression, rows_per_file"
+                f"unknown parquet options {sorted(unknown)}; known: compression, mode, "
+                "rows_per_file"
             )
+        _check_mode(mode)
         if rows_per_file <= 0:
             raise ConfigError(f"rows_per_file must be positive, got {rows_per_file}")
         path = _strip_scheme(uri, "parquet")
@@ -307,6 +332,7 @@ class ParquetSink(_FileSink):
             collection,
             target,
             dim,
+            read_only=mode == "r",
             single_file=single,
             rows_per_file=rows_per_file,
             compression=compression,
@@ -423,8 +449,13 @@ class JSONLSink(_FileSink):
 
     kind = "jsonl"
 
-    def __init__(self, uri: str, collection: str, target: Path, dim: int | None) -> None:
-        super().__init__(uri, collection, target, dim)
+    def __init__(
+        self, uri: str, collection: str, target: Path, dim: int | None, read_only: bool
+    ) -> None:
+        super().__init__(uri, collection, target, dim, read_only)
+        self._fh: TextIO | None = None
+        if read_only:
+            return
         try:
             self.target.parent.mkdir(parents=True, exist_ok=True)
             _drop_torn_tail(self.target)
@@ -435,15 +466,23 @@ class JSONLSink(_FileSink):
 
     @classmethod
     def open(
-        cls, uri: str, collection: str = "documents", *, dim: int | None = None, **unknown: Any
+        cls,
+        uri: str,
+        collection: str = "documents",
+        *,
+        dim: int | None = None,
+        mode: str | None = None,
+        **unknown: Any,
     ) -> JSONLSink:
+        """Open a JSONL sink; ``mode="r"`` reads it back without the writer lock."""
         if unknown:
-            raise ConfigError(f"unknown jsonl options {sorted(unknown)}; it takes none")
+            raise ConfigError(f"unknown jsonl options {sorted(unknown)}; known: mode")
+        _check_mode(mode)
         path = _strip_scheme(uri, "jsonl")
         target = (
             path if path.suffix.lower() in (".jsonl", ".ndjson") else path / f"{collection}.jsonl"
         )
-        return cls(uri, collection, target, dim)
+        return cls(uri, collection, target, dim, mode == "r")
 
     def _append(self, rows: list[Record], tombstones: list[tuple[str, str]]) -> None:
         lines = [
@@ -470,6 +509,8 @@ class JSONLSink(_FileSink):
             json.dumps({"id": rid, "source": src, "deleted": True}, ensure_ascii=False)
             for rid, src in tombstones
         ]
+        if self._fh is None:  # only a read-only sink has no handle, and it never gets here
+            raise StoreError(f"the jsonl sink {self.target} is not open for writing")
         try:
             # One write of whole lines, then flush: a killed run leaves at most one torn last
             # line, which _replay skips.
@@ -479,7 +520,7 @@ class JSONLSink(_FileSink):
             raise StoreError(f"cannot write to {self.target}: {exc}") from exc
 
     def flush(self) -> None:
-        if self._closed:
+        if self._closed or self._fh is None:
             return
         try:
             self._fh.flush()
@@ -492,7 +533,8 @@ class JSONLSink(_FileSink):
             try:
                 super().close()
             finally:
-                self._fh.close()
+                if self._fh is not None:
+                    self._fh.close()
 
     def _replay(self) -> Iterator[dict[str, Any]]:
         if not self.target.exists():
@@ -507,6 +549,11 @@ class JSONLSink(_FileSink):
                         yield json.loads(line)
         except (OSError, json.JSONDecodeError) as exc:
             raise StoreError(f"cannot read {self.target}: {exc}") from exc
+
+
+def _check_mode(mode: str | None) -> None:
+    if mode not in (None, "r", "w"):
+        raise ConfigError(f"mode must be 'r', 'w' or None, got {mode!r}")
 
 
 def _drop_torn_tail(path: Path) -> None:
