@@ -114,6 +114,40 @@ def test_include_and_exclude_globs(
     assert rels(iter_files([root], include=include, exclude=exclude), root) == expected
 
 
+def test_gitignore_rules_are_honoured(tmp_path: Path) -> None:
+    root = tree(
+        tmp_path / "repo",
+        [
+            "README.md",
+            "notes.log",
+            "keep.log",
+            "build/out.txt",
+            "top.txt",
+            "docs/top.txt",
+            "docs/guide.md",
+            "docs/draft.md",
+            "docs/sub/draft.md",
+            "docs/sub/kept.md",
+            "data/big.csv",
+        ],
+    )
+    (root / ".gitignore").write_text("# comment\n*.log\n!keep.log\nbuild/\n/top.txt\n")
+    # A nested ignore file applies below its folder and can override the outer one.
+    (root / "docs" / ".gitignore").write_text("draft.md\n!sub/draft.md\n")
+    (root / "data" / ".ignore").write_text("*\n")
+    got = rels(iter_files([root]), root)
+    assert got == [
+        "README.md",
+        "docs/guide.md",
+        "docs/sub/draft.md",
+        "docs/sub/kept.md",
+        "docs/top.txt",
+        "keep.log",
+    ]
+    everything = rels(iter_files([root], ignore_files=()), root)
+    assert "notes.log" in everything and "build/out.txt" in everything and "data/big.csv" in everything
+
+
 def test_explicit_files_bypass_filters_and_keep_given_order(tmp_path: Path) -> None:
     root = tree(tmp_path / "corpus", FILES)
     given = [root / "src/pkg/mod.py", root / ".hidden.txt", root / "docs"]

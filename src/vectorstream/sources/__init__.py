@@ -8,11 +8,13 @@ from __future__ import annotations
 
 from ._files import DEFAULT_SKIP_DIRS, FileWalk, iter_files
 from ._fingerprint import fingerprint
+from ._ignore import DEFAULT_IGNORE_FILES
 from ._problems import SourceProblem
 from ._texts import from_texts, read_path_list
 from ._urls import UrlFetch, is_url, iter_urls
 
 __all__ = [
+    "DEFAULT_IGNORE_FILES",
     "DEFAULT_SKIP_DIRS",
     "FileWalk",
     "SourceProblem",

@@ -10,6 +10,7 @@ from collections.abc import Collection, Iterable, Iterator, Sequence
 from ..errors import ConfigError
 from ..types import Source
 from ._globs import GlobSet
+from ._ignore import DEFAULT_IGNORE_FILES, IgnoreRules
 from ._problems import SourceProblem
 
 logger = logging.getLogger("vectorstream.sources")
@@ -39,6 +40,7 @@ class FileWalk(Iterator[Source]):
         hidden: bool = False,
         follow_symlinks: bool = True,
         skip_dirs: Collection[str] = DEFAULT_SKIP_DIRS,
+        ignore_files: Sequence[str] = DEFAULT_IGNORE_FILES,
     ) -> None:
         self.problems: list[SourceProblem] = []
         self._paths = paths
@@ -47,6 +49,7 @@ class FileWalk(Iterator[Source]):
         self._hidden = hidden
         self._follow = follow_symlinks
         self._skip_dirs = frozenset(skip_dirs)
+        self._ignore_files = tuple(ignore_files)
         self._gen = self._walk()
 
     def __iter__(self) -> FileWalk:
@@ -112,11 +115,14 @@ class FileWalk(Iterator[Source]):
             return []
 
     def _walk_dir(self, root: str, dirs_seen: set[tuple[int, int]]) -> Iterator[Source]:
-        # An explicit stack of (entries, relative prefix) rather than recursion: depth is bounded
-        # by the file system, not by Python's recursion limit.
-        stack: list[tuple[Iterator[os.DirEntry[str]], str]] = [(iter(self._entries(root)), "")]
+        # An explicit stack of (entries, relative prefix, ignore rules) rather than recursion:
+        # depth is bounded by the file system, not by Python's recursion limit.
+        rules = IgnoreRules().enter(root, "", self._ignore_files)
+        stack: list[tuple[Iterator[os.DirEntry[str]], str, IgnoreRules]] = [
+            (iter(self._entries(root)), "", rules)
+        ]
         while stack:
-            entries, prefix = stack[-1]
+            entries, prefix, rules = stack[-1]
             entry = next(entries, None)
             if entry is None:
                 stack.pop()
@@ -141,16 +147,19 @@ class FileWalk(Iterator[Source]):
             if stat.S_ISDIR(st.st_mode):
                 if name in self._skip_dirs or self._exclude.matches(rel, name):
                     continue
+                if rules.ignored(rel, is_dir=True):
+                    continue
                 key = (st.st_dev, st.st_ino)
                 if key in dirs_seen:
                     logger.debug("not walking %s again (symbolic link loop or alias)", entry.path)
                     continue
                 dirs_seen.add(key)
-                stack.append((iter(self._entries(entry.path)), rel + "/"))
+                inner = rules.enter(entry.path, rel + "/", self._ignore_files)
+                stack.append((iter(self._entries(entry.path)), rel + "/", inner))
             elif stat.S_ISREG(st.st_mode):
                 if self._include and not self._include.matches(rel, name):
                     continue
-                if self._exclude.matches(rel, name):
+                if self._exclude.matches(rel, name) or rules.ignored(rel, is_dir=False):
                     continue
                 yield _file_source(entry.path, st)
             # Sockets, FIFOs and devices found in a walk are not documents: skipped silently.
@@ -170,14 +179,17 @@ def iter_files(
     hidden: bool = False,
     follow_symlinks: bool = True,
     skip_dirs: Collection[str] = DEFAULT_SKIP_DIRS,
+    ignore_files: Sequence[str] = DEFAULT_IGNORE_FILES,
 ) -> FileWalk:
     """Walk files and folders recursively, in sorted order, yielding one :class:`Source` per file.
 
     ``include``/``exclude`` are globs (``*``, ``?``, ``[..]``, ``**``) matched against the path
     relative to the given root and against the name; ``exclude`` also prunes folders. Names
     starting with ``.`` are skipped unless ``hidden``; folders in ``skip_dirs`` (VCS metadata,
-    ``node_modules``) always are. Symbolic links are followed when ``follow_symlinks`` (loops
-    are detected); a symbolic link given as a path is always followed.
+    ``node_modules``) always are. Ignore files named in ``ignore_files`` (``.gitignore`` and
+    ``.ignore`` by default; ``()`` to disable) are honoured with git's rules in the folder they
+    are found in and below. Symbolic links are followed when ``follow_symlinks`` (loops are
+    detected); a symbolic link given as a path is always followed.
 
     Paths that do not exist are recorded in the returned walk's ``problems``; if none of the
     given paths exists the walk raises :class:`~vectorstream.errors.ConfigError`.
@@ -189,6 +201,7 @@ def iter_files(
         hidden=hidden,
         follow_symlinks=follow_symlinks,
         skip_dirs=skip_dirs,
+        ignore_files=ignore_files,
     )
 
 
