@@ -740,3 +740,16 @@ def test_public_names_equal_all(module_name: str) -> None:
     # … and everything in __all__ exists, listed once.
     assert all(hasattr(module, name) for name in module.__all__)
     assert len(module.__all__) == len(set(module.__all__))
+
+
+def test_in_memory_content_wins_over_the_path_as_in_fingerprint(tmp_path: Path) -> None:
+    from vectorstream.sources import fingerprint
+
+    path = tmp_path / "on-disk.txt"
+    path.write_text("the file's words")
+    with_text = Source(uri=str(path), path=str(path), text="the caller's words")
+    with_data = Source(uri=str(path), path=str(path), data=b"the caller's bytes")
+    assert joined(list(parse(with_text))) == "the caller's words"
+    assert joined(list(parse(with_data))) == "the caller's bytes"
+    assert fingerprint(with_text) == fingerprint(Source(uri="x", text="the caller's words"))
+    assert fingerprint(with_data) == fingerprint(Source(uri="x", data=b"the caller's bytes"))

@@ -322,7 +322,7 @@ def detect_format(
     ext = _ext(name)
     if extensions and ext in extensions:
         return extensions[ext]
-    in_memory_text = source.text is not None and source.data is None and source.path is None
+    in_memory_text = source.text is not None and source.data is None
     magic = None if in_memory_text else _magic(head)
     if magic == "zip":
         # An Office Open XML document names its parts in the zip's local headers.

@@ -101,10 +101,11 @@ class DocxParser:
         from docx.table import Table
         from docx.text.paragraph import Paragraph
 
-        if source.path is not None:
-            target: Any = source.path
-        elif source.data is not None:
+        target: Any
+        if source.data is not None:
             target = io.BytesIO(source.data)
+        elif source.path is not None and source.text is None:
+            target = source.path
         else:
             raise ParseError(f"{source.uri}: a DOCX needs bytes or a file, not text")
         try:

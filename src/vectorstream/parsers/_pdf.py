@@ -25,10 +25,11 @@ class PdfParser:
     def parse(self, source: Source, options: ParseOptions, warn: Warn) -> Iterator[Section]:
         import pypdfium2 as pdfium
 
-        if source.path is not None:
-            target: str | bytes = source.path
-        elif source.data is not None:
+        target: str | bytes
+        if source.data is not None:
             target = source.data
+        elif source.path is not None and source.text is None:
+            target = source.path
         else:
             raise ParseError(f"{source.uri}: a PDF needs bytes or a file, not text")
         try:

@@ -49,22 +49,26 @@ def read_error(source: Source, exc: OSError) -> ParseError:
 
 
 def open_binary(source: Source) -> BinaryIO:
-    """Open the source's bytes for reading (a file, or in-memory ``data``/``text``)."""
+    """Open the source's bytes for reading.
+
+    In-memory content wins over the file, in the order ``data``, ``text``, ``path``: the same
+    order :func:`~vectorstream.sources.fingerprint` hashes in, so the hash describes what is parsed.
+    """
     if source.data is not None:
         return io.BytesIO(source.data)
+    if source.text is not None:
+        return io.BytesIO(source.text.encode("utf-8", "surrogatepass"))
     if source.path is not None:
         try:
             return open(source.path, "rb")
         except OSError as exc:
             raise read_error(source, exc) from exc
-    if source.text is not None:
-        return io.BytesIO(source.text.encode("utf-8", "surrogatepass"))
     raise ParseError(f"{source.uri}: source has no path, text or data")
 
 
 def read_head(source: Source, size: int = HEAD_BYTES) -> bytes:
     """The first ``size`` bytes of the source (UTF-8 for in-memory text), for detection."""
-    if source.text is not None and source.data is None and source.path is None:
+    if source.text is not None and source.data is None:
         return source.text[:size].encode("utf-8", "surrogatepass")[:size]
     with open_binary(source) as fh:
         try:
@@ -167,7 +171,7 @@ def iter_text(
     html: bool = False,
 ) -> Iterator[str]:
     """Yield the source's text in pieces, newlines normalised, decoding bytes incrementally."""
-    if source.text is not None and source.data is None and source.path is None:
+    if source.text is not None and source.data is None:
         yield from _normalise_newlines(
             source.text[i : i + _BLOCK] for i in range(0, len(source.text), _BLOCK)
         )
