@@ -192,3 +192,33 @@ def test_generate_sampling_is_seeded_and_stops_at_eos(model: torch.nn.Module) ->
     # The session holds the prompt and every new token but the last.
     assert cut.session.get_seq_length() == 50 + len(cut.tokens) - 1
     assert cut.session.token_ids[:50] == ids[0].tolist()
+
+
+@pytest.mark.parametrize(("alpha", "spread"), [(0.01, 4.0), (0.5, 4.0), (0.01, 0.3)])
+def test_sparse_step_equals_attention_over_window_and_dipr_set(alpha: float, spread: float) -> None:
+    """One decode step on raw tensors against a brute-force softmax over window ∪ DIPR set."""
+    gen = torch.Generator().manual_seed(11)
+    h_kv, g, n, d = 2, 3, 700, 16
+    cfg = SparseConfig(alpha=alpha, full_below=0, n_init=4, n_last=32)
+    session = Session(cfg)
+    keys = torch.randn(1, h_kv, n, d, generator=gen) * spread
+    values = torch.randn(1, h_kv, n, d, generator=gen)
+    k_all, v_all = session.update(keys, values, 0)
+    query = torch.randn(1, h_kv * g, 1, d, generator=gen) * spread
+    scaling = d**-0.5
+    out, mode = session.attend(0, query, k_all, v_all, scaling)
+    assert mode == "flat"
+    beta = cfg.beta(d, scaling)
+    window = torch.zeros(n, dtype=torch.bool)
+    window[:4] = True
+    window[n - 32 :] = True
+    stats = session.stats[-1].layers[0]
+    for head in range(h_kv * g):
+        kv = head // g
+        raw = keys[0, kv] @ query[0, head, 0]
+        keep = window | (raw >= raw.max() - beta)
+        weights = torch.softmax((raw * scaling).masked_fill(~keep, float("-inf")), 0)
+        expected = weights @ values[0, kv]
+        assert torch.allclose(out[0, 0, head], expected, atol=1e-5)
+        assert stats.selected[head] == int((keep & ~window).sum())
+    assert stats.window == 36 and all(t == n - 36 for t in stats.touched)

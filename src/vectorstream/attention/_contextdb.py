@@ -19,7 +19,7 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,7 +52,11 @@ class ContextInfo:
 
 
 def _as_ids(input_ids: Any) -> list[int]:
-    """Token ids from a list, a 1-D array/tensor or a (1, n) batch."""
+    """Token ids from a list, a 1-D array/tensor, a (1, n) batch or a tokenizer's encoding."""
+    if isinstance(input_ids, Mapping):
+        if "input_ids" not in input_ids:
+            raise ConfigError("a mapping of inputs needs an 'input_ids' entry")
+        input_ids = input_ids["input_ids"]
     if isinstance(input_ids, torch.Tensor):
         arr = input_ids.detach().cpu().numpy()
     else:
@@ -210,7 +214,17 @@ class ContextDB:
         n = session.get_seq_length()
         if len(ids) != n:
             raise ConfigError(f"{len(ids)} token ids for a cache of {n} tokens; pass token_ids")
-        graphs = session.build_graphs() if build_index else {}
+        graphs: dict[int, list[KeyGraph]] = {}
+        if build_index:
+            # Graphs already covering the whole session (stored before, or built by the caller)
+            # are reused; otherwise they are built now from its keys and sampled queries.
+            current = session.graphs
+            covered = (
+                current
+                and session.graph_limit == n
+                and all(g[0].size == n for g in current.values())
+            )
+            graphs = current if covered else session.build_graphs()
         context_id = self._write(ids, _kv_pairs(session), graphs)
         session.install_graphs(graphs, n)
         session.context_id = context_id

@@ -206,6 +206,7 @@ class KeyGraph:
         seed_score: float = -math.inf,
         capacity: int = 128,
         limit: int | None = None,
+        expand: int = 2,
     ) -> GraphSearchResult:
         """DIPR over the graph: keys with ``q·k ≥ best − beta``, best counting ``seed_score``.
 
@@ -237,10 +238,11 @@ class KeyGraph:
         hits: list[np.ndarray] = [beam_ids[beam_scores >= best - beta]]
         nbr = self.neighbors
         while beam_open.any():
-            # Expand the best unexpanded candidate (the beam is kept sorted, best first).
-            pos = int(np.argmax(beam_open))
+            # Expand the best few unexpanded candidates at once (the beam is sorted, best first):
+            # fewer, larger numpy steps, for a few more keys scored.
+            pos = np.flatnonzero(beam_open)[:expand]
             beam_open[pos] = False
-            hop = nbr[beam_ids[pos]]
+            hop = nbr[beam_ids[pos]].reshape(-1)
             hop = hop[hop >= 0]
             if upper < n:
                 far = hop[hop >= upper]

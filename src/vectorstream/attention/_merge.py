@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import torch
 
-__all__ = ["merge_partials", "partial_attention"]
+__all__ = ["attend_logits", "merge_partials", "partial_attention"]
 
 
 def partial_attention(
@@ -26,14 +26,29 @@ def partial_attention(
     Returns ``(output (..., dv), lse (...))``. ``mask`` (..., n) marks the keys that count; a part with
     no key returns a zero output and ``lse = −inf``, which the merge then ignores.
     """
-    logits = torch.einsum("...d,...nd->...n", query.float(), keys.float()) * scaling
+    logits = (query.float().unsqueeze(-2) @ keys.float().transpose(-1, -2)).squeeze(-2) * scaling
+    return attend_logits(logits, values, mask)
+
+
+def attend_logits(
+    logits: torch.Tensor, values: torch.Tensor, mask: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``partial_attention`` from scaled logits (..., n) already computed (the scan's scores).
+
+    ``values`` is (..., n, dv), or has one leading dimension fewer than ``logits`` has, in which
+    case it is shared by every row of that dimension (the query heads of one KV head).
+    """
     if mask is not None:
         logits = logits.masked_fill(~mask, float("-inf"))
     lse = torch.logsumexp(logits, dim=-1)
     # exp(−inf − (−inf)) would be NaN for an empty part; shift by a finite stand-in instead.
     safe = torch.where(torch.isinf(lse), torch.zeros_like(lse), lse)
     weights = torch.exp(logits - safe.unsqueeze(-1))
-    out = torch.einsum("...n,...nd->...d", weights, values.float())
+    if values.dim() == logits.dim():
+        # Shared values: (H, g, n) @ (H, n, dv), one matrix product per KV head.
+        out = weights @ values.float()
+    else:
+        out = (weights.unsqueeze(-2) @ values.float()).squeeze(-2)
     return out, lse
 
 

@@ -22,7 +22,7 @@ from transformers.cache_utils import Cache, DynamicCache, DynamicLayer
 from ..errors import ConfigError
 from ._config import LayerStats, Mode, SparseConfig, StepStats, choose_mode
 from ._graph import KeyGraph
-from ._merge import merge_partials, partial_attention
+from ._merge import attend_logits, merge_partials
 
 __all__ = ["Session"]
 
@@ -279,22 +279,23 @@ class Session(DynamicCache):
         tail = max(head, n - self.sparse.n_last)
         win = torch.cat([torch.arange(head), torch.arange(tail, n)])
         k_win, v_win = keys[:, win], values[:, win]
-        seed = torch.einsum("hgd,hwd->hgw", q, k_win).amax(-1)  # (H_kv, g)
+        raw_win = q @ k_win.transpose(1, 2)  # (H_kv, g, w): one product per KV head
+        best = raw_win.amax(-1)  # the window's maximum seeds the DIPR threshold
 
-        graph_hi = min(self._graph_limit, tail) if mode == "graph" else head
-        graph_hi = max(graph_hi, head)
-        flat_lo = graph_hi
-        flat_scores = torch.einsum("hgd,hmd->hgm", q, keys[:, flat_lo:tail])
-        best = seed.clone()
-        if flat_scores.shape[-1]:
-            best = torch.maximum(best, flat_scores.amax(-1))
+        # The middle [head, tail) splits into a graph-searched prefix and a flat-scanned rest.
+        graph_hi = max(head, min(self._graph_limit, tail)) if mode == "graph" else head
+        raw_flat = q @ keys[:, graph_hi:tail].transpose(1, 2)  # (H_kv, g, m)
+        if raw_flat.shape[-1]:
+            best = torch.maximum(best, raw_flat.amax(-1))
 
-        graph_hits: list[list[np.ndarray]] = [[] for _ in range(h_kv)]
-        graph_touched = np.zeros((h_kv, g), dtype=np.int64)
+        graph_touched = np.zeros(h_q, dtype=np.int64)
+        graph_idx: torch.Tensor | None = None
+        graph_mask: torch.Tensor | None = None
         if mode == "graph" and graphs is not None and graph_hi > head:
             keys_np = keys.detach().cpu().numpy()
             q_np = q.detach().cpu().numpy()
-            best_np = best.detach().cpu().numpy()
+            best_np = best.detach().cpu().numpy().copy()
+            hits: list[np.ndarray] = []
             for h in range(h_kv):
                 for j in range(g):
                     res = graphs[h].search(
@@ -305,46 +306,59 @@ class Session(DynamicCache):
                         capacity=self.sparse.capacity,
                         limit=graph_hi,
                     )
-                    graph_touched[h, j] = res.touched
-                    inside = res.indices >= head
-                    graph_hits[h].append(res.indices[inside])
+                    graph_touched[h * g + j] = res.touched
+                    # Keys of the first n_init positions are in the window already.
+                    hits.append(res.indices[res.indices >= head])
                     if res.scores.size:
                         best_np[h, j] = max(best_np[h, j], float(res.scores.max()))
             best = torch.from_numpy(best_np)
+            width = max(1, max(hit.size for hit in hits))
+            idx = np.zeros((h_q, width), dtype=np.int64)
+            valid = np.zeros((h_q, width), dtype=bool)
+            for i, hit in enumerate(hits):
+                idx[i, : hit.size] = hit
+                valid[i, : hit.size] = True
+            graph_idx = torch.from_numpy(idx).reshape(h_kv, g, width)
+            graph_mask = torch.from_numpy(valid).reshape(h_kv, g, width)
 
-        # Selected positions per query head: the flat part's, then the graph's (disjoint ranges).
-        threshold = best - beta  # −inf when beta is inf
-        flat_mask = flat_scores >= threshold.unsqueeze(-1)
-        chosen: list[torch.Tensor] = []
-        for h in range(h_kv):
-            for j in range(g):
-                parts = [torch.nonzero(flat_mask[h, j]).reshape(-1) + flat_lo]
-                if graph_hits[h]:
-                    parts.insert(0, torch.from_numpy(graph_hits[h][j]))
-                chosen.append(torch.cat(parts))
-        width = max((c.numel() for c in chosen), default=0)
-        idx = torch.zeros(h_q, max(width, 1), dtype=torch.long)
-        mask = torch.zeros(h_q, max(width, 1), dtype=torch.bool)
-        for i, c in enumerate(chosen):
-            idx[i, : c.numel()] = c
-            mask[i, : c.numel()] = True
-        idx = idx.reshape(h_kv, g, -1)
-        mask = mask.reshape(h_kv, g, -1)
-        rows = torch.arange(h_kv).reshape(h_kv, 1, 1)
-        k_sel, v_sel = keys[rows, idx], values[rows, idx]  # (H_kv, g, S, d)
+        threshold = (best - beta).unsqueeze(-1)  # −inf when beta is inf
+        parts = [attend_logits(raw_win * scaling, v_win)]
+        flat_sel = raw_flat >= threshold
+        selected = flat_sel.sum(-1).reshape(-1)
+        if raw_flat.shape[-1]:
+            parts.append(
+                self._attend_selected(raw_flat, flat_sel, values[:, graph_hi:tail], scaling)
+            )
+        if graph_idx is not None and graph_mask is not None:
+            rows = torch.arange(h_kv).reshape(h_kv, 1, 1)
+            k_sel, v_sel = keys[rows, graph_idx], values[rows, graph_idx]  # (H_kv, g, S, d)
+            raw_sel = (q.unsqueeze(-2) @ k_sel.transpose(-1, -2)).squeeze(-2)
+            in_range = graph_mask & (raw_sel >= threshold)
+            parts.append(attend_logits(raw_sel * scaling, v_sel, in_range))
+            selected = selected + in_range.sum(-1).reshape(-1)
+        out = merge_partials(parts)  # (H_kv, g, d_v)
 
-        w = k_win.shape[1]
-        part_win = partial_attention(
-            q,
-            k_win.unsqueeze(1).expand(h_kv, g, w, d),
-            v_win.unsqueeze(1).expand(h_kv, g, w, -1),
-            scaling,
+        flat_count = tail - graph_hi
+        touched = tuple(int(flat_count + t) for t in graph_touched)
+        self._record(
+            LayerStats(layer_idx, mode, n, int(win.numel()), tuple(selected.tolist()), touched)
         )
-        part_sel = partial_attention(q, k_sel, v_sel, scaling, mask)
-        out = merge_partials([part_win, part_sel])  # (H_kv, g, d_v)
-
-        selected = tuple(int(c.numel()) for c in chosen)
-        flat_count = tail - flat_lo
-        touched = tuple(int(flat_count + t) for t in graph_touched.reshape(-1))
-        self._record(LayerStats(layer_idx, mode, n, int(win.numel()), selected, touched))
         return out.reshape(1, 1, h_q, -1).to(query.dtype), mode
+
+    @staticmethod
+    def _attend_selected(
+        raw: torch.Tensor, sel: torch.Tensor, values: torch.Tensor, scaling: float
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Attention over the scanned keys DIPR kept: dense when many are kept, gathered if few."""
+        h_kv, _, m = raw.shape
+        width = int(sel.sum(-1).max())
+        if 4 * width >= m:
+            return attend_logits(raw * scaling, values, sel)
+        # Few keys: gather just those values (selected first, in a stable order).
+        width = max(width, 1)
+        order = torch.sort(sel.to(torch.int8), dim=-1, descending=True, stable=True).indices
+        idx = order[..., :width]
+        keep = torch.gather(sel, -1, idx)
+        logits = torch.gather(raw, -1, idx) * scaling
+        rows = torch.arange(h_kv).reshape(h_kv, 1, 1)
+        return attend_logits(logits, values[rows, idx], keep)
