@@ -10,6 +10,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import importlib.util
+import json
 import os
 import pwd
 import shutil
@@ -19,7 +20,9 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
+import httpx
 import numpy as np
 
 from vectorstream.types import Record
@@ -312,3 +315,37 @@ def recall_at_10(
         hits = store.search(q, k=10)  # type: ignore[attr-defined]
         found += len({f"r{j}" for j in truth[qi]} & {h.id for h in hits})
     return found / (10 * n_queries)
+
+
+# -- the HTTP seam for adapters whose servers cannot run here -------------------------------
+
+
+class FakeServer:
+    """An ``httpx.MockTransport`` handler: answers by (method, path), records every request.
+
+    A route's answer is a JSON-able value, an ``httpx.Response``, or a callable
+    ``(decoded body, request)`` returning either. NDJSON bodies decode to a list of objects.
+    """
+
+    def __init__(self, routes: dict[tuple[str, str], Any]) -> None:
+        self.routes = routes
+        self.requests: list[tuple[str, str, Any, httpx.Request]] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        raw = request.content
+        if request.headers.get("content-type", "").startswith("application/x-ndjson"):
+            body: Any = [json.loads(line) for line in raw.decode().splitlines() if line]
+        else:
+            body = json.loads(raw) if raw else None
+        self.requests.append((request.method, request.url.path, body, request))
+        answer = self.routes.get((request.method, request.url.path))
+        if answer is None:
+            return httpx.Response(404, json={"error": "no route"})
+        if callable(answer):
+            answer = answer(body, request)
+        if isinstance(answer, httpx.Response):
+            return answer
+        return httpx.Response(200, json=answer)
+
+    def sent(self, method: str, path: str) -> list[Any]:
+        return [b for m, p, b, _ in self.requests if (m, p) == (method, path)]

@@ -6,47 +6,16 @@ path and body it sent, and what it made of the answer.
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable
 from typing import Any
 
 import httpx
 import numpy as np
 import pytest
 
-from _servers_support import make_records
+from _servers_support import FakeServer, make_records
 from vectorstream.errors import ConfigError, RecordRejectedError, StoreError, StoreUnavailableError
 from vectorstream.stores import open_store
 from vectorstream.stores.retry import RetryPolicy, write_with_retry
-
-Handler = Callable[[httpx.Request], httpx.Response]
-
-
-class FakeServer:
-    """Answers by (method, path); records every request with its decoded body."""
-
-    def __init__(self, routes: dict[tuple[str, str], Any]) -> None:
-        self.routes = routes
-        self.requests: list[tuple[str, str, Any, httpx.Request]] = []
-
-    def __call__(self, request: httpx.Request) -> httpx.Response:
-        raw = request.content
-        if request.headers.get("content-type", "").startswith("application/x-ndjson"):
-            body: Any = [json.loads(line) for line in raw.decode().splitlines() if line]
-        else:
-            body = json.loads(raw) if raw else None
-        self.requests.append((request.method, request.url.path, body, request))
-        answer = self.routes.get((request.method, request.url.path))
-        if answer is None:
-            return httpx.Response(404, json={"error": "no route"})
-        if callable(answer):
-            answer = answer(body, request)
-        if isinstance(answer, httpx.Response):
-            return answer
-        return httpx.Response(200, json=answer)
-
-    def sent(self, method: str, path: str) -> list[Any]:
-        return [b for m, p, b, _ in self.requests if (m, p) == (method, path)]
 
 
 def es_mapping(dim: int) -> dict[str, Any]:

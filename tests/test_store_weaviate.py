@@ -1,0 +1,265 @@
+"""Weaviate adapter at the HTTP seam (no Weaviate runs on this machine).
+
+Answers come from an ``httpx.MockTransport``; the tests check the REST calls and the GraphQL
+queries the adapter builds, and what it makes of Weaviate's answers.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+
+from _servers_support import FakeServer, make_records
+from vectorstream.errors import ConfigError, RecordRejectedError, StoreError
+from vectorstream.stores import open_store
+from vectorstream.stores._common import uuid_for
+from vectorstream.stores.retry import write_with_retry
+from vectorstream.stores.weaviate import gql
+
+SCHEMA = {
+    "class": "Docs",
+    "vectorIndexConfig": {"distance": "cosine"},
+    "properties": [
+        {"name": n}
+        for n in (
+            "vs_id",
+            "text",
+            "source",
+            "model",
+            "page",
+            "start_offset",
+            "end_offset",
+            "chunk_index",
+            "headings",
+            "metadata_json",
+        )
+    ],
+}
+
+
+def open_w(server: FakeServer, dim: int | None = 4, **kw: Any):
+    return open_store(
+        "weaviate://wv.test:8080", "docs", dim=dim, transport=httpx.MockTransport(server), **kw
+    )
+
+
+def existing(dim: int = 4, routes: dict[tuple[str, str], Any] | None = None) -> FakeServer:
+    base = {
+        ("GET", "/v1/schema/Docs"): SCHEMA,
+        ("GET", "/v1/objects"): {"objects": [{"id": "x", "vector": [0.0] * dim}]},
+    }
+    base.update(routes or {})
+    return FakeServer(base)
+
+
+def test_gql_literals() -> None:
+    from vectorstream.stores.weaviate import _Enum
+
+    assert (
+        gql({"path": ["a"], "operator": _Enum("Equal"), "valueText": 'say "hi"'})
+        == '{path: ["a"] operator: Equal valueText: "say \\"hi\\""}'
+    )
+    assert gql([1, 2.5, True]) == "[1, 2.5, true]"
+
+
+def test_creates_a_cosine_class_without_vectorizer() -> None:
+    server = FakeServer({("POST", "/v1/schema"): {}})
+    store = open_w(server)
+    (body,) = server.sent("POST", "/v1/schema")
+    assert body["class"] == "Docs" and body["vectorizer"] == "none"
+    assert body["vectorIndexConfig"] == {"distance": "cosine"}
+    props = {p["name"]: p for p in body["properties"]}
+    assert props["source"]["tokenization"] == "field" and props["headings"]["dataType"] == [
+        "text[]"
+    ]
+    assert props["page"]["dataType"] == ["int"]
+    assert store.class_name == "Docs" and store.dim == 4
+
+
+def test_existing_class_dimension_and_distance_are_checked() -> None:
+    assert open_w(existing(16), dim=None).dim == 16
+    with pytest.raises(ConfigError, match="dimension 16, not 4"):
+        open_w(existing(16))
+    dot = FakeServer(
+        {("GET", "/v1/schema/Docs"): {**SCHEMA, "vectorIndexConfig": {"distance": "dot"}}}
+    )
+    with pytest.raises(ConfigError, match="cosine"):
+        open_w(dot)
+    with pytest.raises(ConfigError, match="letters"):
+        open_store("weaviate://wv.test", "bad-name", dim=4, transport=httpx.MockTransport(dot))
+
+
+def test_batch_upsert_uses_uuid5_keeps_our_id_and_adds_metadata_properties() -> None:
+    server = existing(
+        routes={("POST", "/v1/schema/Docs/properties"): {}, ("POST", "/v1/batch/objects"): []}
+    )
+    store = open_w(server)
+    records = make_records(3, dim=4)
+    store.upsert(records)
+    added = server.sent("POST", "/v1/schema/Docs/properties")
+    assert {p["name"]: p["dataType"] for p in added} == {"meta_lang": ["text"], "meta_n": ["int"]}
+    assert next(p for p in added if p["name"] == "meta_lang")["tokenization"] == "field"
+    (body,) = server.sent("POST", "/v1/batch/objects")
+    obj = body["objects"][1]
+    assert obj["class"] == "Docs" and obj["id"] == uuid_for(records[1].id)
+    assert obj["properties"]["vs_id"] == records[1].id and obj["properties"]["meta_lang"] == "en"
+    assert obj["properties"]["metadata_json"] == '{"lang": "en", "n": 1}'
+    assert obj["vector"] == pytest.approx(records[1].vector.tolist())
+    store.upsert(records)  # properties are added once
+    assert len(server.sent("POST", "/v1/schema/Docs/properties")) == 2
+
+
+def test_per_object_errors_are_rejections_and_the_writer_keeps_the_rest() -> None:
+    records = make_records(4, dim=4)
+    bad = records[3].id
+
+    def batch(body: dict[str, Any], _r: httpx.Request) -> list[dict[str, Any]]:
+        out = []
+        for o in body["objects"]:
+            res: dict[str, Any] = {}
+            if o["properties"]["vs_id"] == bad:
+                res = {"errors": {"error": [{"message": "invalid text property 'source'"}]}}
+            out.append({**o, "result": res})
+        return out
+
+    server = existing(
+        routes={("POST", "/v1/schema/Docs/properties"): {}, ("POST", "/v1/batch/objects"): batch}
+    )
+    store = open_w(server)
+    with pytest.raises(RecordRejectedError) as info:
+        store.upsert(records)
+    assert info.value.rejected == {bad: "invalid text property 'source'"}
+    seen: list[str] = []
+    assert (
+        write_with_retry(store, records, on_rejected=lambda r, why: seen.append(r.id)).written == 3
+    )
+    assert seen == [bad]
+
+
+def _rows(*pairs: tuple[str, float]) -> dict[str, Any]:
+    rows = [
+        {
+            "vs_id": rid,
+            "text": "t",
+            "source": "s.txt",
+            "model": "m",
+            "page": None,
+            "start_offset": 1,
+            "end_offset": 5,
+            "chunk_index": 3,
+            "headings": ["H"],
+            "metadata_json": '{"lang": "en"}',
+            "_additional": {"id": uuid_for(rid), "distance": d},
+        }
+        for rid, d in pairs
+    ]
+    return {"data": {"Get": {"Docs": rows}}}
+
+
+def test_search_sends_near_vector_graphql_with_filters() -> None:
+    server = existing(routes={("POST", "/v1/graphql"): _rows(("a", 0.1), ("b", 0.4))})
+    store = open_w(server)
+    hits = store.search(
+        np.array([1, 0, 0, 0], dtype=np.float32),
+        k=2,
+        where={"source": ["x", "y"], "metadata.n": 3, "page": 1},
+    )
+    (body,) = server.sent("POST", "/v1/graphql")
+    q = body["query"]
+    assert q.startswith(
+        "{ Get { Docs(nearVector: {vector: [1.0, 0.0, 0.0, 0.0]} limit: 2 where: {operator: And operands: ["
+    )
+    assert (
+        '{operator: Or operands: [{path: ["source"] operator: Equal valueText: "x"}, {path: ["source"] operator: Equal valueText: "y"}]}'
+        in q
+    )
+    assert (
+        '{path: ["meta_n"] operator: Equal valueInt: 3}' in q
+        and '{path: ["page"] operator: Equal valueInt: 1}' in q
+    )
+    assert "_additional { id distance }" in q
+    assert [h.id for h in hits] == ["a", "b"] and [h.score for h in hits] == pytest.approx(
+        [0.9, 0.6]
+    )
+    assert hits[0].metadata == {"lang": "en"} and hits[0].headings == ("H",) and hits[0].start == 1
+
+
+def test_range_search_bounds_the_distance() -> None:
+    answers = iter([_rows(("a", 0.2)), _rows(("a", 0.2), ("b", 0.3))])
+    server = existing(routes={("POST", "/v1/graphql"): lambda b, r: next(answers)})
+    store = open_w(server)
+    hits = store.range_search(np.ones(4, dtype=np.float32), 0.15, limit=20)
+    first, second = server.sent("POST", "/v1/graphql")
+    assert "limit: 1" in first["query"] and "distance:" not in first["query"]
+    bound = float(re.search(r"distance: ([0-9.]+)", second["query"]).group(1))
+    assert bound == pytest.approx(1 - (0.8 - 0.15)) and "limit: 20" in second["query"]
+    assert [h.id for h in hits] == ["a", "b"]
+
+
+def test_graphql_errors_are_store_errors() -> None:
+    server = existing(routes={("POST", "/v1/graphql"): {"errors": [{"message": "no such class"}]}})
+    with pytest.raises(StoreError, match="no such class"):
+        open_w(server).search(np.ones(4, dtype=np.float32))
+
+
+def test_deletes_count_and_ids() -> None:
+    pages = iter(
+        [
+            {
+                "data": {
+                    "Get": {
+                        "Docs": [
+                            {
+                                "vs_id": f"id{i}",
+                                "source": "a" if i % 2 else "b",
+                                "_additional": {"id": f"u{i}"},
+                            }
+                            for i in range(1000)
+                        ]
+                    }
+                }
+            },
+            {
+                "data": {
+                    "Get": {"Docs": [{"vs_id": "z", "source": "a", "_additional": {"id": "uz"}}]}
+                }
+            },
+        ]
+    )
+
+    def graphql(body: dict[str, Any], _r: httpx.Request) -> dict[str, Any]:
+        if body["query"].startswith("{ Aggregate"):
+            return {"data": {"Aggregate": {"Docs": [{"meta": {"count": 12}}]}}}
+        return next(pages)
+
+    server = existing(
+        routes={
+            ("DELETE", "/v1/batch/objects"): {"results": {"matches": 3, "successful": 3}},
+            ("POST", "/v1/graphql"): graphql,
+        }
+    )
+    store = open_w(server)
+    assert store.delete(source="a.txt") == 3
+    assert store.delete(ids=["p", "q"]) == 3
+    by_source, by_ids = server.sent("DELETE", "/v1/batch/objects")
+    assert by_source["match"] == {
+        "class": "Docs",
+        "where": {"path": ["source"], "operator": "Equal", "valueText": "a.txt"},
+    }
+    assert by_ids["match"]["where"]["valueTextArray"] == [uuid_for("p"), uuid_for("q")]
+    assert store.count() == 12
+    ids = store.ids(source="a")
+    assert len(ids) == 501 and "z" in ids
+    queries = [b["query"] for b in server.sent("POST", "/v1/graphql")]
+    assert 'after: "u999"' in queries[-1]
+
+
+def test_api_key_is_a_bearer_token() -> None:
+    server = existing()
+    open_w(server, api_key="secret", https=True)
+    req = server.requests[0][3]
+    assert req.headers["authorization"] == "Bearer secret" and req.url.scheme == "https"
