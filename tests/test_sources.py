@@ -145,7 +145,9 @@ def test_gitignore_rules_are_honoured(tmp_path: Path) -> None:
         "keep.log",
     ]
     everything = rels(iter_files([root], ignore_files=()), root)
-    assert "notes.log" in everything and "build/out.txt" in everything and "data/big.csv" in everything
+    assert (
+        "notes.log" in everything and "build/out.txt" in everything and "data/big.csv" in everything
+    )
 
 
 def test_explicit_files_bypass_filters_and_keep_given_order(tmp_path: Path) -> None:
@@ -153,6 +155,12 @@ def test_explicit_files_bypass_filters_and_keep_given_order(tmp_path: Path) -> N
     given = [root / "src/pkg/mod.py", root / ".hidden.txt", root / "docs"]
     got = rels(iter_files(given, include=["*.md"]), root)
     assert got == ["src/pkg/mod.py", ".hidden.txt", "docs/api/ref.md", "docs/guide.md"]
+
+
+def test_a_single_path_need_not_be_in_a_list(tmp_path: Path) -> None:
+    root = tree(tmp_path / "corpus", ["one.txt", "two.md"])
+    assert rels(iter_files(root), root) == ["one.txt", "two.md"]
+    assert rels(iter_files(str(root)), root) == ["one.txt", "two.md"]
 
 
 def test_relative_paths_become_absolute_uris(

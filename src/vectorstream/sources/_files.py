@@ -33,7 +33,7 @@ class FileWalk(Iterator[Source]):
 
     def __init__(
         self,
-        paths: Iterable[str | os.PathLike[str]],
+        paths: Iterable[str | os.PathLike[str]] | str | os.PathLike[str],
         *,
         include: Sequence[str] = (),
         exclude: Sequence[str] = (),
@@ -43,7 +43,10 @@ class FileWalk(Iterator[Source]):
         ignore_files: Sequence[str] = DEFAULT_IGNORE_FILES,
     ) -> None:
         self.problems: list[SourceProblem] = []
-        self._paths = paths
+        # One path given bare would otherwise be walked character by character.
+        self._paths: Iterable[str | os.PathLike[str]] = (
+            [paths] if isinstance(paths, str | os.PathLike) else paths
+        )
         self._include = GlobSet.of(include)
         self._exclude = GlobSet.of(exclude)
         self._hidden = hidden
@@ -172,7 +175,7 @@ def _file_source(path: str, st: os.stat_result) -> Source:
 
 
 def iter_files(
-    paths: Iterable[str | os.PathLike[str]],
+    paths: Iterable[str | os.PathLike[str]] | str | os.PathLike[str],
     *,
     include: Sequence[str] = (),
     exclude: Sequence[str] = (),
