@@ -187,7 +187,7 @@ def test_ids_delete_and_errors() -> None:
     }
     assert store.delete(ids=["a", "zz"]) == 1
     assert server.sent("POST", "/vectors/delete")[-1] == {"ids": ["a"], "namespace": "docs"}
-    fetch = [r[3] for r in server.requests if r[1] == "/vectors/fetch"][0]
+    fetch = next(r[3] for r in server.requests if r[1] == "/vectors/fetch")
     assert fetch.url.params.get_list("ids") == ["a", "zz"]
 
     def down(_request: httpx.Request) -> httpx.Response:
