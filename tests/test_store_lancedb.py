@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -363,7 +364,18 @@ def test_models_lists_the_model_column(store: LanceDBStore) -> None:
     store.upsert(make_records(unit_rows(5, DIM), model="m1"))
     assert store.models() == {"m1"}
     store.upsert(make_records(unit_rows(5, DIM), prefix="x", model="m2"))
-    assert store.models() == {"m1", "m2"}
+    assert store.models() == {"m1", "m2"}  # own writes clear the cache
+
+
+def test_reader_sees_another_writers_models(store: LanceDBStore, tmp_path: Path) -> None:
+    store.upsert(make_records(unit_rows(5, DIM), model="m1"))
+    reader = open_store(f"lancedb://{tmp_path / 'db'}", "docs", mode="r", refresh_interval=0)
+    assert reader.models() == {"m1"}  # type: ignore[attr-defined]
+    store.upsert(make_records(unit_rows(5, DIM), prefix="x", model="m2"))
+    assert reader.count() == 10  # a reader with refresh_interval=0 sees every commit
+    time.sleep(1.1)  # models() asks the table version at most once a second
+    assert reader.models() == {"m1", "m2"}  # type: ignore[attr-defined]
+    reader.close()
 
 
 # -- the writer lock ---------------------------------------------------------------------------

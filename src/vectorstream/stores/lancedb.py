@@ -33,6 +33,7 @@ import logging
 import math
 import re
 import threading
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -69,6 +70,7 @@ _HIT_COLUMNS = [
 # The first page of a range query: most DIPR answers are small, so fetch this many and only
 # run the second, distance-bounded query when the whole page is still within beta.
 _RANGE_FIRST_PAGE = 64
+_MODELS_TTL = 1.0  # seconds a models() answer is reused without asking the table version
 
 
 def table_schema(dim: int) -> pa.Schema:
@@ -356,7 +358,8 @@ class LanceDBStore:
         self._table = table
         self._lock = lock
         self._write_mutex = threading.Lock()
-        self._models_cache: tuple[int, frozenset[str]] | None = None
+        # (checked at, table version, models): search() checks the model on every query.
+        self._models_cache: tuple[float, int, frozenset[str]] | None = None
         self._has_vector_index: bool | None = None
         self._closed = False
 
@@ -511,6 +514,7 @@ class LanceDBStore:
                         .when_not_matched_insert_all()
                         .execute(table)
                     )
+            self._models_cache = None
             log.debug("upserted %d rows into %r", table.num_rows, self.collection)
         if rejected:
             raise RecordRejectedError(
@@ -534,6 +538,7 @@ class LanceDBStore:
         with self._write_mutex, _translated("delete rows"):
             result = self._table.delete(" AND ".join(clauses))
         deleted = int(getattr(result, "num_deleted_rows", 0) or 0)
+        self._models_cache = None
         log.debug("deleted %d rows from %r", deleted, self.collection)
         return deleted
 
@@ -595,16 +600,26 @@ class LanceDBStore:
             return set(query.to_arrow().column("id").to_pylist())
 
     def models(self) -> frozenset[str]:
-        """The distinct ``model`` values stored (cached per table version)."""
+        """The distinct ``model`` values stored.
+
+        Cached per table version, and the version itself is asked at most once a second: a
+        search checks its model on every query, and another process's writes are only seen
+        every ``refresh_interval`` anyway. This store's own writes clear the cache.
+        """
+        now = time.monotonic()
+        cached = self._models_cache
+        if cached is not None and now - cached[0] < _MODELS_TTL:
+            return cached[2]
         version = self.version
-        if self._models_cache is not None and self._models_cache[0] == version:
-            return self._models_cache[1]
+        if cached is not None and cached[1] == version:
+            self._models_cache = (now, version, cached[2])
+            return cached[2]
         import pyarrow.compute as pc
 
         with _translated("list models"):
             column = self._table.search().select(["model"]).limit(None).to_arrow().column("model")
             found = frozenset(str(m) for m in pc.unique(column).to_pylist() if m is not None)
-        self._models_cache = (version, found)
+        self._models_cache = (now, version, found)
         return found
 
     def has_vector_index(self) -> bool:
