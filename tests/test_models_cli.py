@@ -1,0 +1,68 @@
+"""`vectorstream models list | check | export` through typer's CliRunner."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from _models_support import MODEL_ID, minilm, minilm_int8, model_folder, models_cache
+from vectorstream.cli.main import app
+from vectorstream.models import Embedder
+
+__all__ = ["minilm", "minilm_int8", "model_folder", "models_cache"]
+
+runner = CliRunner()
+
+
+@pytest.fixture(autouse=True)
+def offline(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
+def test_list_shows_the_packaged_model_as_available() -> None:
+    result = runner.invoke(app, ["models", "list", "--json"])
+    assert result.exit_code == 0, result.output
+    rows = {row["model"]: row for row in json.loads(result.stdout)}
+    assert rows[MODEL_ID]["origin"] == "package"
+    assert rows[MODEL_ID]["dim"] == 384
+    assert rows["BAAI/bge-small-en-v1.5"]["origin"] == "absent"
+    table = runner.invoke(app, ["models", "list"])
+    assert table.exit_code == 0 and "all-MiniLM-L6-v2" in table.output
+
+
+def test_check_reports_model_and_fidelity(minilm: Embedder) -> None:
+    result = runner.invoke(app, ["models", "check", "minilm", "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert (report["model"], report["dim"], report["max_tokens"]) == (MODEL_ID, 384, 256)
+    assert report["backend"] == "onnx"
+    assert report["fingerprint"] == minilm.fingerprint
+    assert report["fidelity"]["min_cosine"] >= 0.9999
+    assert report["fidelity"]["passed"] is True
+
+
+def test_check_without_reference_prints_plain_text() -> None:
+    result = runner.invoke(app, ["models", "check", MODEL_ID, "--no-reference"])
+    assert result.exit_code == 0, result.output
+    assert "max_tokens: 256" in result.output
+    assert "fidelity" not in result.output
+
+
+def test_check_unknown_model_fails_with_the_places_looked_at() -> None:
+    result = runner.invoke(app, ["models", "check", "nobody/nothing"])
+    assert result.exit_code == 3
+    assert "looked at" in result.output
+
+
+def test_export_int8_reports_the_gate(minilm_int8: Embedder, models_cache: Path) -> None:
+    result = runner.invoke(app, ["models", "export", MODEL_ID, "--int8", "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert Path(data["fp32"]).is_file() and Path(data["int8"]).is_file()
+    assert Path(data["int8"]).is_relative_to(models_cache)
+    assert data["gate"]["passed"] is True
+    assert data["gate"]["mean_cosine"] >= 0.99 and data["gate"]["min_cosine"] >= 0.97
