@@ -30,6 +30,7 @@ from vectorstream.parsers import (
     FORMATS,
     DocxParser,
     HtmlParser,
+    ImageSectionParser,
     ParseOptions,
     ParserRegistry,
     detect_format,
@@ -753,3 +754,20 @@ def test_in_memory_content_wins_over_the_path_as_in_fingerprint(tmp_path: Path) 
     assert joined(list(parse(with_data))) == "the caller's bytes"
     assert fingerprint(with_text) == fingerprint(Source(uri="x", text="the caller's words"))
     assert fingerprint(with_data) == fingerprint(Source(uri="x", data=b"the caller's bytes"))
+
+
+def test_images_become_image_sections_with_an_image_parser(tmp_path: Path) -> None:
+    path = tmp_path / "pic.png"
+    path.write_bytes(png_bytes(3, 2))
+    registry = DEFAULT_REGISTRY.with_parser("image", ImageSectionParser())
+    (section,) = list(parse(src(path), registry=registry))
+    assert section.image == path.read_bytes() and section.text == ""
+    assert section.metadata == {
+        "format": "image",
+        "media_type": "image/png",
+        "bytes": path.stat().st_size,
+    }
+    assert pickle.loads(pickle.dumps(section)) == section
+    small = DEFAULT_REGISTRY.with_parser("image", ImageSectionParser(max_bytes=10))
+    with pytest.raises(ParseError, match="image larger than 10 bytes"):
+        list(parse(src(path), registry=small))

@@ -20,6 +20,7 @@ from ._cut import split_text
 from ._detect import CODE_LANGUAGES, FORMATS, code_language, detect_format
 from ._docx import DocxParser
 from ._html import HtmlParser
+from ._image import ImageSectionParser, image_media_type
 from ._markdown import MarkdownParser
 from ._options import ParseOptions
 from ._pdf import PdfParser
@@ -112,6 +113,7 @@ __all__ = [
     "DocxParser",
     "HtmlParser",
     "ImageParser",
+    "ImageSectionParser",
     "JsonlParser",
     "MarkdownParser",
     "ParseOptions",
@@ -121,6 +123,7 @@ __all__ = [
     "TextParser",
     "code_language",
     "detect_format",
+    "image_media_type",
     "parse",
     "read_head",
     "split_text",
