@@ -11,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from _store_support import exact_topk, make_records, unit_rows
 from vectorstream.errors import (
@@ -448,3 +450,69 @@ def test_sync_fallback_gives_the_same_answers(
     slow = (store.search(q, 7, where), store.range_search(q, 0.4, where=where))
     assert fast == slow
     assert _ids(fast[0]) == [i for i, _ in exact_topk(records, q, 7, where)]
+
+
+# -- property: the SQL translation agrees with the reference `matches` ---------------------------
+
+_POOL: list[object] = [
+    "en",
+    "it's",
+    'q"uote',
+    "back\\slash",
+    "",
+    "1",
+    0,
+    1,
+    2,
+    2.5,
+    -0.5,
+    True,
+    False,
+]
+
+
+@pytest.fixture(scope="module")
+def mixed_store(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[LanceDBStore, list[Record]]]:
+    import random
+
+    rng = random.Random(0)
+    base = make_records(unit_rows(60, DIM, seed=21))
+    records = []
+    for r in base:
+        meta: dict[str, object] = {}
+        for key in ("a", "b", "c.d"):
+            roll = rng.random()
+            if roll < 0.7:
+                meta[key] = rng.choice(_POOL)
+            elif roll < 0.8:
+                meta[key] = None
+            elif roll < 0.9:
+                meta[key] = {"nested": rng.choice(_POOL)}
+        records.append(Record(**{**_as_kwargs(r), "metadata": meta}))
+    s = open_store(str(tmp_path_factory.mktemp("mixed")), "docs", dim=DIM)
+    s.upsert(records)
+    yield s, records  # type: ignore[misc]
+    s.close()
+
+
+@given(
+    key=st.sampled_from(
+        ["metadata.a", "metadata.b", "metadata.c.d", "page", "source", "chunk_index"]
+    ),
+    values=st.lists(st.sampled_from([*_POOL, "a.txt", "b.md", 3, 3.0]), min_size=1, max_size=3),
+    as_list=st.booleans(),
+)
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+def test_filter_translation_agrees_with_matches(
+    mixed_store: tuple[LanceDBStore, list[Record]], key: str, values: list[object], as_list: bool
+) -> None:
+    store, records = mixed_store
+    where = {key: values if as_list else values[0]}
+    q = unit_rows(1, DIM, seed=22)[0]
+    got = {h.id for h in store.search(q, 100, where=where)}
+    expected = {i for i, _ in exact_topk(records, q, 100, where)}
+    assert got == expected, where
