@@ -116,10 +116,10 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def serve_subprocess(
+def serve_process(
     args: Sequence[str], *, env: dict[str, str] | None = None, timeout: float = 90
-) -> Iterator[str]:
-    """Run ``vectorstream serve ARGS`` on a free loopback port; yield its base URL; stop it after."""
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """Run ``vectorstream serve ARGS`` on a free loopback port; yield (base URL, process)."""
     port = free_port()
     command = [
         sys.executable,
@@ -153,7 +153,7 @@ def serve_subprocess(
             if time.monotonic() > deadline:
                 raise TimeoutError(f"the server did not answer on {base} within {timeout} s")
             time.sleep(0.2)
-        yield base
+        yield base, process
     finally:
         process.terminate()
         try:
@@ -163,6 +163,15 @@ def serve_subprocess(
             process.wait()
         if process.stdout:
             process.stdout.close()
+
+
+@contextlib.contextmanager
+def serve_subprocess(
+    args: Sequence[str], *, env: dict[str, str] | None = None, timeout: float = 90
+) -> Iterator[str]:
+    """Run ``vectorstream serve ARGS`` on a free loopback port; yield its base URL; stop it after."""
+    with serve_process(args, env=env, timeout=timeout) as (base, _):
+        yield base
 
 
 def build_store(uri: str, collection: str, model: Any, texts: dict[str, str]) -> None:

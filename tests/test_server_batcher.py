@@ -72,6 +72,7 @@ def test_requests_in_the_window_share_one_batch_and_get_their_own_rows() -> None
         clock, model, stats = ManualClock(), Recorder(), []
         b = MicroBatcher(
             model,
+            adaptive=False,
             max_wait=0.005,
             max_tokens=100,
             clock=clock,
@@ -101,7 +102,9 @@ def test_requests_in_the_window_share_one_batch_and_get_their_own_rows() -> None
 def test_a_full_token_budget_runs_at_once_without_waiting() -> None:
     async def main() -> None:
         clock, model = ManualClock(), Recorder()
-        b = MicroBatcher(model, max_wait=10.0, max_tokens=4, clock=clock, token_count=one_token)
+        b = MicroBatcher(
+            model, adaptive=False, max_wait=10.0, max_tokens=4, clock=clock, token_count=one_token
+        )
         first = asyncio.create_task(b.submit([1, 2]))
         second = asyncio.create_task(b.submit([3, 4]))
         third = asyncio.create_task(b.submit([5]))
@@ -123,7 +126,9 @@ def test_a_full_token_budget_runs_at_once_without_waiting() -> None:
 def test_a_request_over_the_budget_runs_alone() -> None:
     async def main() -> None:
         clock, model = ManualClock(), Recorder()
-        b = MicroBatcher(model, max_wait=1.0, max_tokens=3, clock=clock, token_count=one_token)
+        b = MicroBatcher(
+            model, adaptive=False, max_wait=1.0, max_tokens=3, clock=clock, token_count=one_token
+        )
         big = asyncio.create_task(b.submit([1, 2, 3, 4, 5]))
         small = asyncio.create_task(b.submit([6]))
         await settle()
@@ -142,7 +147,13 @@ def test_a_full_queue_refuses_at_once() -> None:
     async def main() -> None:
         clock, model = ManualClock(), Recorder()
         b = MicroBatcher(
-            model, max_wait=1.0, max_tokens=1000, max_queue=4, clock=clock, token_count=one_token
+            model,
+            adaptive=False,
+            max_wait=1.0,
+            max_tokens=1000,
+            max_queue=4,
+            clock=clock,
+            token_count=one_token,
         )
         waiting = asyncio.create_task(b.submit([1, 2, 3]))
         await settle()
@@ -169,7 +180,9 @@ def test_a_full_queue_refuses_at_once() -> None:
 def test_a_failing_batch_fails_every_request_in_it_and_the_batcher_goes_on() -> None:
     async def main() -> None:
         clock, model = ManualClock(), Recorder(fail=True)
-        b = MicroBatcher(model, max_wait=0.0, max_tokens=100, clock=clock, token_count=one_token)
+        b = MicroBatcher(
+            model, adaptive=False, max_wait=0.0, max_tokens=100, clock=clock, token_count=one_token
+        )
         results = await asyncio.gather(b.submit([1]), b.submit([2]), return_exceptions=True)
         # Translated into our tree, the original kept as the cause.
         assert all(
@@ -195,7 +208,9 @@ def test_requests_arriving_during_inference_form_the_next_batch_without_waiting(
                 asyncio.run_coroutine_threadsafe(gate.wait(), loop).result(timeout=10)
             return np.zeros((len(items), 1), np.float32)
 
-        b = MicroBatcher(slow, max_wait=0.5, max_tokens=100, clock=clock, token_count=one_token)
+        b = MicroBatcher(
+            slow, adaptive=False, max_wait=0.5, max_tokens=100, clock=clock, token_count=one_token
+        )
         first = asyncio.create_task(b.submit([1]))
         await settle()
         clock.advance(0.5)  # the first window closes; inference starts and blocks on the gate
@@ -215,7 +230,7 @@ def test_requests_arriving_during_inference_form_the_next_batch_without_waiting(
 def test_stop_fails_waiting_requests_and_refuses_new_ones() -> None:
     async def main() -> None:
         clock, model = ManualClock(), Recorder()
-        b = MicroBatcher(model, max_wait=1.0, clock=clock, token_count=one_token)
+        b = MicroBatcher(model, adaptive=False, max_wait=1.0, clock=clock, token_count=one_token)
         waiting = asyncio.create_task(b.submit([1]))
         await settle()
         await b.stop()
@@ -231,10 +246,40 @@ def test_stop_fails_waiting_requests_and_refuses_new_ones() -> None:
 def test_the_real_clock_gathers_concurrent_requests() -> None:
     async def main() -> None:
         model = Recorder()
-        b = MicroBatcher(model, max_wait=0.05, max_tokens=1000, token_count=one_token)
+        b = MicroBatcher(
+            model, adaptive=False, max_wait=0.05, max_tokens=1000, token_count=one_token
+        )
         results = await asyncio.gather(*(b.submit([i]) for i in range(10)))
         assert [r[0, 0] for r in results] == list(range(10))
         assert len(model.batches) < 10  # gathered, not one call per request
+        await b.stop()
+
+    run(main())
+
+
+def test_adaptive_mode_runs_a_lone_request_at_once_and_waits_once_traffic_is_concurrent() -> None:
+    async def main() -> None:
+        clock, model = ManualClock(), Recorder()
+        b = MicroBatcher(model, max_wait=1.0, max_tokens=100, clock=clock, token_count=one_token)
+        assert (await b.submit([1]))[0, 0] == 1.0  # no clock advance needed: nothing else waits
+        assert (await b.submit([2]))[0, 0] == 2.0
+        # Two requests waiting at once are concurrent traffic: they wait for the window...
+        pair = [asyncio.create_task(b.submit([i])) for i in (3, 4)]
+        await settle()
+        assert len(model.batches) == 2
+        clock.advance(1.0)
+        await settle()
+        assert model.batches[2] == [3, 4]
+        await asyncio.gather(*pair)
+        # ...and after a batch of several requests, even a lone one waits for company.
+        lone = asyncio.create_task(b.submit([5]))
+        await settle()
+        assert len(model.batches) == 3
+        late = asyncio.create_task(b.submit([6]))
+        clock.advance(1.0)
+        await settle()
+        assert model.batches[3] == [5, 6]
+        await asyncio.gather(lone, late)
         await b.stop()
 
     run(main())

@@ -87,6 +87,8 @@ class MicroBatcher:
 
     ``run_batch(items) -> ndarray`` (one row per item, order kept) runs in ``executor`` (the
     default thread pool when ``None``). ``on_batch`` is called on the event loop after each batch.
+    ``adaptive`` skips the gathering window for a lone request after a batch of one (see
+    ``_wait_for_company``).
     """
 
     def __init__(
@@ -100,6 +102,7 @@ class MicroBatcher:
         executor: Executor | None = None,
         token_count: Callable[[Any], int] = _token_count,
         on_batch: Callable[[BatchStats], None] | None = None,
+        adaptive: bool = True,
     ) -> None:
         self._run_batch = run_batch
         self.max_wait = max_wait
@@ -109,6 +112,8 @@ class MicroBatcher:
         self._executor = executor
         self._token_count = token_count
         self._on_batch = on_batch
+        self.adaptive = adaptive
+        self._last_batch_requests = 0
         self._pending: deque[_Job] = deque()
         self._pending_items = 0
         self._pending_tokens = 0
@@ -173,8 +178,15 @@ class MicroBatcher:
 
     # -- the worker -----------------------------------------------------------------------------
     async def _wait_for_company(self) -> None:
-        """Return when the batch is full by tokens or the oldest request has waited ``max_wait``."""
+        """Return when the batch is full by tokens or the oldest request has waited ``max_wait``.
+
+        Adaptive: when the last batch held a single request there is no sign of concurrent
+        traffic, so a lone request runs at once instead of paying the window as pure latency.
+        Under concurrency, batches hold several requests and the window applies again.
+        """
         assert self._wakeup is not None
+        if self.adaptive and self._last_batch_requests <= 1 and len(self._pending) == 1:
+            return
         while self._pending_tokens < self.max_tokens:
             remaining = self._pending[0].arrived + self.max_wait - self._clock.now()
             if remaining <= 0:
@@ -211,6 +223,7 @@ class MicroBatcher:
             batch = [j for j in self._take_batch() if not j.future.cancelled()]
             if not batch:
                 continue
+            self._last_batch_requests = len(batch)
             items: list[Any] = [item for job in batch for item in job.items]
             started = time.perf_counter()
             try:

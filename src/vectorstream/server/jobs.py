@@ -123,6 +123,7 @@ class JobManager:
         self._jobs: OrderedDict[str, Job] = OrderedDict()
         self._lock = threading.Lock()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vectorstream-ingest")
+        self._folders: set[Path] = set()  # upload folders of jobs not finished yet
 
     def get(self, job_id: str) -> dict[str, Any] | None:
         with self._lock:
@@ -176,6 +177,7 @@ class JobManager:
                     break  # never forget a job that has not finished
                 self._jobs.popitem(last=False)
             state = job.to_dict()
+            self._folders.add(folder)
         self._executor.submit(self._run, job, sources, folder)
         return state
 
@@ -227,15 +229,24 @@ class JobManager:
                 job.state = "failed"
                 job.error = f"{type(exc).__name__}: {exc}"
         finally:
+            shutil.rmtree(folder, ignore_errors=True)
             with self._lock:
                 job.finished = time.time()
-            shutil.rmtree(folder, ignore_errors=True)
+                self._folders.discard(folder)
             if self._on_finished is not None:
                 self._on_finished(job)
 
     def close(self) -> None:
-        """Wait for the running job; queued ones are cancelled."""
+        """Wait for the running job; queued ones are cancelled and their uploads removed."""
         self._executor.shutdown(wait=True, cancel_futures=True)
+        with self._lock:
+            folders, self._folders = list(self._folders), set()
+            for job in self._jobs.values():
+                if job.state == "queued":
+                    job.state = "failed"
+                    job.error = "the service stopped before the job ran"
+        for folder in folders:
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 __all__ = ["Job", "JobManager", "TextItem", "Upload", "safe_name"]

@@ -7,9 +7,9 @@ import os
 
 import numpy as np
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
 
 from ..errors import APIError
+from ..responses import FastJSONResponse as JSONResponse
 from ..schemas import EmbeddingsRequest
 from ._common import real_tokens, resize, service, tokenize_checked
 
@@ -67,7 +67,7 @@ async def embeddings(body: EmbeddingsRequest, request: Request) -> JSONResponse:
     else:
         data = [
             {"object": "embedding", "index": i, "embedding": row}
-            for i, row in enumerate(vectors.tolist())
+            for i, row in enumerate(np.ascontiguousarray(vectors, dtype=np.float32))
         ]
     return JSONResponse(
         {

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import anyio
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from ..errors import APIError
+from ..responses import FastJSONResponse as JSONResponse
 from ..state import ServiceState
 
 router = APIRouter()

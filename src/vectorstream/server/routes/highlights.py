@@ -14,7 +14,6 @@ from typing import Any
 
 import anyio
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 
@@ -22,6 +21,7 @@ from ...search.highlights import HighlightDocument
 from ...types import Section, Source
 from ..errors import APIError, body_validation_error
 from ..jobs import safe_name
+from ..responses import FastJSONResponse as JSONResponse
 from ..schemas import HighlightsRequest
 from ..state import ServiceState
 from ._common import service

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 
 from ..errors import APIError, body_validation_error
 from ..jobs import TextItem, Upload
+from ..responses import FastJSONResponse as JSONResponse
 from ..schemas import IngestRequest
 from ._common import service
 

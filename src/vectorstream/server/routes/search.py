@@ -6,10 +6,10 @@ from typing import Any
 
 import anyio
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
 
 from ...types import Hit
 from ..errors import APIError
+from ..responses import FastJSONResponse as JSONResponse
 from ..schemas import SearchRequest, SimilarRequest
 from ..state import ServiceState
 from ._common import service
