@@ -771,3 +771,51 @@ def test_images_become_image_sections_with_an_image_parser(tmp_path: Path) -> No
     small = DEFAULT_REGISTRY.with_parser("image", ImageSectionParser(max_bytes=10))
     with pytest.raises(ParseError, match="image larger than 10 bytes"):
         list(parse(src(path), registry=small))
+
+
+@pytest.fixture(scope="module")
+def seed_documents(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
+    root = tmp_path_factory.mktemp("seeds")
+    return {
+        "pdf": make_pdf(
+            root / "s.pdf", [["alpha beta"], ["gamma"]], outline=[(1, 0, "G")]
+        ).read_bytes(),
+        "docx": make_docx(
+            root / "s.docx", [("h1", "T"), ("p", "body"), ("table", [["a", "b"]])]
+        ).read_bytes(),
+        "html": b"<html><body><h1>x</h1><p>y</p><pre>z</pre></body></html>",
+        "md": b"# a\n\nb\n```\nc\n```\n",
+        "csv": b'a,text\n1,x\n2,"y\nz"\n',
+        "jsonl": b'{"text": "a"}\n{"b": [1, {"c": 2}]}\n',
+        "txt": "héllo wörld\n".encode() * 20,
+        "png": png_bytes(),
+    }
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    ext=st.sampled_from(["pdf", "docx", "html", "md", "csv", "jsonl", "txt", "png"]),
+    cut=st.integers(min_value=0, max_value=10_000),
+    flips=st.lists(st.tuples(st.integers(0, 10_000), st.integers(0, 255)), max_size=12),
+    rename=st.sampled_from(["", ".txt", ".pdf", ".docx", ".html"]),
+)
+def test_corrupted_documents_parse_or_raise_parse_error_only(
+    seed_documents: dict[str, bytes],
+    ext: str,
+    cut: int,
+    flips: list[tuple[int, int]],
+    rename: str,
+) -> None:
+    # Truncate, overwrite bytes and lie about the name: the outcome is sections or a ParseError,
+    # never another exception (and never a crash of the process).
+    data = bytearray(seed_documents[ext])
+    data = data[: max(1, cut % (len(data) + 1))]
+    for at, value in flips:
+        data[at % len(data)] = value
+    source = Source(uri=f"fuzz.{ext}{rename}", data=bytes(data))
+    try:
+        got = list(parse(source, on_warning=lambda _m: None))
+    except ParseError as exc:
+        assert str(exc).startswith(source.uri)
+    else:
+        assert all(isinstance(s, Section) and (s.text.strip() or s.image) for s in got)
