@@ -148,3 +148,90 @@ def test_recall_at_10_on_10000_vectors(server) -> None:
     recall = recall_at_10(s, 10_000, n_queries=100)
     assert recall >= 0.95, (recall, time.monotonic() - t0)
     s.close()
+
+
+# -- the whole ingest pipeline, killed and resumed, writing into PostgreSQL -----------------
+
+
+def _ingest(corpus, uri: str, collection: str, cache: str, kill_after: float | None = None) -> bool:
+    """Run the lead's resume child; SIGKILL it after ``kill_after`` seconds. True if killed."""
+    import os
+    import signal
+    import subprocess
+    from pathlib import Path
+
+    here = Path(__file__).parent
+    env = dict(
+        os.environ,
+        PYTHONPATH=str(here) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+        VECTORSTREAM_COLLECTION=collection,
+        VECTORSTREAM_CACHE_DIR=cache,
+    )
+    proc = subprocess.Popen(
+        [sys.executable, str(here / "_resume_child.py"), str(corpus), uri, "1", "0.02"],
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    if kill_after is None:
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err.decode()[-2000:]
+        return False
+    time.sleep(kill_after)
+    killed = proc.poll() is None
+    if killed:
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    if proc.stderr is not None:
+        proc.stderr.close()
+    return killed
+
+
+def _pg_rows(server, table: str) -> list[tuple[str, str, str]]:
+    with psycopg.connect(server.uri) as conn:
+        return sorted(conn.execute(f'SELECT id, source, text FROM "{table}"').fetchall())
+
+
+@pytest.fixture(scope="module")
+def resume_reference(server, tmp_path_factory):
+    support = pytest.importorskip("_pipeline_support")
+    pytest.importorskip("vectorstream.pipeline")
+    root = tmp_path_factory.mktemp("pg-resume")
+    corpus = root / "corpus"
+    support.write_big_corpus(corpus, files=6, paragraphs=12)
+    table = unique_name("ref")
+    started = time.perf_counter()
+    _ingest(corpus, server.uri, table, str(root / "cache"))
+    duration = time.perf_counter() - started
+    rows = _pg_rows(server, table)
+    assert len(rows) == len({r[0] for r in rows}) > 20
+    return corpus, rows, duration
+
+
+def _resume_trial(server, resume_reference, tmp_path, seed: int) -> None:
+    import random
+
+    corpus, expected, duration = resume_reference
+    rng = random.Random(seed)
+    table = unique_name("resume")
+    cache = str(tmp_path / "cache")
+    assert _ingest(corpus, server.uri, table, cache, kill_after=rng.uniform(0.2, 0.8) * duration)
+    _ingest(corpus, server.uri, table, cache)
+    rows = _pg_rows(server, table)
+    assert len(rows) == len({r[0] for r in rows})
+    assert rows == expected
+
+
+def test_sigkill_ingest_into_postgres_then_resume_gives_exact_records(
+    server, resume_reference, tmp_path
+) -> None:
+    _resume_trial(server, resume_reference, tmp_path, 1)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", range(10, 15))
+def test_sigkill_ingest_into_postgres_then_resume_many(
+    server, resume_reference, tmp_path, seed
+) -> None:
+    _resume_trial(server, resume_reference, tmp_path, seed)

@@ -36,6 +36,18 @@ def require(module: str, package: str, extra: str) -> ModuleType:
         raise MissingDependencyError(package, extra) from exc
 
 
+def pop_mode(options: dict[str, Any]) -> str | None:
+    """Take the ``mode`` option (``"r"``/``"w"``) the pipeline passes to every store.
+
+    It matters to embedded stores with a single writer (LanceDB); a database server arbitrates
+    concurrent writers itself, so the server adapters accept it and need nothing more.
+    """
+    mode = options.pop("mode", None)
+    if mode not in (None, "r", "w"):
+        raise ConfigError(f"mode must be 'r' or 'w', got {mode!r}")
+    return mode
+
+
 def uuid_for(record_id: str) -> str:
     """A deterministic UUID5 for a string id (Qdrant and Weaviate accept only UUIDs/integers)."""
     return str(uuid.uuid5(ID_NAMESPACE, record_id))
@@ -272,6 +284,7 @@ __all__ = [
     "host_port",
     "last_wins",
     "payload_of",
+    "pop_mode",
     "require",
     "uuid_for",
     "where_items",

@@ -27,6 +27,7 @@ from ._common import (
     hit_of,
     host_port,
     last_wins,
+    pop_mode,
     require,
     where_items,
 )
@@ -73,6 +74,7 @@ class ChromaStore:
     def open(
         cls, uri: str, collection: str, *, dim: int | None = None, **options: Any
     ) -> ChromaStore:
+        pop_mode(options)
         chromadb = require("chromadb", "chromadb", "chroma")
         from chromadb.config import Settings
 

@@ -38,6 +38,7 @@ from ._common import (
     host_port,
     last_wins,
     payload_of,
+    pop_mode,
     where_items,
 )
 from .base import StoreCapabilities, Where
@@ -72,6 +73,7 @@ class _SearchEngineStore(ABC):
 
     @classmethod
     def open(cls, uri: str, collection: str, *, dim: int | None = None, **options: Any) -> Any:
+        pop_mode(options)
         _, _, rest = uri.partition(":")
         if not rest.startswith("//"):
             raise ConfigError(

@@ -20,7 +20,7 @@ import numpy as np
 
 from ..errors import ConfigError, RecordRejectedError, StoreError, StoreUnavailableError
 from ..types import Hit, Record
-from ._common import as_query, check_k, hit_of, host_port, last_wins, require, where_items
+from ._common import as_query, check_k, hit_of, host_port, last_wins, pop_mode, require, where_items
 from .base import StoreCapabilities, Where
 
 log = logging.getLogger("vectorstream.stores.milvus")
@@ -88,6 +88,7 @@ class MilvusStore:
     def open(
         cls, uri: str, collection: str, *, dim: int | None = None, **options: Any
     ) -> MilvusStore:
+        pop_mode(options)
         pymilvus = require("pymilvus", "pymilvus", "milvus")
         index_type = str(options.pop("index_type", "AUTOINDEX"))
         _, _, rest = uri.partition(":")

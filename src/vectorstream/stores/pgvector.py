@@ -22,7 +22,7 @@ import numpy as np
 
 from ..errors import ConfigError, RecordRejectedError, StoreError, StoreUnavailableError
 from ..types import Hit, Record
-from ._common import adaptive_range, as_query, check_k, last_wins, require, where_items
+from ._common import adaptive_range, as_query, check_k, last_wins, pop_mode, require, where_items
 from .base import StoreCapabilities, Where
 
 log = logging.getLogger("vectorstream.stores.pgvector")
@@ -116,6 +116,7 @@ class PgVectorStore:
         cls, uri: str, collection: str, *, dim: int | None = None, **options: Any
     ) -> PgVectorStore:
         """Connect, and create the table when ``dim`` is given and it does not exist yet."""
+        pop_mode(options)
         store = cls(uri, collection, dim=dim, **options)
         store._connection()
         return store

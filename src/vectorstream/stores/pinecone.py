@@ -36,6 +36,7 @@ from ._common import (
     flat_metadata,
     hit_of,
     last_wins,
+    pop_mode,
     where_items,
 )
 from .base import StoreCapabilities, Where
@@ -65,6 +66,7 @@ class PineconeStore:
     def open(
         cls, uri: str, collection: str, *, dim: int | None = None, **options: Any
     ) -> PineconeStore:
+        pop_mode(options)
         _, _, rest = uri.partition(":")
         host = rest.removeprefix("//").strip("/")
         if not host:

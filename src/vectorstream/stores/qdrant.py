@@ -34,6 +34,7 @@ from ._common import (
     host_port,
     last_wins,
     payload_of,
+    pop_mode,
     require,
     uuid_for,
     where_items,
@@ -284,6 +285,7 @@ class QdrantStore:
         cls, uri: str, collection: str, *, dim: int | None = None, **options: Any
     ) -> QdrantStore:
         """``qdrant://HOST:PORT``, ``qdrant:PATH`` (local mode), ``qdrant::memory:``, ``qdrant-edge:PATH``."""
+        pop_mode(options)
         hnsw_ef = int(options.pop("hnsw_ef", 128))
         hnsw_m = int(options.pop("m", 16))
         ef_construct = int(options.pop("ef_construct", 100))

@@ -36,6 +36,7 @@ from ._common import (
     hit_of,
     host_port,
     last_wins,
+    pop_mode,
     uuid_for,
     where_items,
 )
@@ -119,6 +120,7 @@ class WeaviateStore:
     def open(
         cls, uri: str, collection: str, *, dim: int | None = None, **options: Any
     ) -> WeaviateStore:
+        pop_mode(options)
         _, _, rest = uri.partition(":")
         if not rest.startswith("//"):
             raise ConfigError(f"Weaviate URIs look like weaviate://HOST:PORT, got {uri!r}")
