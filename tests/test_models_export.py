@@ -1,0 +1,78 @@
+"""ONNX export and the int8 accuracy gate: refusal, --force, concurrent exporters."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+
+import pytest
+
+from _models_support import MODEL_ID, minilm, minilm_int8, model_folder, models_cache
+from vectorstream import ModelError
+from vectorstream.models import Embedder, GateReport, load_model, read_folder
+from vectorstream.models import _gate as gate_module
+from vectorstream.models._export import INT8_NAME
+
+__all__ = ["minilm", "minilm_int8", "model_folder", "models_cache"]
+
+
+def failing_measure(*_args: object, **_kwargs: object) -> GateReport:
+    return GateReport(mean_cosine=0.95, min_cosine=0.80, texts=96)
+
+
+def test_gate_refuses_a_poor_int8_graph_and_force_keeps_it(
+    tmp_path: Path, minilm: Embedder, model_folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fp32 = Path(minilm.backend_impl.path)  # type: ignore[attr-defined]
+    folder = read_folder(model_folder)
+    directory = tmp_path / "graphs"
+    directory.mkdir()
+    # The quantisation is real; only the measured figures are replaced by poor ones.
+    monkeypatch.setattr(gate_module, "measure", failing_measure)
+    with pytest.raises(ModelError, match=r"refused.*mean cosine 0\.9500.*min 0\.8000"):
+        gate_module.ensure_int8(MODEL_ID, folder, fp32, directory)
+    assert not (directory / INT8_NAME).exists()
+    assert not list(directory.glob(".partial-*"))  # nothing half-written left behind
+
+    path, report = gate_module.ensure_int8(MODEL_ID, folder, fp32, directory, force=True)
+    assert path == directory / INT8_NAME and path.is_file()
+    assert report.forced and not report.passed
+    # The report is stored beside the graph and read back on the next call.
+    again_path, again = gate_module.ensure_int8(MODEL_ID, folder, fp32, directory)
+    assert again_path == path and again == report
+
+
+def test_real_gate_figures_pass(minilm_int8: Embedder) -> None:
+    # The session's int8 model went through the real gate; its figures sit beside the graph.
+    report = gate_module.read_report(Path(minilm_int8.backend_impl.path).parent)  # type: ignore[attr-defined]
+    assert report is not None
+    assert report.passed and not report.forced
+    assert report.mean_cosine >= 0.99 and report.min_cosine >= 0.97
+    assert "passed" in report.describe()
+
+
+@pytest.mark.slow
+def test_concurrent_loads_export_once(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    cache = tmp_path / "fresh-cache"
+    models: list[Embedder] = []
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            models.append(load_model(MODEL_ID, cache_dir=cache))
+        except BaseException as exc:
+            errors.append(exc)
+
+    with caplog.at_level(logging.WARNING, logger="vectorstream.models.export"):
+        threads = [threading.Thread(target=work) for _ in range(3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert not errors
+    exports = [r for r in caplog.records if r.getMessage().startswith("exporting")]
+    assert len(exports) == 1
+    paths = {m.backend_impl.path for m in models}  # type: ignore[attr-defined]
+    assert len(paths) == 1 and all(m.backend == "onnx" for m in models)
+    assert not list(cache.rglob(".partial-*"))
