@@ -179,6 +179,15 @@ def test_legacy_encoding_detected_and_forced(tmp_path: Path) -> None:
     assert joined(sections(path, ParseOptions(encoding="latin-1"))) == text
 
 
+def test_legacy_encoding_after_an_ascii_preamble(tmp_path: Path) -> None:
+    text = "Plain ASCII preamble line.\n" * 700 + "Ensuite: déjà vu, très élégant, où ça?\n" * 20
+    path = tmp_path / "late.txt"
+    path.write_bytes(text.encode("cp1252"))
+    warnings: list[str] = []
+    assert joined(sections(path, warnings=warnings)) == text
+    assert warnings == []
+
+
 def test_warnings_are_logged_without_a_callback(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -488,6 +497,15 @@ def test_csv_explicit_field_render_all_and_semicolons(tmp_path: Path) -> None:
     assert [s.text for s in picked] == ["the first summary", "the second summary"]
     rendered = sections(path)
     assert rendered[0].text == "title: First\nsummary: the first summary\n"
+
+
+def test_csv_single_column_keeps_commas_in_its_text(tmp_path: Path) -> None:
+    path = tmp_path / "one.csv"
+    path.write_text("text\nhello, world\nfoo, bar, baz\n")
+    assert [s.text for s in sections(path)] == ["hello, world", "foo, bar, baz"]
+    piped = tmp_path / "piped.csv"
+    piped.write_text("a|text\n1|x, y; z\n2|w\n")
+    assert [s.text for s in sections(piped)] == ["x, y; z", "w"]
 
 
 def test_tsv_and_missing_column_errors(tmp_path: Path) -> None:
@@ -819,3 +837,21 @@ def test_corrupted_documents_parse_or_raise_parse_error_only(
         assert str(exc).startswith(source.uri)
     else:
         assert all(isinstance(s, Section) and (s.text.strip() or s.image) for s in got)
+
+
+@pytest.mark.parametrize(
+    ("text", "codec"),
+    [
+        ("Mañana en España, señor, año tras año.", "cp1252"),
+        ("Grüße aus Köln: schöne Größe, übrigens.", "latin-1"),
+        ("Привет, как дела? Это тест кодировки.", "cp1251"),
+        ("Привет, как дела? Это тест кодировки.", "koi8-r"),
+        ("これは日本語のテキストです。", "shift_jis"),
+        ("Zażółć gęślą jaźń, to jest test.", "cp1250"),
+    ],
+)
+def test_legacy_encodings_are_detected(tmp_path: Path, text: str, codec: str) -> None:
+    body = (text + "\n") * 5
+    path = tmp_path / "legacy.txt"
+    path.write_bytes(body.encode(codec))
+    assert joined(sections(path)) == body

@@ -17,6 +17,7 @@ from ._registry import Warn
 
 AUTO_TEXT_FIELDS = ("text", "content", "body")
 _UNBOUNDED = 1 << 62
+_DELIMITERS = ",;\t|"
 
 
 def _auto_field(names: Sequence[str]) -> str | None:
@@ -48,6 +49,34 @@ def _scalar(value: Any) -> Any:
     )
 
 
+class _SingleColumn(csv.excel):
+    # A header without any delimiter means one column: commas in its values are text.
+    delimiter = "\x1f"
+
+
+def _dialect(sample: list[str]) -> Any:
+    """The CSV dialect, sniffed, but constrained by the header line.
+
+    ``csv.Sniffer`` alone splits a one-column file with commas in its text, or may pick a
+    character the header never uses; the header must contain the delimiter.
+    """
+    header = sample[0]
+    counts = {d: header.count(d) for d in _DELIMITERS}
+    if not any(counts.values()):
+        return _SingleColumn
+    try:
+        sniffed = csv.Sniffer().sniff("".join(sample), delimiters=_DELIMITERS)
+        if counts.get(sniffed.delimiter):
+            return sniffed
+    except csv.Error:
+        pass
+
+    class _Header(csv.excel):
+        delimiter = max(counts, key=lambda d: counts[d])
+
+    return _Header
+
+
 def _lines(source: Source, options: ParseOptions, warn: Warn) -> Iterator[str]:
     # Whole lines: a CSV record or JSON value cannot be parsed in parts.
     for line, _ in iter_lines(iter_text(source, warn, encoding=options.encoding), _UNBOUNDED):
@@ -65,14 +94,7 @@ class CsvParser:
         if not sample:
             return
         name = (source.path or source.uri).lower()
-        dialect: Any
-        if name.endswith((".tsv", ".tab")):
-            dialect = csv.excel_tab
-        else:
-            try:
-                dialect = csv.Sniffer().sniff("".join(sample), delimiters=",;\t|")
-            except csv.Error:
-                dialect = csv.excel
+        dialect: Any = csv.excel_tab if name.endswith((".tsv", ".tab")) else _dialect(sample)
         reader = csv.reader(itertools.chain(sample, lines), dialect)
         try:
             header = next(reader, None)
