@@ -71,6 +71,7 @@ def create_app(
             metrics.batch_inputs.observe(stats.inputs)
             metrics.batch_requests.observe(stats.requests)
             metrics.batch_tokens.observe(stats.tokens)
+            metrics.tokens.inc(stats.tokens)
             metrics.batch_seconds.observe(stats.seconds)
             metrics.queue_depth.set(batcher.queued_inputs)
 

@@ -80,7 +80,9 @@ def make_metrics() -> Metrics:
             buckets=_LATENCY_BUCKETS,
             registry=registry,
         ),
-        tokens=Counter(f"{p}_tokens", "Tokens embedded", registry=registry),
+        tokens=Counter(
+            f"{p}_tokens", "Tokens run through the model (every route)", registry=registry
+        ),
         queue_depth=Gauge(f"{p}_queue_depth", "Inputs waiting for the model", registry=registry),
         rejected=Counter(f"{p}_rejected", "Requests refused", ["reason"], registry=registry),
         cache_bytes=Gauge(

@@ -52,7 +52,6 @@ async def embeddings(body: EmbeddingsRequest, request: Request) -> JSONResponse:
     vectors = await state.batcher.submit(encodings)
     vectors = resize(np.asarray(vectors, dtype=np.float32), body.dimensions, model.dim)
     tokens = real_tokens(encodings)
-    state.metrics.tokens.inc(tokens)
     if body.encoding_format == "base64":
         # Little-endian float32 bytes, as OpenAI sends them (its client decodes with numpy).
         rows = np.ascontiguousarray(vectors, dtype="<f4")
