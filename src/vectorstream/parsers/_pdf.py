@@ -14,6 +14,9 @@ from ._registry import Warn
 
 logger = logging.getLogger("vectorstream.parsers.pdf")
 
+# C0 control characters other than tab and newline, and the byte-order mark, deleted.
+_CONTROLS = {c: None for c in (*range(0x00, 0x09), 0x0B, 0x0C, *range(0x0E, 0x20), 0xFEFF, 0xFFFE)}
+
 
 @dataclass(frozen=True, slots=True)
 class PdfParser:
@@ -67,8 +70,9 @@ class PdfParser:
                     raise ParseError(
                         f"{source.uri}: page {number} of {pages} is unreadable ({exc})"
                     ) from exc
-                # pdfium ends lines with \r\n and may emit NULs for unmapped glyphs.
-                text = text.replace("\r\n", "\n").replace("\r", "\n").replace("\x00", "")
+                # pdfium ends lines with \r\n, and emits control characters for unmapped glyphs
+                # and hyphenation marks: noise to a tokenizer.
+                text = text.replace("\r\n", "\n").replace("\r", "\n").translate(_CONTROLS)
                 if not text.strip():
                     textless.append(number)
                     continue
