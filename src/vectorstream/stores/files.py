@@ -90,6 +90,10 @@ def _metadata_json(record: Record) -> str:
     return json.dumps(dict(record.metadata), ensure_ascii=False, default=str)
 
 
+# What replaying the log for ids needs (not the vectors, not the texts).
+_LOG_COLUMNS = ("id", "source", "deleted")
+
+
 class _FileSink(ABC):
     """What both sinks share: the log semantics, the lock, replay and refusing to search."""
 
@@ -118,8 +122,8 @@ class _FileSink(ABC):
         """Write records and tombstones (id, source) to the end of the log."""
 
     @abstractmethod
-    def _replay(self) -> Iterator[dict[str, Any]]:
-        """Every row written so far, in write order."""
+    def _replay(self, columns: Sequence[str] | None = None) -> Iterator[dict[str, Any]]:
+        """Every row written so far, in write order (``columns``: at least these keys)."""
 
     def upsert(self, records: Sequence[Record]) -> None:
         """Append ``records`` (readers keep the last row per id). Bad vectors are set aside."""
@@ -161,7 +165,7 @@ class _FileSink(ABC):
     def _live(self) -> dict[str, str]:
         """id → source of every id whose last row is not a tombstone."""
         live: dict[str, str] = {}
-        for row in self._replay():
+        for row in self._replay(_LOG_COLUMNS):
             if row.get("deleted"):
                 live.pop(row["id"], None)
             else:
@@ -177,7 +181,7 @@ class _FileSink(ABC):
     def records(self) -> Iterator[Record]:
         """Replay the log: the last row of each live id, in the order those rows were written."""
         last: dict[str, int] = {}
-        for position, row in enumerate(self._replay()):
+        for position, row in enumerate(self._replay(_LOG_COLUMNS)):
             if row.get("deleted"):
                 last.pop(row["id"], None)
             else:
@@ -419,7 +423,7 @@ class ParquetSink(_FileSink):
             finally:
                 super().close()
 
-    def _replay(self) -> Iterator[dict[str, Any]]:
+    def _replay(self, columns: Sequence[str] | None = None) -> Iterator[dict[str, Any]]:
         if self._writer is not None:
             if self.single_file:
                 raise StoreError(
@@ -433,7 +437,9 @@ class ParquetSink(_FileSink):
         for path in files:
             try:
                 parquet = pq.ParquetFile(path)
-                for batch in parquet.iter_batches(batch_size=4096):
+                # Columnar: listing ids reads three columns, not the vectors and texts.
+                names = list(columns) if columns is not None else None
+                for batch in parquet.iter_batches(batch_size=4096, columns=names):
                     yield from batch.to_pylist()
             except (OSError, pa.ArrowException) as exc:
                 raise StoreError(f"cannot read {path}: {exc}") from exc
@@ -536,7 +542,7 @@ class JSONLSink(_FileSink):
                 if self._fh is not None:
                     self._fh.close()
 
-    def _replay(self) -> Iterator[dict[str, Any]]:
+    def _replay(self, columns: Sequence[str] | None = None) -> Iterator[dict[str, Any]]:
         if not self.target.exists():
             return
         try:
