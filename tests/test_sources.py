@@ -213,6 +213,8 @@ def test_no_existing_path_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"none of the given paths exists: .*nope, .*neither"):
         list(walk)
     assert [p.kind for p in walk.problems] == ["missing", "missing"]
+    with pytest.raises(ConfigError, match=r"m4, and 2 more$|m4 and 2 more$"):
+        list(iter_files([tmp_path / f"m{i}" for i in range(7)]))
     assert list(iter_files([])) == []
     assert list(iter_files([tmp_path])) == []  # an empty folder exists: no error
 

@@ -67,16 +67,20 @@ class FileWalk(Iterator[Source]):
         self.problems.append(problem)
 
     def _walk(self) -> Iterator[Source]:
-        given: list[str] = []
+        # Only a count and the first few names are kept: a path list from stdin may be huge, and
+        # memory must not grow with it.
+        given = 0
+        shown: list[str] = []
         found_any = False
-        roots_seen: set[str] = set()
         # Folders already walked, by (device, inode): breaks symlink loops and keeps a folder
         # reachable through two links (or given twice) from being indexed twice. It grows with
         # the number of folders only, never with the number of files.
         dirs_seen: set[tuple[int, int]] = set()
         for raw in self._paths:
             text = os.fspath(raw)
-            given.append(text)
+            given += 1
+            if len(shown) < 5:
+                shown.append(text)
             absolute = os.path.abspath(text)
             try:
                 st = os.stat(absolute)
@@ -90,9 +94,6 @@ class FileWalk(Iterator[Source]):
                 self._problem(absolute, "unreadable", exc.strerror or str(exc))
                 continue
             found_any = True
-            if absolute in roots_seen:
-                continue
-            roots_seen.add(absolute)
             if stat.S_ISDIR(st.st_mode):
                 key = (st.st_dev, st.st_ino)
                 if key in dirs_seen:
@@ -101,13 +102,16 @@ class FileWalk(Iterator[Source]):
                 yield from self._walk_dir(absolute, dirs_seen)
             elif stat.S_ISREG(st.st_mode):
                 # A file named explicitly is taken as is: include/exclude/hidden rules are for
-                # what a folder walk discovers (as in ripgrep and git).
+                # what a folder walk discovers (as in ripgrep and git). A file named twice is
+                # yielded twice; record IDs are deterministic, so that costs time, not correctness.
                 yield _file_source(absolute, st)
             else:
                 self._problem(absolute, "not-a-file", "not a regular file or folder")
         if given and not found_any:
-            shown = ", ".join(given[:5]) + (" …" if len(given) > 5 else "")
-            raise ConfigError(f"none of the given paths exists: {shown}")
+            names = ", ".join(shown) + (
+                f" and {given - len(shown)} more" if given > len(shown) else ""
+            )
+            raise ConfigError(f"none of the given paths exists: {names}")
 
     def _entries(self, folder: str) -> list[os.DirEntry[str]]:
         try:
