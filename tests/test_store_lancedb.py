@@ -516,3 +516,67 @@ def test_filter_translation_agrees_with_matches(
     got = {h.id for h in store.search(q, 100, where=where)}
     expected = {i for i, _ in exact_topk(records, q, 100, where)}
     assert got == expected, where
+
+
+_BUSY_WRITER = textwrap.dedent(
+    """
+    import sys, time
+    import numpy as np
+    sys.path.insert(0, sys.argv[2])
+    from _store_support import make_records, unit_rows
+    from vectorstream.stores import open_store
+    store = open_store(sys.argv[1], "docs", dim=16)
+    print("ready", flush=True)
+    for batch in range(int(sys.argv[3])):
+        store.upsert(make_records(unit_rows(200, 16, seed=batch), prefix=f"b{batch}-"))
+    print("done", flush=True)
+    time.sleep(float(sys.argv[4]))
+    """
+)
+
+
+def _start_writer(uri: str, batches: int, linger: float) -> subprocess.Popen[str]:
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            _BUSY_WRITER,
+            uri,
+            str(Path(__file__).parent),
+            str(batches),
+            str(linger),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == "ready"
+    return proc
+
+
+def test_readers_never_block_on_a_busy_writer(tmp_path: Path) -> None:
+    uri = f"lancedb://{tmp_path}"
+    proc = _start_writer(uri, batches=15, linger=0)
+    reader = open_store(uri, "docs", mode="r", refresh_interval=0)
+    counts = []
+    while proc.poll() is None:
+        counts.append(reader.count())
+        hits = reader.search(unit_rows(1, DIM, seed=99)[0], 5)
+        assert min(5, counts[-1]) <= len(hits) <= 5  # a commit may land between the two
+    assert proc.wait(timeout=60) == 0
+    assert len(set(counts)) >= 2  # the reader really ran while the writer committed
+    assert counts == sorted(counts)  # each commit is seen whole, in order
+    assert counts[-1] % 200 == 0 and reader.count() == 15 * 200
+    reader.close()
+
+
+def test_a_killed_writer_leaves_no_lock(tmp_path: Path) -> None:
+    uri = f"lancedb://{tmp_path}"
+    proc = _start_writer(uri, batches=1, linger=60)
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "done"
+    with pytest.raises(StoreLockedError, match=f"process {proc.pid}"):
+        open_store(uri, "docs", dim=DIM)
+    proc.kill()  # SIGKILL: no cleanup code runs in the writer
+    proc.wait(timeout=30)
+    with open_store(uri, "docs", dim=DIM) as store:  # the kernel dropped the flock
+        assert store.count() == 200
