@@ -8,9 +8,10 @@ cosine similarities, and the softmax that ranks them is the one the model was tr
 
     beta = -tau * ln(alpha)        tau = 0.05 by default
 
-``tau = 0.05`` is the temperature (scale 20) of the contrastive loss that trains
-sentence-transformers models such as all-MiniLM-L6-v2: ``alpha = 0.1`` gives ``beta ≈ 0.115``,
-``alpha = 0.5`` gives ``beta ≈ 0.035``. The attention formula is this one with ``tau = sqrt(d)``.
+``tau = 0.05`` is the temperature of sentence-transformers' default contrastive loss
+(MultipleNegativesRankingLoss, scale 20), the softmax that such models' cosine scores are trained
+under: ``alpha = 0.1`` gives ``beta ≈ 0.115``, ``alpha = 0.5`` gives ``beta ≈ 0.035``. The
+attention formula is this one with ``tau = sqrt(d)``.
 """
 
 from __future__ import annotations
