@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import functools
 import itertools
+import os
 import pickle
 import random
 import re
@@ -126,7 +127,11 @@ _sections = st.lists(_text, min_size=1, max_size=3).map(
         for i, t in enumerate(texts)
     ]
 )
-_PROPS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# A deeper run: VECTORSTREAM_TEST_EXAMPLES=500 pytest tests/test_chunking.py
+_EXAMPLES = int(os.environ.get("VECTORSTREAM_TEST_EXAMPLES", "40"))
+_PROPS = settings(
+    max_examples=_EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
 
 
 @_PROPS
@@ -162,7 +167,7 @@ def test_semantic_contract(sections: list[Section], size: int, threshold: float 
     check_chunks(sections, _chunks(chunker, sections), tok, size, may_overlap=False)
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=max(1, _EXAMPLES * 5 // 8), deadline=None)
 @given(sections=_sections, size=st.integers(4, 30), splitter=st.sampled_from(chunking.SPLITTERS))
 def test_contract_with_a_context_dependent_tokenizer(
     sections: list[Section], size: int, splitter: str
@@ -511,3 +516,29 @@ def test_public_names() -> None:
     public = {n for n in dir(chunking) if not n.startswith("_") and n not in {"annotations"}}
     modules = {n for n in public if type(getattr(chunking, n)).__name__ == "module"}
     assert public - modules == set(chunking.__all__)
+
+
+# --- tokenizing in blocks ------------------------------------------------------------------------
+
+
+@_PROPS
+@given(text=_text, block=st.integers(1, 64))
+def test_block_tokenizing_matches_one_pass(text: str, block: int) -> None:
+    from vectorstream.chunking._tokens import SectionTokens
+
+    whole = SectionTokens.encode(tok, text, block_chars=10**9)
+    blocks = SectionTokens.encode(tok, text, block_chars=block)
+    assert (blocks.starts, blocks.ends, blocks.word_start) == (
+        whole.starts,
+        whole.ends,
+        whole.word_start,
+    )
+
+
+@pytest.mark.parametrize("splitter", ["tokens", "markdown"])
+def test_long_section_is_tokenized_in_blocks(splitter: str) -> None:
+    text = "\n\n".join(f"## Part {i}\n\n{_prose(12, seed=i)}" for i in range(120))
+    assert len(text) > 2 * chunking._tokens.BLOCK_CHARS
+    section = Section(text, "s")
+    chunks = _chunks(make_chunker(ChunkOptions(splitter, 100, 10), tok, 256), [section])
+    check_chunks([section], chunks, tok, 100, may_overlap=splitter == "tokens")

@@ -111,45 +111,56 @@ class _BaseChunker:
             else:
                 counts.append(None)
                 unsure.append(i)
+        unsure_set = set(unsure)
         if unsure:
             texts = [st.text[pieces[i][0] : pieces[i][1]] for i in unsure]
             encodings = self.tokenizer.encode_batch(texts, add_special_tokens=False)
             for i, encoding in zip(unsure, encodings, strict=True):
                 counts[i] = len(encoding.ids)
         out: list[tuple[int, int, int, tuple[str, ...]]] = []
-        for (s, e, extra), n in zip(pieces, counts, strict=True):
+        for i, ((s, e, extra), n) in enumerate(zip(pieces, counts, strict=True)):
             assert n is not None
             if n <= self.limit and e - s <= self.max_chars:
                 out.append((s, e, n, extra))
             else:
-                out.extend((a, b, m, extra) for a, b, m in self._repair(st.text, s, e))
+                trusted = i not in unsure_set
+                out.extend((a, b, m, extra) for a, b, m in self._repair(st, s, e, trusted))
         return _in_order(out) if self.overlap else out
 
-    def _repair(self, text: str, start: int, end: int) -> list[tuple[int, int, int]]:
-        """Cut ``text[start:end]`` until every part is within the token and character limits."""
-        sub = SectionTokens.encode(self.tokenizer, text[start:end])
-        n = len(sub)
+    def _repair(
+        self, st: SectionTokens, start: int, end: int, trusted: bool
+    ) -> list[tuple[int, int, int]]:
+        """Cut ``text[start:end]`` until every part is within the token and character limits.
+
+        ``trusted``: the section's own tokens are exact for this span (no re-tokenizing needed).
+        """
+        if trusted:
+            tokens, base, lo, hi = st, 0, start, end
+        else:
+            tokens = SectionTokens.encode(self.tokenizer, st.text[start:end])
+            base, lo, hi = start, 0, end - start
+        n = tokens.count(lo, hi)
         if n <= self.limit and end - start <= self.max_chars:
             return [(start, end, n)]
         if n > self.limit:
-            parts = windows(sub, 0, end - start, self.limit)
+            parts = windows(tokens, lo, hi, self.limit)
         elif n >= 2:
-            parts = windows(sub, 0, end - start, (n + 1) // 2)
+            parts = windows(tokens, lo, hi, (n + 1) // 2)
         else:
             parts = []
         if len(parts) < 2:
             # One token over the character cap (an unknown "word"): cut by characters.
-            step = max(1, min(self.max_chars, (end - start + 1) // 2))
-            parts = [
-                strip(sub.text, a, min(a + step, end - start)) for a in range(0, end - start, step)
-            ]
+            step = max(1, min(self.max_chars, (hi - lo + 1) // 2))
+            parts = [strip(tokens.text, a, min(a + step, hi)) for a in range(lo, hi, step)]
             parts = [p for p in parts if p[0] < p[1]]
         if len(parts) < 2 and end - start <= 1:
             log.warning("one character exceeds the chunk limit of %d tokens", self.limit)
             return [(start, end, n)]
         out: list[tuple[int, int, int]] = []
         for a, b in parts:
-            out.extend(self._repair(text, start + a, start + b))
+            a, b = a + base, b + base
+            clean = self.context_free and st.clean_cut(a) and st.clean_cut(b)
+            out.extend(self._repair(st, a, b, clean))
         log.debug("re-cut a piece of %d characters into %d chunks", end - start, len(out))
         return out
 

@@ -6,9 +6,11 @@ token start offsets, so packing sentences or paragraphs never re-tokenizes text.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
+import re
 from bisect import bisect_left
 from dataclasses import dataclass
 from pathlib import Path
@@ -83,6 +85,31 @@ def cuts_are_context_free(tokenizer: tokenizers.Tokenizer) -> bool:
     )
 
 
+# Sections longer than this are tokenized in blocks of about this many characters, cut at
+# whitespace (where every supported tokenizer starts a new word), with one batch call.
+BLOCK_CHARS = 32_768
+_SPACE = re.compile(r"[ \n\t]")  # whitespace to every tokenizer; "\\x1f" is not
+
+
+def _blocks(text: str, size: int) -> list[tuple[int, int]]:
+    """``(start, end)`` blocks of about ``size`` characters; each cut is just before whitespace."""
+    out = []
+    pos, n = 0, len(text)
+    while pos < n:
+        target = pos + size
+        if target >= n:
+            out.append((pos, n))
+            break
+        cut = max(text.rfind(c, pos + size // 2, target) for c in " \n\t")
+        if cut <= pos:
+            # No whitespace in the second half of the block: extend to the next whitespace.
+            found = _SPACE.search(text, target)
+            cut = found.start() if found else n
+        out.append((pos, cut))
+        pos = cut
+    return out
+
+
 @dataclass(frozen=True, slots=True, eq=False)
 class SectionTokens:
     """Token character spans of one text, with helpers to count and to find good cuts.
@@ -97,19 +124,35 @@ class SectionTokens:
     word_start: list[bool]
 
     @classmethod
-    def encode(cls, tokenizer: tokenizers.Tokenizer, text: str) -> SectionTokens:
-        return cls.from_encoding(text, tokenizer.encode(text, add_special_tokens=False))
+    def encode(
+        cls, tokenizer: tokenizers.Tokenizer, text: str, block_chars: int = BLOCK_CHARS
+    ) -> SectionTokens:
+        """Tokenize ``text`` once, in blocks cut at whitespace so the batch API can use threads."""
+        if len(text) <= block_chars:
+            return cls.from_encodings(text, [0], [tokenizer.encode(text, add_special_tokens=False)])
+        bounds = _blocks(text, block_chars)
+        pieces = [text[a:b] for a, b in bounds]
+        encodings = tokenizer.encode_batch(pieces, add_special_tokens=False)
+        return cls.from_encodings(text, [a for a, _ in bounds], encodings)
 
     @classmethod
-    def from_encoding(cls, text: str, encoding: tokenizers.Encoding) -> SectionTokens:
-        offsets = encoding.offsets
-        starts = [a for a, _ in offsets]
-        ends = [b for _, b in offsets]
-        words = encoding.word_ids
-        word_start = [True] * len(starts)
-        for i in range(1, len(words)):
-            # Tokens of one word share its id; a token without a word id stands alone.
-            word_start[i] = words[i] is None or words[i] != words[i - 1]
+    def from_encodings(
+        cls, text: str, bases: list[int], encodings: list[tokenizers.Encoding]
+    ) -> SectionTokens:
+        """Join the encodings of consecutive blocks of ``text`` starting at ``bases``."""
+        starts: list[int] = []
+        ends: list[int] = []
+        word_start: list[bool] = []
+        for base, encoding in zip(bases, encodings, strict=True):
+            offsets = encoding.offsets
+            if not offsets:
+                continue
+            starts.extend(a + base for a, _ in offsets)
+            ends.extend(b + base for _, b in offsets)
+            words = encoding.word_ids
+            # Tokens of one word share its id; a token without one (a special token) stands alone.
+            word_start.append(True)
+            word_start.extend(b is None or a != b for a, b in itertools.pairwise(words))
         return cls(text, starts, ends, word_start)
 
     def __len__(self) -> int:
