@@ -179,6 +179,18 @@ def test_legacy_encoding_detected_and_forced(tmp_path: Path) -> None:
     assert joined(sections(path, ParseOptions(encoding="latin-1"))) == text
 
 
+def test_mostly_undecodable_bytes_are_not_text(tmp_path: Path) -> None:
+    path = tmp_path / "forced.txt"
+    # Cyrillic windows-1251 read with a forced, wrong encoding: most bytes fail to decode.
+    path.write_bytes(("это не текст " * 50).encode("cp1251"))
+    with pytest.raises(
+        ParseError,
+        match=r"forced\.txt: not text: [\d,]+ of the first [\d,]+ bytes do not decode as utf-8",
+    ):
+        sections(path, ParseOptions(encoding="utf-8"))
+    assert "это не текст" in joined(sections(path, ParseOptions(encoding="cp1251")))
+
+
 def test_legacy_encoding_after_an_ascii_preamble(tmp_path: Path) -> None:
     text = "Plain ASCII preamble line.\n" * 700 + "Ensuite: déjà vu, très élégant, où ça?\n" * 20
     path = tmp_path / "late.txt"

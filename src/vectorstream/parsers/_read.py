@@ -202,10 +202,18 @@ def iter_text(
         def pieces() -> Iterator[str]:
             nonlocal replaced
             block = head
+            first = True
             while True:
                 _counter.n = 0
                 text = decoder.decode(block, final=not block)
                 replaced += _counter.n
+                if first and replaced > max(16, len(block) // 4):
+                    # Mostly undecodable: not text in any sense worth embedding.
+                    raise ParseError(
+                        f"{source.uri}: not text: {replaced:,} of the first {len(block):,} bytes "
+                        f"do not decode as {name}"
+                    )
+                first = False
                 if text:
                     yield text
                 if not block:
