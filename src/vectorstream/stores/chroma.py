@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -36,6 +37,7 @@ from .base import StoreCapabilities, Where
 log = logging.getLogger("vectorstream.stores.chroma")
 
 PAGE = 5000
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{1,510}[A-Za-z0-9]$")
 
 
 def _translate(exc: Exception, action: str) -> StoreError:
@@ -61,6 +63,11 @@ class ChromaStore:
     capabilities = StoreCapabilities(dense=True, filters=True, range_search=True)
 
     def __init__(self, uri: str, collection: str, client: Any, *, embedded: bool) -> None:
+        if not NAME.match(collection):
+            raise ConfigError(
+                f"Chroma collection names have 3-512 characters from [a-zA-Z0-9._-], starting and "
+                f"ending with a letter or digit: {collection!r}"
+            )
         self.uri = uri
         self.collection = collection
         self._client = client
@@ -190,14 +197,11 @@ class ChromaStore:
         if self._col is None:
             return []
         q = as_query(vector, self.dim)
-        n = self._call("count records", self._col.count)
-        if n == 0:
-            return []
         res = self._call(
             "search",
             self._col.query,
             query_embeddings=[q],
-            n_results=min(k, n),  # asking for more than the collection holds is an error in Chroma
+            n_results=k,  # Chroma returns fewer when the collection holds fewer
             where=self._where(where),
             include=["documents", "metadatas", "distances"],
         )

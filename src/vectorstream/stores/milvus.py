@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -27,6 +28,10 @@ log = logging.getLogger("vectorstream.stores.milvus")
 
 TEXT_MAX = 65_535  # Milvus' VARCHAR limit, in bytes
 SHORT_MAX = 4_096
+# Stores open on each Milvus Lite file in this process: the last to close stops its server.
+_LITE_USERS: dict[str, int] = {}
+_LITE_LOCK = threading.Lock()
+
 OUTPUT = [
     "text",
     "source",
@@ -80,6 +85,8 @@ class MilvusStore:
         self.dim: int | None = None
         self.index_type = index_type
         self.max_record_bytes = TEXT_MAX
+        self._lite_path: str | None = None
+        self._closed = False
         self.capabilities = StoreCapabilities(
             dense=True, filters=True, range_search=True, embedded=embedded
         )
@@ -111,7 +118,15 @@ class MilvusStore:
         except Exception as exc:
             raise _translate(exc, f"connect to {uri!r}") from exc
         store = cls(uri, collection, client, embedded=embedded, index_type=index_type)
-        store._open(dim)
+        if embedded:
+            store._lite_path = target
+            with _LITE_LOCK:
+                _LITE_USERS[target] = _LITE_USERS.get(target, 0) + 1
+        try:
+            store._open(dim)
+        except BaseException:
+            store.close()
+            raise
         return store
 
     def _call(self, action: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
@@ -300,7 +315,23 @@ class MilvusStore:
             self._call("flush", self._client.flush, self.collection)
 
     def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
         self._call("close", self._client.close)
+        if self._lite_path is None:
+            return
+        with _LITE_LOCK:
+            left = _LITE_USERS.get(self._lite_path, 1) - 1
+            if left > 0:
+                _LITE_USERS[self._lite_path] = left
+                return
+            _LITE_USERS.pop(self._lite_path, None)
+        # Milvus Lite serves a file from a thread in this process; stopping it closes the file
+        # cleanly, so another process can open it and nothing waits for interpreter exit.
+        from milvus_lite.server_manager import server_manager_instance
+
+        self._call("stop Milvus Lite", server_manager_instance.release_server, self._lite_path)
 
     def __enter__(self) -> MilvusStore:
         return self

@@ -142,6 +142,11 @@ class PgVectorStore:
                 "SELECT extversion FROM pg_extension WHERE extname = 'vector'"
             ).fetchone()[0]
             self._iterative_scan = tuple(int(p) for p in version.split(".")[:2]) >= (0, 8)
+            # Session settings, so a search is one round trip. Iterative scans (pgvector >= 0.8)
+            # keep walking the graph until k rows pass a filter; unfiltered queries never need it.
+            conn.execute(f"SET hnsw.ef_search = {int(min(1000, self.ef_search))}")
+            if self._iterative_scan:
+                conn.execute("SET hnsw.iterative_scan = strict_order")
         except psycopg.Error as exc:
             conn.close()
             raise _translate(exc, "enable the pgvector extension") from exc
@@ -347,11 +352,10 @@ class PgVectorStore:
         ef = min(1000, max(self.ef_search, k))
 
         def run(conn: Any) -> list[Any]:
-            with conn.transaction():
+            if ef == self.ef_search:
+                return conn.execute(query, [q, *params, q, k]).fetchall()
+            with conn.transaction():  # a wider beam for this query only
                 conn.execute(sql.SQL("SET LOCAL hnsw.ef_search = {}").format(sql.Literal(ef)))
-                if where_sql.as_string(conn) and self._iterative_scan:
-                    # Keep scanning the graph until k rows pass the filter (pgvector >= 0.8).
-                    conn.execute("SET LOCAL hnsw.iterative_scan = strict_order")
                 return conn.execute(query, [q, *params, q, k]).fetchall()
 
         rows = self._run("search", run)
