@@ -13,7 +13,11 @@ For each table size it times, interleaved round by round (so machine load hits a
 - ``store.range``: ``range_search(q, beta=0.05)``;
 - ``open+search+close``: what ``vectorstream.search(store=URI)`` pays per call for the store.
 
-Prints a table of medians and writes ``benchmarks/results/lancedb_query.json``.
+Then, on a 100k-row table before and after ``optimize()`` adds the BTREE indexes on ``id`` and
+``source``, the writes the pipeline makes: a merge-upsert of 5,000 rows (half of them new), a
+delete by source, ``ids(source)``.
+
+Prints tables of medians and writes ``benchmarks/results/lancedb_query.json``.
 """
 
 from __future__ import annotations
@@ -38,7 +42,25 @@ DIM = 384
 COLUMNS = ["id", "text", "source", "page", "start", "end", "chunk_index", "headings", "metadata"]
 
 
-def build(path: Path, rows: int, index: bool) -> np.ndarray:
+def _records(vectors: np.ndarray, start: int, stop: int, prefix: str = "r") -> list[Record]:
+    return [
+        Record(
+            id=f"{prefix}{i}",
+            vector=vectors[i % len(vectors)],
+            text=f"chunk {i} " * 30,
+            source=f"doc{i % 50}.txt",
+            chunk_index=i,
+            start=0,
+            end=300,
+            model="bench",
+            page=i % 10,
+            metadata={"lang": "en" if i % 2 else "fr"},
+        )
+        for i in range(start, stop)
+    ]
+
+
+def build(path: Path, rows: int, index: bool, optimize: bool = True) -> np.ndarray:
     rng = np.random.default_rng(0)
     vectors = rng.standard_normal((rows, DIM)).astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
@@ -46,26 +68,53 @@ def build(path: Path, rows: int, index: bool) -> np.ndarray:
         str(path), "bench", dim=DIM, index_threshold=rows if index else rows + 1
     )
     for start in range(0, rows, 5000):
-        store.upsert(
-            [
-                Record(
-                    id=f"r{i}",
-                    vector=vectors[i],
-                    text=f"chunk {i} " * 30,
-                    source=f"doc{i % 50}.txt",
-                    chunk_index=i,
-                    start=0,
-                    end=300,
-                    model="bench",
-                    page=i % 10,
-                    metadata={"lang": "en" if i % 2 else "fr"},
-                )
-                for i in range(start, min(rows, start + 5000))
-            ]
-        )
-    store.optimize()
+        store.upsert(_records(vectors, start, min(rows, start + 5000)))
+    if optimize:
+        store.optimize()
     store.close()
     return vectors
+
+
+def measure_writes(workdir: Path, rows: int = 100_000, repeats: int = 3) -> list[dict[str, Any]]:
+    """The pipeline's writes on a large table, without and with the scalar indexes."""
+    path = workdir / "writes"
+    vectors = build(path, rows, index=False, optimize=False)
+    store = LanceDBStore.open(
+        str(path), "bench", dim=DIM, index_threshold=10**9, scalar_index_threshold=1
+    )
+    out: list[dict[str, Any]] = []
+    for phase in ("no scalar index", "BTREE on id, source"):
+        if phase != "no scalar index":
+            store.optimize()
+        times: dict[str, list[float]] = {
+            "upsert 5k (merge)": [],
+            "delete(source)": [],
+            "ids(source)": [],
+        }
+        for r in range(repeats):
+            base = rows + (r + (repeats if phase != "no scalar index" else 0)) * 2500
+            batch = _records(vectors, base - 2500, base + 2500)  # 2,500 existing, 2,500 new
+            t0 = time.perf_counter()
+            store.upsert(batch)
+            times["upsert 5k (merge)"].append(time.perf_counter() - t0)
+            source = f"doc{r + (repeats if phase != 'no scalar index' else 0)}.txt"
+            t0 = time.perf_counter()
+            store.ids(source=source)
+            times["ids(source)"].append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            store.delete(source=source)
+            times["delete(source)"].append(time.perf_counter() - t0)
+        out += [
+            {
+                "rows": rows,
+                "indexes": phase,
+                "operation": op,
+                "median_ms": round(statistics.median(ts) * 1000, 1),
+            }
+            for op, ts in times.items()
+        ]
+    store.close()
+    return out
 
 
 def measure(rows: int, index: bool, rounds: int, workdir: Path) -> list[dict[str, Any]]:
@@ -129,13 +178,25 @@ def main() -> None:
     sizes = [(2000, False)] if args.quick else [(2000, False), (20_000, False), (100_000, True)]
     rounds = 30 if args.quick else args.rounds
     results: list[dict[str, Any]] = []
+    writes: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="vs-lancedb-bench-") as tmp:
         for rows, index in sizes:
             results += measure(rows, index, rounds, Path(tmp))
+        if not args.quick:
+            writes = measure_writes(Path(tmp))
     print(format_table(results, ["rows", "ann_index", "method", "median_ms", "p10_ms", "p90_ms"]))
+    if writes:
+        print()
+        print(format_table(writes, ["rows", "indexes", "operation", "median_ms"]))
     out = write_json(
         Path(__file__).resolve().parent / "results" / "lancedb_query.json",
-        {"machine": machine_info(), "rounds": rounds, "dim": DIM, "results": results},
+        {
+            "machine": machine_info(),
+            "rounds": rounds,
+            "dim": DIM,
+            "results": results,
+            "writes": writes,
+        },
     )
     print(f"wrote {out}")
 
