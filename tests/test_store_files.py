@@ -220,3 +220,18 @@ def test_failed_open_releases_the_lock(tmp_path: Path) -> None:
         open_store(f"parquet:{target}", dim=DIM)
     target.unlink()
     open_store(f"parquet:{target}", dim=DIM).close()  # not locked by the failed attempt
+
+
+def test_every_adapter_here_satisfies_the_protocol(tmp_path: Path) -> None:
+    from vectorstream.stores import VectorStore
+
+    for uri in (
+        f"lancedb://{tmp_path / 'l'}",
+        f"parquet:{tmp_path / 'p'}",
+        f"jsonl:{tmp_path / 'j'}",
+    ):
+        store = open_store(uri, "docs", dim=DIM)
+        assert isinstance(store, VectorStore), uri
+        assert store.capabilities.embedded and store.capabilities.dense
+        assert (store.uri, store.collection) == (uri, "docs")
+        store.close()
