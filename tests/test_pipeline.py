@@ -194,3 +194,38 @@ def test_copying_store_keeps_manifest_with_it(tmp_path: Path, corpus: dict[str, 
     )
     assert again.files_skipped == len(TOPICS)
     assert np.isfinite(again.seconds)
+
+
+def test_missing_paths_are_reported_and_the_rest_ingested(
+    tmp_path: Path, corpus: dict[str, Path]
+) -> None:
+    missing = tmp_path / "nope.md"
+    report = ingest(
+        [tmp_path / "corpus", missing], store=_store_uri(tmp_path), model=FakeEmbedder(), workers=0
+    )
+    assert report.files_ok == len(TOPICS)
+    assert [(e.source, e.error_type) for e in report.errors] == [(str(missing), "missing")]
+    assert report.exit_code == 1
+
+
+def test_script_without_main_guard_can_ingest(tmp_path: Path, corpus: dict[str, Path]) -> None:
+    """Spawned workers must not re-run the calling script's top-level code."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "script.py"
+    script.write_text(
+        "from _pipeline_support import FakeEmbedder\n"
+        "from vectorstream.pipeline import ingest\n"
+        "print('top-level ran')\n"
+        f"r = ingest([{str(tmp_path / 'corpus')!r}], store={_store_uri(tmp_path)!r},"
+        " model=FakeEmbedder(), workers=1)\n"
+        "print('files', r.files_ok)\n"
+    )
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).parent))
+    out = subprocess.run(
+        [sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.count("top-level ran") == 1
+    assert f"files {len(TOPICS)}" in out.stdout

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ from ..stores.base import VectorStore
 from ..types import Source
 from .engine import EventCallback, Pipeline, PipelineOptions
 from .manifest import Manifest
-from .report import IngestReport
+from .report import IngestReport, SourceFailure
 
 PathInput = str | os.PathLike[str] | Source
 
@@ -39,8 +40,17 @@ def _as_sources(
     include: Sequence[str],
     exclude: Sequence[str],
     hidden: bool,
+    problems: list[SourceFailure],
 ) -> tuple[Iterator[Source], list[str]]:
+    """Sources for ``paths``; paths the walk could not use are appended to ``problems``."""
     from ..sources import iter_files
+
+    def walk(files: list[str | os.PathLike[str]]) -> Iterator[Source]:
+        w = iter_files(files, include=include, exclude=exclude, hidden=hidden)
+        try:
+            yield from w
+        finally:
+            problems.extend(SourceFailure(p.path, "read", p.kind, p.reason) for p in w.problems)
 
     if isinstance(paths, str | os.PathLike | Source):
         items: list[PathInput] = [paths]
@@ -53,13 +63,13 @@ def _as_sources(
         for item in items:
             if isinstance(item, Source):
                 if files:
-                    yield from iter_files(files, include=include, exclude=exclude, hidden=hidden)
+                    yield from walk(files)
                     files = []
                 yield item
             else:
                 files.append(item)
         if files:
-            yield from iter_files(files, include=include, exclude=exclude, hidden=hidden)
+            yield from walk(files)
 
     return gen(), roots
 
@@ -126,11 +136,18 @@ def ingest(
         else manifest_path(vstore.uri, vstore.collection, settings.cache_path)
     )
     man = Manifest(mpath)
-    sources, roots = _as_sources(paths, include, exclude, hidden)
+    problems: list[SourceFailure] = []
+    sources, roots = _as_sources(paths, include, exclude, hidden, problems)
     try:
         report = Pipeline(embedder, vstore, options, manifest=man, on_event=on_event).run(
             sources, roots=roots
         )
+        if problems:
+            report = replace(
+                report,
+                errors=tuple(sorted((*report.errors, *problems), key=lambda e: e.source)),
+                files_failed=report.files_failed + len(problems),
+            )
         if own_store and hasattr(vstore, "optimize") and not report.interrupted:
             vstore.optimize()
         return report

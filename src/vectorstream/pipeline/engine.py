@@ -267,7 +267,8 @@ class _Run:
             self._stop_if_failed()
             pool.shutdown(force=interrupted or self.abort.is_set())
             for t in threads:
-                t.join(timeout=10)
+                if t.ident is not None:  # started
+                    t.join(timeout=10)
             self._sample_rss()
             self._drain_events()
         if self.fatal is not None and not interrupted:
@@ -639,6 +640,30 @@ def _n_tokens(encoding: Any) -> int:
     return len(encoding)
 
 
+@contextlib.contextmanager
+def _main_module_hidden() -> Any:
+    """Start spawned workers without re-running the caller's ``__main__``.
+
+    "spawn" normally re-imports the main script in each child, which runs a script's top-level
+    code again (and fails outright when it calls ``ingest`` without an ``if __name__`` guard).
+    Workers need nothing from ``__main__``, so hide its file and spec while the child starts.
+    """
+    import sys
+
+    main = sys.modules.get("__main__")
+    saved = {k: getattr(main, k) for k in ("__file__", "__spec__") if hasattr(main, k)}
+    try:
+        for key in saved:
+            if key == "__file__":
+                delattr(main, key)
+            else:
+                setattr(main, key, None)
+        yield
+    finally:
+        for key, value in saved.items():
+            setattr(main, key, value)
+
+
 class _WorkerPool:
     """Parsing workers: processes (``workers >= 1``) or one thread of this process (``0``).
 
@@ -679,7 +704,8 @@ class _WorkerPool:
             name=f"vectorstream-worker-{index}",
             daemon=True,
         )
-        proc.start()
+        with _main_module_hidden():
+            proc.start()
         return proc
 
     def _thread_main(self) -> None:
