@@ -542,3 +542,48 @@ def test_long_section_is_tokenized_in_blocks(splitter: str) -> None:
     section = Section(text, "s")
     chunks = _chunks(make_chunker(ChunkOptions(splitter, 100, 10), tok, 256), [section])
     check_chunks([section], chunks, tok, 100, may_overlap=splitter == "tokens")
+
+
+# --- tokenizer handling, threads, the real markdown parser ----------------------------------------
+
+
+def test_context_free_detection() -> None:
+    from vectorstream.chunking._tokens import cuts_are_context_free
+
+    assert cuts_are_context_free(tok)  # WordPiece + BertPreTokenizer + BertNormalizer
+    assert not cuts_are_context_free(
+        _bpe_tok()
+    )  # byte-level BPE: a word's tokens depend on its space
+    seq = tokenizers.Tokenizer.from_str(tok.to_str())
+    seq.normalizer = tokenizers.normalizers.Sequence(
+        [tokenizers.normalizers.NFD(), tokenizers.normalizers.Lowercase()]
+    )
+    assert cuts_are_context_free(seq)
+    seq.pre_tokenizer = tokenizers.pre_tokenizers.Metaspace()
+    assert not cuts_are_context_free(seq)
+
+
+def test_chunk_is_safe_from_many_threads() -> None:
+    # The HTTP server shares one chunker between requests.
+    from concurrent.futures import ThreadPoolExecutor
+
+    chunker = make_chunker(ChunkOptions("markdown", 40, 0), tok, 256)
+    docs = [[Section(MARKDOWN + _prose(15, seed=i), f"doc{i}")] for i in range(8)]
+    expected = [_chunks(chunker, d) for d in docs]
+    with ThreadPoolExecutor(4) as pool:
+        assert list(pool.map(lambda d: _chunks(chunker, d), docs)) == expected
+
+
+def test_sections_from_the_markdown_parser() -> None:
+    from vectorstream.parsers import parse
+    from vectorstream.types import Source
+
+    source = Source("mem://guide.md", text=MARKDOWN * 3, media_type="text/markdown")
+    sections = list(parse(source, format="markdown"))
+    assert len(sections) > 3
+    chunks = _chunks(make_chunker(ChunkOptions("markdown", 64, 0), tok, 256), sections)
+    check_chunks(sections, chunks, tok, 64, may_overlap=False)
+    for c in chunks:
+        # The parser starts a section with its heading line: the path must not repeat it.
+        assert len(set(c.headings)) == len(c.headings), c.headings
+        assert c.headings == sections[c.section_index].headings
