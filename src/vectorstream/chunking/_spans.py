@@ -115,13 +115,17 @@ def pack_with_overlap(
             continue
         if cur:
             out.append((cur[0][0], cur[-1][1]))
-            tail: list[Span] = []
-            # Carry whole pieces from the end while they fit the overlap and leave room for `piece`.
-            for prev in reversed(cur[1:]):
-                if st.count(prev[0], cur[-1][1]) > overlap or st.count(prev[0], piece[1]) > limit:
-                    break
-                tail.insert(0, prev)
-            cur = tail
+            # Carry whole pieces from the end while they fit the overlap and leave room for
+            # `piece`; never all of them, so each chunk brings something new.
+            k = len(cur)
+            end = cur[-1][1]
+            while (
+                k > 1
+                and st.count(cur[k - 1][0], end) <= overlap
+                and st.count(cur[k - 1][0], piece[1]) <= limit
+            ):
+                k -= 1
+            cur = cur[k:]
         if st.count(piece[0], piece[1]) > limit:
             out.extend(windows(st, piece[0], piece[1], limit, overlap))
             cur = []
