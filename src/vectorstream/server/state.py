@@ -66,10 +66,6 @@ class ServiceState:
     _stores: dict[str, Any] = field(default_factory=dict)
     _stores_lock: threading.Lock = field(default_factory=threading.Lock)
 
-    @property
-    def batched_model(self) -> BatchedModel:
-        return BatchedModel(self.model, self.batcher, self.loop)
-
     def store(self, collection: str | None = None) -> Any:
         """The store for ``collection`` (default: the configured one), opened once and kept.
 

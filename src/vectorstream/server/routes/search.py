@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import anyio
+import numpy as np
 from fastapi import APIRouter, Request
 
 from ...types import Hit
@@ -12,21 +14,48 @@ from ..errors import APIError
 from ..responses import FastJSONResponse as JSONResponse
 from ..schemas import SearchRequest, SimilarRequest
 from ..state import ServiceState
-from ._common import service
+from ._common import service, tokenize_checked
 
 
-def _run_search(state: ServiceState, body: SearchRequest) -> list[Hit]:
-    # In a worker thread: the library's search embeds the query through the batched model (so it
-    # shares batches with other requests) and then queries the store, which may block.
-    from ...search import search
+class _EmbeddedQuery:
+    """The served model with the query's vector already computed (by the batcher, on the loop).
 
+    The library's ``search`` asks its model to ``embed([query])``; handing it this instead keeps
+    its semantics (model check, filters, DIPR range, alpha) while the embedding itself shares a
+    batch with concurrent requests and costs no extra thread hops.
+    """
+
+    def __init__(self, model: Any, query: str, vector: np.ndarray) -> None:
+        self.model_id = model.model_id
+        self.dim = model.dim
+        self._query = query
+        self._vector = vector
+
+    def embed(self, texts: Iterable[str]) -> np.ndarray:
+        items = list(texts)
+        if items != [self._query]:
+            raise ValueError("this stand-in only embeds the query it was made for")
+        return self._vector.reshape(1, -1)
+
+
+async def _search(state: ServiceState, body: SearchRequest) -> list[Hit]:
     if body.mode == "range" and body.beta is None and body.alpha is None:
         raise APIError(400, "mode 'range' needs beta or alpha", param="mode")
+    # A query longer than the model's limit is cut, as the library's search would.
+    encodings = await tokenize_checked(state, [body.query], truncate=True, param="query")
+    vector = (await state.batcher.submit(encodings))[0]
+    return await anyio.to_thread.run_sync(_run_search, state, body, vector)
+
+
+def _run_search(state: ServiceState, body: SearchRequest, vector: np.ndarray) -> list[Hit]:
+    # In a worker thread: opening and querying a store may block.
+    from ...search import search
+
     store = state.store(body.collection)
     hits: list[Hit] = search(
         body.query,
         store=store,
-        model=state.batched_model,
+        model=_EmbeddedQuery(state.model, body.query, vector),
         k=body.k,
         where=body.where,
         mode=body.mode,
@@ -46,7 +75,7 @@ router = APIRouter()
 @router.post("/v1/search")
 async def search_route(body: SearchRequest, request: Request) -> JSONResponse:
     state = service(request)
-    hits = await anyio.to_thread.run_sync(_run_search, state, body)
+    hits = await _search(state, body)
     return JSONResponse(
         {
             "object": "list",
@@ -62,5 +91,5 @@ async def search_route(body: SearchRequest, request: Request) -> JSONResponse:
 async def similar(body: SimilarRequest, request: Request) -> JSONResponse:
     state = service(request)
     query = SearchRequest(query=body.text, k=body.num_results)
-    hits = await anyio.to_thread.run_sync(_run_search, state, query)
+    hits = await _search(state, query)
     return JSONResponse({"text": [h.text for h in hits]})
