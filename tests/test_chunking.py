@@ -522,17 +522,21 @@ def test_public_names() -> None:
 
 
 @_PROPS
-@given(text=_text, block=st.integers(1, 64))
+@given(
+    text=st.one_of(_text, st.text(alphabet='aZ09+/=._-,("é\u0301\x1f \n', max_size=300)),
+    block=st.integers(1, 64),
+)
 def test_block_tokenizing_matches_one_pass(text: str, block: int) -> None:
     from vectorstream.chunking._tokens import SectionTokens
 
     whole = SectionTokens.encode(tok, text, block_chars=10**9)
-    blocks = SectionTokens.encode(tok, text, block_chars=block)
-    assert (blocks.starts, blocks.ends, blocks.word_start) == (
-        whole.starts,
-        whole.ends,
-        whole.word_start,
-    )
+    for punct_cuts in (False, True):
+        blocks = SectionTokens.encode(tok, text, block_chars=block, punct_cuts=punct_cuts)
+        assert (blocks.starts, blocks.ends, blocks.word_start) == (
+            whole.starts,
+            whole.ends,
+            whole.word_start,
+        )
 
 
 @pytest.mark.parametrize("splitter", ["tokens", "markdown"])

@@ -15,7 +15,7 @@ from . import _markdown
 from ._options import SEMANTIC_PERCENTILE, ChunkOptions
 from ._sentences import split_sentences
 from ._spans import Span, fit, pack, pack_with_overlap, strip, windows
-from ._tokens import SectionTokens, cuts_are_context_free
+from ._tokens import SectionTokens, cuts_are_context_free, splits_at_punctuation
 
 log = logging.getLogger("vectorstream.chunking")
 
@@ -56,6 +56,7 @@ class _BaseChunker:
         self.embed = embed
         # Whether a span cut at word boundaries keeps the section's tokens (then no re-tokenizing).
         self.context_free = cuts_are_context_free(tokenizer)
+        self.punct_cuts = splits_at_punctuation(tokenizer)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(limit={self.limit}, options={self.options!r})"
@@ -77,7 +78,7 @@ class _BaseChunker:
             text = section.text
             if not text or text.isspace():
                 continue  # image sections and blank pages have nothing to chunk
-            st = SectionTokens.encode(self.tokenizer, text)
+            st = SectionTokens.encode(self.tokenizer, text, punct_cuts=self.punct_cuts)
             for start, end, n_tokens, extra in self._exact(st, self._spans(st, section)):
                 yield Chunk(
                     text=text[start:end],

@@ -94,12 +94,17 @@ def cuts_are_context_free(tokenizer: tokenizers.Tokenizer) -> bool:
 # whitespace (where every supported tokenizer starts a new word), with one batch call.
 BLOCK_CHARS = 32_768
 _SPACE = re.compile(r"[ \n\t]")  # whitespace to every tokenizer; "\\x1f" is not
+# With BERT's pre-tokenizer every punctuation character is a word of its own, so a cut just before
+# one is exact too: this lets text without whitespace (base64, minified code) be split in blocks.
+_SPACE_OR_PUNCT = re.compile(r"[ \n\t!-/:-@\[-`{-~]")
 
 
-def _blocks(text: str, size: int) -> list[tuple[int, int]]:
-    """``(start, end)`` blocks of about ``size`` characters; each cut is just before whitespace."""
+def _blocks(text: str, size: int, punct_cuts: bool = False) -> list[tuple[int, int]]:
+    """``(start, end)`` blocks of about ``size`` characters, each cut just before whitespace
+    (or, with ``punct_cuts``, before ASCII punctuation); a block grows until such a place."""
     out = []
     pos, n = 0, len(text)
+    pattern = _SPACE_OR_PUNCT if punct_cuts else _SPACE
     while pos < n:
         target = pos + size
         if target >= n:
@@ -107,12 +112,18 @@ def _blocks(text: str, size: int) -> list[tuple[int, int]]:
             break
         cut = max(text.rfind(c, pos + size // 2, target) for c in " \n\t")
         if cut <= pos:
-            # No whitespace in the second half of the block: extend to the next whitespace.
-            found = _SPACE.search(text, target)
+            found = pattern.search(text, pos + max(1, size // 2))
             cut = found.start() if found else n
         out.append((pos, cut))
         pos = cut
     return out
+
+
+def splits_at_punctuation(tokenizer: tokenizers.Tokenizer) -> bool:
+    """Whether the tokenizer makes every punctuation character a word (BERT's pre-tokenizer)."""
+    return type(tokenizer.pre_tokenizer).__name__ == "BertPreTokenizer" and cuts_are_context_free(
+        tokenizer
+    )
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -130,12 +141,20 @@ class SectionTokens:
 
     @classmethod
     def encode(
-        cls, tokenizer: tokenizers.Tokenizer, text: str, block_chars: int = BLOCK_CHARS
+        cls,
+        tokenizer: tokenizers.Tokenizer,
+        text: str,
+        block_chars: int = BLOCK_CHARS,
+        punct_cuts: bool = False,
     ) -> SectionTokens:
-        """Tokenize ``text`` once, in blocks cut at whitespace so the batch API can use threads."""
+        """Tokenize ``text`` once, in blocks cut at word breaks so the batch API can use threads.
+
+        ``punct_cuts`` (only for tokenizers where :func:`splits_at_punctuation` holds) lets a
+        block also end before ASCII punctuation.
+        """
         if len(text) <= block_chars:
             return cls.from_encodings(text, [0], [tokenizer.encode(text, add_special_tokens=False)])
-        bounds = _blocks(text, block_chars)
+        bounds = _blocks(text, block_chars, punct_cuts)
         pieces = [text[a:b] for a, b in bounds]
         encodings = tokenizer.encode_batch(pieces, add_special_tokens=False)
         return cls.from_encodings(text, [a for a, _ in bounds], encodings)
