@@ -349,6 +349,11 @@ def test_search_returns_ranked_hits_with_their_fields(store_uri: str) -> None:
         )
         assert len(r.json()["data"]) == 5  # cosine scores differ by < 2: everything
 
+        r = await client.post(
+            "/v1/search", json={"query": "planets", "mode": "range", "alpha": 1.0}
+        )
+        assert len(r.json()["data"]) == 1  # alpha 1: weight equal to the best's, so only the best
+
         r = await client.post("/similar", json={"text": "tomato soup recipe", "num_results": 2})
         assert r.status_code == 200
         assert r.json()["text"][0] == CORPUS["cooking-soup"] and len(r.json()["text"]) == 2
