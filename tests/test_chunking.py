@@ -591,3 +591,31 @@ def test_sections_from_the_markdown_parser() -> None:
         # The parser starts a section with its heading line: the path must not repeat it.
         assert len(set(c.headings)) == len(c.headings), c.headings
         assert c.headings == sections[c.section_index].headings
+
+
+# --- megabyte sections (slow) --------------------------------------------------------------------
+
+
+def _megabyte_inputs() -> dict[str, str]:
+    rng = random.Random(11)
+    prose = "\n\n".join(_prose(8, seed=i) for i in range(1400))[:1_000_000]
+    markdown = "\n\n".join(
+        f"{'#' * (1 + i % 3)} Part {i}\n\n{_prose(6, seed=i)}\n\n```python\n# step {i}\nx = {i}\n```"
+        for i in range(1600)
+    )[:1_000_000]
+    return {
+        "prose": prose,
+        "markdown": markdown,
+        "letters": "".join(rng.choice("abcdefghij") for _ in range(1_000_000)),
+        "base64": base64.b64encode(rng.randbytes(750_000)).decode(),
+    }
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("splitter", ["tokens", "sentences", "markdown"])
+def test_megabyte_sections(splitter: str) -> None:
+    chunker = make_chunker(ChunkOptions(splitter, 256, 32), tok, 256)
+    for name, text in _megabyte_inputs().items():
+        section = Section(text, name)
+        chunks = _chunks(chunker, [section])
+        check_chunks([section], chunks, tok, 254, may_overlap=splitter != "markdown")
