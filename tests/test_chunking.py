@@ -426,8 +426,15 @@ def test_semantic_embed_failures_are_chunking_errors() -> None:
     def wrong_shape(texts: list[str]) -> np.ndarray:
         return np.zeros((len(texts) + 1, 3))
 
+    def not_finite(texts: list[str]) -> np.ndarray:
+        return np.full((len(texts), 3), np.nan)
+
     section = Section(" ".join(PETS), "s")
-    for embed, message in [(broken, "model exploded"), (wrong_shape, "one vector per sentence")]:
+    for embed, message in [
+        (broken, "model exploded"),
+        (wrong_shape, "one finite vector per sentence"),
+        (not_finite, "one finite vector per sentence"),
+    ]:
         chunker = make_chunker(ChunkOptions("semantic"), tok, 256, embed=embed)
         with pytest.raises(ChunkingError, match=message):
             _chunks(chunker, [section])

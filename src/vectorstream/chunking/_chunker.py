@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator
 from typing import Protocol, runtime_checkable
 
@@ -38,8 +39,11 @@ class Chunker(Protocol):
     def chunk(self, sections: Iterable[Section]) -> Iterator[Chunk]: ...
 
 
-class _BaseChunker:
-    """The section loop: spans from the splitter, then exact token counts and the limits enforced."""
+class _BaseChunker(ABC):
+    """The section loop: spans from the splitter, then exact token counts and the limits enforced.
+
+    A splitter supplies one method, :meth:`_spans`: the chunk spans of one tokenized section.
+    """
 
     def __init__(
         self,
@@ -61,8 +65,9 @@ class _BaseChunker:
     def __repr__(self) -> str:
         return f"{type(self).__name__}(limit={self.limit}, options={self.options!r})"
 
+    @abstractmethod
     def _spans(self, st: SectionTokens, section: Section) -> list[_Piece]:
-        raise ChunkingError(f"{type(self).__name__} has no splitter")  # subclasses override
+        """Spans of ``section.text`` (tokenized as ``st``), in order, covering its text."""
 
     def chunk(self, sections: Iterable[Section]) -> Iterator[Chunk]:
         index = 0
@@ -272,10 +277,14 @@ class SemanticChunker(_BaseChunker):
                 raise ChunkingError(
                     f"the semantic splitter's embed function failed: {exc}"
                 ) from exc
-            if vectors.ndim != 2 or vectors.shape[0] != len(batch):
+            if (
+                vectors.ndim != 2
+                or vectors.shape[0] != len(batch)
+                or not np.isfinite(vectors).all()
+            ):
                 raise ChunkingError(
-                    f"embed must return one vector per sentence: {len(batch)} sentences gave "
-                    f"an array of shape {vectors.shape}"
+                    f"embed must return one finite vector per sentence: {len(batch)} sentences "
+                    f"gave an array of shape {vectors.shape}"
                 )
             rows.append(vectors)
         matrix = np.concatenate(rows)
