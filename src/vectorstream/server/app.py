@@ -111,6 +111,12 @@ def create_app(
             store_override=store,
         )
         app.state.service = state
+        try:
+            # Open the default collection now, so the first search does not pay for it and a
+            # store that cannot be reached shows in the log at once (readyz reports it too).
+            await loop.run_in_executor(None, state.store)
+        except Exception as exc:  # not fatal: embeddings and highlights need no store
+            log.warning("the store %s is not usable yet: %s", settings.store, exc)
         log.info("serving %s (dim %d) on store %s", embedder.model_id, embedder.dim, settings.store)
         try:
             yield

@@ -1,8 +1,8 @@
 """``POST /v1/highlights``: the best chunks of whole documents for a query, chunk vectors cached.
 
 JSON: ``{query, documents: [{id, text}], k_per_document, max_characters, chunking}``. Multipart:
-fields ``query``, ``k_per_document``, ``max_characters`` and one or more ``files`` (parsed like an
-ingest would: PDF, DOCX, HTML, markdown, text…).
+fields ``query``, ``k_per_document``, ``max_characters``, ``splitter``, ``chunk_tokens``,
+``overlap`` and one or more ``files`` (parsed like an ingest would: PDF, DOCX, HTML, markdown…).
 """
 
 from __future__ import annotations
@@ -96,6 +96,13 @@ async def _multipart(request: Request) -> tuple[HighlightsRequest, list[tuple[st
     for name in ("k_per_document", "max_characters"):
         if form.get(name) not in (None, ""):
             fields[name] = form.get(name)
+    chunking = {
+        n: form.get(n)
+        for n in ("splitter", "chunk_tokens", "overlap")
+        if form.get(n) not in (None, "")
+    }
+    if chunking:
+        fields["chunking"] = chunking
     try:
         body = HighlightsRequest.model_validate(fields)
     except ValidationError as exc:

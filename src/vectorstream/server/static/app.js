@@ -35,11 +35,17 @@ function el(tag, className, text) {
   return node;
 }
 
-// Mark the query's words inside a snippet (case-insensitive, whole text kept).
+// Mark the query's words inside a snippet (case-insensitive, whole text kept). Words are cut to
+// a rough stem ("planets" marks "planet", "planetary"), since the match is semantic, not literal.
+const STOP = new Set(["the", "and", "for", "with", "from", "that", "this", "what", "where", "when", "how", "who", "are", "was", "were"]);
+function stem(word) {
+  return word.length > 5 ? word.replace(/(ing|ed|es|s)$/, "") : word;
+}
 function markTerms(container, text, query) {
-  const terms = query.toLowerCase().split(/\W+/).filter((t) => t.length > 2);
+  const terms = query.toLowerCase().split(/\W+/).filter((t) => t.length > 2 && !STOP.has(t)).map(stem);
   if (!terms.length) { container.append(text); return; }
-  const pattern = new RegExp("(" + terms.map((t) => t.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")).join("|") + ")", "gi");
+  const escaped = terms.map((t) => t.replace(/[.*+?^${}()|[\]\\]/g, "\\$&"));
+  const pattern = new RegExp("\\b(" + escaped.join("|") + ")\\w*", "gi");
   let last = 0;
   for (const match of text.matchAll(pattern)) {
     container.append(text.slice(last, match.index));
@@ -114,6 +120,7 @@ $("hl-form").addEventListener("submit", async (event) => {
   event.preventDefault();
   const query = $("hl-query").value.trim();
   const k = Number($("hl-k").value) || 3;
+  const chunkTokens = Number($("hl-chunk").value) || 32;
   const list = $("hl-results");
   const doc = $("hl-document");
   list.replaceChildren();
@@ -128,12 +135,16 @@ $("hl-form").addEventListener("submit", async (event) => {
       const form = new FormData();
       form.append("query", query);
       form.append("k_per_document", String(k));
+      form.append("chunk_tokens", String(chunkTokens));
       form.append("files", droppedFile, droppedFile.name);
       result = await call("/v1/highlights", form);
     } else {
       text = $("hl-text").value;
       if (!text.trim()) throw new Error("paste some text or drop a file first");
-      result = await call("/v1/highlights", { query, k_per_document: k, documents: [{ id: "pasted", text }] });
+      result = await call("/v1/highlights", {
+        query, k_per_document: k, documents: [{ id: "pasted", text }],
+        chunking: { splitter: "sentences", chunk_tokens: chunkTokens, overlap: 0 },
+      });
     }
     const found = result.data[0];
     $("hl-status").textContent = found.highlights.length + " of " + found.chunks + " chunks" +
