@@ -291,6 +291,7 @@ def bench_milvus(records: list[Record], queries: np.ndarray, root: Path) -> dict
     # Direct: the same schema (made by vectorstream), rows inserted with the plain client.
     open_store(f"milvus:{root / 'direct.db'}", "direct", dim=DIM).close()
     client = MilvusClient(uri=str(root / "direct.db"))
+    client.load_collection("direct")
 
     def write() -> None:
         for b in batches(records):
@@ -393,6 +394,9 @@ def main() -> None:
     parser.add_argument("--records", type=int, default=5000)
     parser.add_argument("--queries", type=int, default=100)
     parser.add_argument("--stores", default=",".join(BENCHES))
+    parser.add_argument(
+        "--repeats", type=int, default=2, help="alternate ours/direct; keep the best"
+    )
     parser.add_argument("--out", default=str(HERE / "results" / "stores.json"))
     args = parser.parse_args()
 
@@ -401,15 +405,23 @@ def main() -> None:
     rows: list[dict[str, Any]] = []
     results: dict[str, Any] = {}
     for name in args.stores.split(","):
-        root = Path(tempfile.mkdtemp(prefix=f"vs-bench-{name}-"))
+        runs = []
         try:
-            res = BENCHES[name](records, queries, root)
+            for _ in range(args.repeats):
+                root = Path(tempfile.mkdtemp(prefix=f"vs-bench-{name}-"))
+                try:
+                    runs.append(BENCHES[name](records, queries, root))
+                finally:
+                    shutil.rmtree(root, ignore_errors=True)
         except Exception as exc:  # one store failing must not hide the others' figures
             results[name] = {"error": f"{type(exc).__name__}: {exc}"}
             print(f"{name}: failed: {exc}", file=sys.stderr)
             continue
-        finally:
-            shutil.rmtree(root, ignore_errors=True)
+        # The machine is shared: the best of the alternating runs is the least disturbed one.
+        res = dict(runs[-1])
+        res["ours_s"] = min(r["ours_s"] for r in runs)
+        res["direct_s"] = min(r["direct_s"] for r in runs)
+        res["runs"] = [{"ours_s": r["ours_s"], "direct_s": r["direct_s"]} for r in runs]
         n = len(records)
         res["ours_rec_per_s"] = n / res["ours_s"]
         res["direct_rec_per_s"] = n / res["direct_s"]

@@ -157,28 +157,62 @@ def _where(store: VectorStore) -> str:
     return f"store {uri!r} (collection {collection!r})"
 
 
-def record_problem(record: Record, dim: int | None, max_bytes: int) -> str | None:
-    """Why a record cannot be stored, or ``None`` when it looks fine."""
-    vec = np.asarray(record.vector)
-    if vec.ndim != 1:
-        return f"vector must be 1-D, got shape {vec.shape}"
-    if dim is not None and vec.shape[0] != dim:
-        return f"vector has dimension {vec.shape[0]}, the store expects {dim}"
-    if not np.issubdtype(vec.dtype, np.number):
-        return f"vector has non-numeric dtype {vec.dtype}"
-    if not np.isfinite(vec).all():
-        return "vector contains NaN or infinity"
+def _payload_size(record: Record) -> int:
+    """Bytes of text, headings and metadata, as the store will roughly receive them."""
+    size = len(record.text.encode("utf-8")) + sum(len(h.encode("utf-8")) for h in record.headings)
+    meta = record.metadata
+    if all(isinstance(v, str | int | float | bool | None) for v in meta.values()):
+        # Flat metadata (the common case): no need to serialise it to know its size.
+        return size + sum(len(str(k)) + len(str(v).encode("utf-8")) + 6 for k, v in meta.items())
+    return size + len(json.dumps(dict(meta), ensure_ascii=False).encode("utf-8"))
+
+
+def record_problem(
+    record: Record, dim: int | None, max_bytes: int, *, vector_checked: bool = False
+) -> str | None:
+    """Why a record cannot be stored, or ``None`` when it looks fine.
+
+    ``vector_checked`` skips the vector checks when the caller has done them for a whole batch.
+    """
     if not record.id:
         return "record id is empty"
+    if not vector_checked:
+        vec = np.asarray(record.vector)
+        if vec.ndim != 1:
+            return f"vector must be 1-D, got shape {vec.shape}"
+        if dim is not None and vec.shape[0] != dim:
+            return f"vector has dimension {vec.shape[0]}, the store expects {dim}"
+        if not np.issubdtype(vec.dtype, np.number):
+            return f"vector has non-numeric dtype {vec.dtype}"
+        if not np.isfinite(vec).all():
+            return "vector contains NaN or infinity"
     try:
-        meta = json.dumps(dict(record.metadata), ensure_ascii=False, default=str)
+        size = _payload_size(record)
     except (TypeError, ValueError) as exc:
         return f"metadata is not JSON-serialisable: {exc}"
-    size = len(record.text.encode("utf-8")) + len(meta.encode("utf-8"))
-    size += sum(len(h.encode("utf-8")) for h in record.headings)
     if size > max_bytes:
         return f"payload of {size} bytes exceeds the limit of {max_bytes} bytes"
     return None
+
+
+def _finite_rows(records: Sequence[Record], dim: int | None) -> list[bool]:
+    """Per record: a numeric 1-D vector of the right dimension with only finite values.
+
+    One vectorised check over the batch instead of one numpy call per record.
+    """
+    vecs = [np.asarray(r.vector) for r in records]
+    shape_ok = [
+        v.ndim == 1 and (dim is None or v.shape[0] == dim) and np.issubdtype(v.dtype, np.number)
+        for v in vecs
+    ]
+    idx = [i for i, ok in enumerate(shape_ok) if ok]
+    if not idx or len({vecs[i].shape[0] for i in idx}) != 1:
+        return [False] * len(records)  # mixed shapes: check one by one
+    finite = np.isfinite(np.stack([vecs[i] for i in idx])).all(axis=1)
+    out = [False] * len(records)
+    for i, ok in zip(idx, finite, strict=True):
+        out[i] = bool(ok)
+    return out
 
 
 def _expected_dim(store: VectorStore, records: Sequence[Record]) -> int | None:
@@ -220,9 +254,10 @@ def write_with_retry(
     )
     records = list(records)
     dim = _expected_dim(store, records)
+    checked = _finite_rows(records, dim)
     good: list[Record] = []
-    for record in records:
-        problem = record_problem(record, dim, max_bytes)
+    for record, ok in zip(records, checked, strict=True):
+        problem = record_problem(record, dim, max_bytes, vector_checked=ok)
         if problem is None:
             good.append(record)
         else:
