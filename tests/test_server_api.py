@@ -466,6 +466,22 @@ def test_highlights_of_an_uploaded_file(store_uri: str) -> None:
     run(create_app(settings(store_uri), model=real_model()), check)
 
 
+def test_large_highlight_jobs_reach_the_model_in_budget_sized_slices(store_uri: str) -> None:
+    fake = FakeEmbedder()
+    text = " ".join(f"Sentence number {i} talks about topic {i % 7}." for i in range(200))
+    body = {"query": "topic 3", "documents": [{"text": text}], "chunking": {"chunk_tokens": 16}}
+
+    async def check(client: httpx.AsyncClient) -> None:
+        r = await client.post("/v1/highlights", json=body)
+        assert r.status_code == 200, r.text
+        chunks = r.json()["data"][0]["chunks"]
+        # Each model call holds at most 256 tokens: 16-token chunks (+2 special) make 14 a call.
+        assert len(fake.calls) >= chunks // 14
+        assert max(fake.calls) <= 14 and sum(fake.calls) == chunks + 1
+
+    run(create_app(settings(store_uri, batch_max_tokens=256), model=fake), check)
+
+
 def test_highlights_errors(store_uri: str) -> None:
     async def check(client: httpx.AsyncClient) -> None:
         assert_openai_error(
