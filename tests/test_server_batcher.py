@@ -283,3 +283,20 @@ def test_adaptive_mode_runs_a_lone_request_at_once_and_waits_once_traffic_is_con
         await b.stop()
 
     run(main())
+
+
+def test_run_sends_a_large_job_in_budget_slices_and_others_run_between_them() -> None:
+    async def main() -> None:
+        model = Recorder()
+        b = MicroBatcher(model, max_wait=0.0, max_tokens=3, token_count=one_token)
+        assert b.slices([1, 2, 3, 4, 5, 6, 7]) == [[1, 2, 3], [4, 5, 6], [7]]
+        big = asyncio.create_task(b.run([1, 2, 3, 4, 5, 6, 7]))
+        await asyncio.sleep(0)
+        other = asyncio.create_task(b.submit([99]))
+        rows = await big
+        await other
+        assert rows[:, 0].tolist() == [1, 2, 3, 4, 5, 6, 7]  # order kept across slices
+        assert [99] in model.batches and model.batches.index([99]) < len(model.batches) - 1
+        await b.stop()
+
+    run(main())

@@ -176,6 +176,32 @@ class MicroBatcher:
         self._wakeup.set()
         return await future
 
+    def slices(self, items: Sequence[Any]) -> list[list[Any]]:
+        """Consecutive runs of ``items`` holding at most one batch's tokens (at least one item each)."""
+        out: list[list[Any]] = []
+        current: list[Any] = []
+        tokens = 0
+        for item in items:
+            n = self._token_count(item)
+            if current and tokens + n > self.max_tokens:
+                out.append(current)
+                current, tokens = [], 0
+            current.append(item)
+            tokens += n
+        if current:
+            out.append(current)
+        return out
+
+    async def run(self, items: Sequence[Any]) -> np.ndarray:
+        """Like :meth:`submit`, for jobs of any size: one budget-sized slice after another.
+
+        A large job (many inputs, a highlights request of many documents) thus never holds the
+        model for longer than one batch: requests that arrive meanwhile run between its slices,
+        and no slice is too large for the bounded queue.
+        """
+        parts = [await self.submit(piece) for piece in self.slices(items)]
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
     # -- the worker -----------------------------------------------------------------------------
     async def _wait_for_company(self) -> None:
         """Return when the batch is full by tokens or the oldest request has waited ``max_wait``.

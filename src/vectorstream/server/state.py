@@ -24,23 +24,6 @@ from .settings import ServerSettings
 log = logging.getLogger("vectorstream.server.state")
 
 
-def _slices(encodings: list[Any], max_tokens: int) -> list[list[Any]]:
-    """Consecutive runs of encodings holding at most ``max_tokens`` real tokens (at least one each)."""
-    out: list[list[Any]] = []
-    current: list[Any] = []
-    tokens = 0
-    for enc in encodings:
-        n = int(sum(enc.attention_mask))
-        if current and tokens + n > max_tokens:
-            out.append(current)
-            current, tokens = [], 0
-        current.append(enc)
-        tokens += n
-    if current:
-        out.append(current)
-    return out
-
-
 class BatchedModel:
     """An Embedder for worker threads whose inference goes through the loop's micro-batcher.
 
@@ -59,19 +42,10 @@ class BatchedModel:
         return getattr(self._model, name)
 
     def embed_tokenized(self, encodings: Sequence[Any]) -> np.ndarray:
-        """Embed in slices of at most one batch's token budget, one slice after another.
-
-        A large job (a highlights request of many documents) thus never holds the model for
-        longer than one batch: requests that arrive meanwhile run between its slices, and no
-        slice is too large for the bounded queue.
-        """
         if not encodings:
             return np.zeros((0, self._model.dim), dtype=np.float32)
-        parts = []
-        for piece in _slices(list(encodings), self._batcher.max_tokens):
-            future = asyncio.run_coroutine_threadsafe(self._batcher.submit(piece), self._loop)
-            parts.append(future.result())
-        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+        future = asyncio.run_coroutine_threadsafe(self._batcher.run(list(encodings)), self._loop)
+        return future.result()
 
     def embed(self, texts: Iterable[str]) -> np.ndarray:
         if isinstance(texts, str):

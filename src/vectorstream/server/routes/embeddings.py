@@ -49,7 +49,7 @@ async def embeddings(body: EmbeddingsRequest, request: Request) -> JSONResponse:
             raise APIError(400, f"input[{i}] is empty", param="input")
     truncate = state.settings.truncate if body.truncate is None else body.truncate
     encodings = await tokenize_checked(state, texts, truncate=truncate)
-    vectors = await state.batcher.submit(encodings)
+    vectors = await state.batcher.run(encodings)
     vectors = resize(np.asarray(vectors, dtype=np.float32), body.dimensions, model.dim)
     tokens = real_tokens(encodings)
     if body.encoding_format == "base64":
