@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from threadpoolctl import threadpool_limits
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from vectorstream.attention import ContextDB, Session, SparseConfig, register
@@ -187,8 +188,16 @@ def main() -> None:
     parser.add_argument("--lengths", type=int, nargs="+", default=[1024, 2048])
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--alpha", type=float, default=1e-3)
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch and BLAS threads (1 avoids thread hand-off stalls on a busy shared machine)",
+    )
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/attention.json"))
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    threadpool_limits(args.threads)
 
     start = time.perf_counter()
     model, ids = load(args.model)
@@ -221,7 +230,7 @@ def main() -> None:
         "machine": {
             "platform": platform.platform(),
             "cpus": os.cpu_count(),
-            "torch_threads": torch.get_num_threads(),
+            "threads": args.threads,
             "torch": torch.__version__,
         },
         "rows": rows,

@@ -240,7 +240,9 @@ class KeyGraph:
         while beam_open.any():
             # Expand the best few unexpanded candidates at once (the beam is sorted, best first):
             # fewer, larger numpy steps, for a few more keys scored.
-            pos = np.flatnonzero(beam_open)[:expand]
+            # When many candidates are open (a wide range), expand a quarter of them per step.
+            open_pos = np.flatnonzero(beam_open)
+            pos = open_pos[: max(expand, open_pos.size // 4)]
             beam_open[pos] = False
             hop = nbr[beam_ids[pos]].reshape(-1)
             hop = hop[hop >= 0]

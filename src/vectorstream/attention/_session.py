@@ -277,6 +277,8 @@ class Session(DynamicCache):
 
         head = min(self.sparse.n_init, n)
         tail = max(head, n - self.sparse.n_last)
+        if mode == "flat":
+            return self._attend_flat(layer_idx, q, keys, values, head, tail, beta, scaling, query)
         win = torch.cat([torch.arange(head), torch.arange(tail, n)])
         k_win, v_win = keys[:, win], values[:, win]
         raw_win = q @ k_win.transpose(1, 2)  # (H_kv, g, w): one product per KV head
@@ -344,6 +346,37 @@ class Session(DynamicCache):
             LayerStats(layer_idx, mode, n, int(win.numel()), tuple(selected.tolist()), touched)
         )
         return out.reshape(1, 1, h_q, -1).to(query.dtype), mode
+
+    def _attend_flat(
+        self,
+        layer_idx: int,
+        q: torch.Tensor,
+        keys: torch.Tensor,
+        values: torch.Tensor,
+        head: int,
+        tail: int,
+        beta: float,
+        scaling: float,
+        query: torch.Tensor,
+    ) -> tuple[torch.Tensor, Mode]:
+        """The flat scan in one pass: all scores in one product per KV head, one masked softmax.
+
+        Window and DIPR set live in the same place here, so one softmax over their union replaces
+        the two parts and their merge (the same result, in a few operations instead of dozens).
+        """
+        h_kv, g, _ = q.shape
+        n = keys.shape[1]
+        raw = q @ keys.transpose(1, 2)  # (H_kv, g, n)
+        window = torch.ones(n, dtype=torch.bool)
+        window[head:tail] = False
+        keep = (raw >= (raw.amax(-1, keepdim=True) - beta)) | window
+        out, _ = attend_logits(raw * scaling, values, keep)
+        selected = (keep[..., head:tail]).sum(-1).reshape(-1).tolist()
+        w = n - (tail - head)
+        self._record(
+            LayerStats(layer_idx, "flat", n, w, tuple(selected), (tail - head,) * (h_kv * g))
+        )
+        return out.reshape(1, 1, h_kv * g, -1).to(query.dtype), "flat"
 
     @staticmethod
     def _attend_selected(
