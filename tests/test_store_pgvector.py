@@ -235,3 +235,54 @@ def test_sigkill_ingest_into_postgres_then_resume_many(
     server, resume_reference, tmp_path, seed
 ) -> None:
     _resume_trial(server, resume_reference, tmp_path, seed)
+
+
+def test_postgres_restarted_mid_ingest_pipeline_run_completes_with_nothing_lost(
+    server, resume_reference, tmp_path
+) -> None:
+    import threading
+
+    support = pytest.importorskip("_pipeline_support")
+    from vectorstream.pipeline import ingest
+
+    corpus, expected, _ = resume_reference
+    table = unique_name("outage")
+    outage = threading.Event()
+    at_stop: list[int] = []
+
+    def break_the_server() -> None:
+        # Wait until the run has written something, then kill PostgreSQL for a second.
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                with psycopg.connect(server.uri) as conn:
+                    n = conn.execute(f'SELECT count(*) FROM "{table}"').fetchone()[0]
+                    if n > 0:
+                        at_stop.append(n)
+                        break
+            except psycopg.Error:
+                pass
+            time.sleep(0.05)
+        server.stop("immediate")
+        outage.set()
+        time.sleep(1.0)
+        server.start()
+
+    breaker = threading.Thread(target=break_the_server, daemon=True)
+    breaker.start()
+    report = ingest(
+        [corpus],
+        store=server.uri,
+        collection=table,
+        model=support.FakeEmbedder(delay=0.02),
+        workers=1,
+        buffer=64,
+        manifest=tmp_path / "manifest",
+    )
+    stopped_during_run = outage.is_set()
+    breaker.join(30)
+    assert stopped_during_run and at_stop[0] < len(expected), (at_stop, len(expected))
+    assert report.exit_code == 0
+    rows = _pg_rows(server, table)
+    assert len(rows) == len({r[0] for r in rows})
+    assert rows == expected
