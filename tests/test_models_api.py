@@ -126,3 +126,33 @@ def test_token_budget_batches_cover_all_and_respect_budget() -> None:
         assert width == lengths[batch[0]]  # longest first
         assert len(batch) == 1 or len(batch) * width <= 300
         assert all(lengths[i] >= 0.75 * width for i in batch)  # padding waste bounded
+
+
+def test_wordpiece_offsets_point_into_the_original_text(minilm: Embedder) -> None:
+    text = "   hello world"
+    (enc,) = minilm.tokenize([text])
+    start, end = enc.offsets[1]  # after [CLS]
+    assert text[start:end] == "hello"
+
+
+def test_whitespace_sensitive_tokenizers_are_detected() -> None:
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    vocab = {"[UNK]": 0, "▁hello": 1, "▁world": 2, "▁x": 3, "▁": 4}
+    sentencepiece_like = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    sentencepiece_like.pre_tokenizer = pre_tokenizers.Metaspace()
+    assert Embedder._edges_matter(sentencepiece_like)
+    wordpiece_like = Tokenizer(models.WordLevel({"[UNK]": 0, "hello": 1}, unk_token="[UNK]"))
+    wordpiece_like.pre_tokenizer = pre_tokenizers.Whitespace()
+    assert not Embedder._edges_matter(wordpiece_like)
+
+
+def test_public_names_are_exported() -> None:
+    import vectorstream
+    import vectorstream.models as models
+
+    assert len(set(models.__all__)) == len(models.__all__)
+    for name in models.__all__:
+        assert getattr(models, name) is not None
+    assert vectorstream.load_model is models.load_model
+    assert vectorstream.Embedder is models.Embedder

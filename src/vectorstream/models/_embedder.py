@@ -117,11 +117,26 @@ class Embedder:
         self._encoder.no_padding()
         self._encoder.enable_truncation(max_length=self.max_tokens)
         self.num_special_tokens: int = base.num_special_tokens_to_add(False)
+        self._strip = self._edges_matter(self._encoder)
         self._pad_id = self._pad_token_id(base)
 
         self._lock = threading.Lock()
         self.truncated_inputs = 0  # texts cut to max_tokens since load (all threads)
         self.embedded_inputs = 0
+
+    @staticmethod
+    def _edges_matter(tok: tokenizers.Tokenizer) -> bool:
+        """Whether whitespace around a text changes its tokens (SentencePiece, byte-level BPE).
+
+        sentence-transformers strips every input; we do too only where it changes tokens, so for
+        WordPiece models (BERT, MiniLM) encodings keep offsets into the caller's own text.
+        """
+        for core in ("hello world", "x"):
+            plain = tok.encode(core).ids
+            for padded in (f" {core}", f"{core} ", f"\n\t{core}  \n"):
+                if tok.encode(padded).ids != plain:
+                    return True
+        return False
 
     @staticmethod
     def _pad_token_id(tok: tokenizers.Tokenizer) -> int:
@@ -147,16 +162,17 @@ class Embedder:
         return list(texts)  # type: ignore[arg-type]
 
     def _prepare(self, text: str) -> str:
-        # sentence-transformers strips every input (and lowercases when its config says so);
-        # doing the same keeps whitespace-sensitive tokenizers identical to the reference.
-        text = text.strip()
+        # As sentence-transformers does: strip (where it matters) and lowercase when configured.
+        if self._strip:
+            text = text.strip()
         return text.lower() if self.folder.do_lower_case else text
 
     def tokenize(self, texts: Sequence[str]) -> list[tokenizers.Encoding]:
         """Encode for the model: special tokens added, truncated to ``max_tokens`` and counted.
 
-        Texts are stripped like sentence-transformers does, so offsets refer to ``text.strip()``;
-        use ``embedder.tokenizer`` for offsets into the original text.
+        For tokenizers where surrounding whitespace changes the tokens (SentencePiece, byte-level
+        BPE) texts are stripped first, as sentence-transformers does, and offsets then refer to
+        ``text.strip()``; for WordPiece models (MiniLM, BERT) offsets refer to the text given.
         """
         items = self._check_texts(texts)
         if not items:
