@@ -54,7 +54,7 @@ def test_reopen_checks_dimension_and_wrong_dimension_is_rejected(tmp_path) -> No
     with pytest.raises(RecordRejectedError, match="dimension"):
         again.upsert([Record(**{f: getattr(bad, f) for f in Record.__dataclass_fields__})])
     with pytest.raises(ConfigError, match="dimension 8"):
-        open_store(f"chroma:{tmp_path}", "docs", dim=16)
+        open_store(f"chroma:{tmp_path}", "docs", dim=16, mode="r")
     assert again.search(np.ones(8, dtype=np.float32), k=50)[0].id in again.ids()
     again.close()
 
@@ -76,3 +76,19 @@ def test_recall_at_10_on_10000_vectors(tmp_path) -> None:
     store = open_store(f"chroma:{tmp_path}", "recall", dim=384)
     assert recall_at_10(store, 10_000, n_queries=100) >= 0.95
     store.close()
+
+
+def test_a_second_writer_fails_fast_and_readers_are_not_blocked(tmp_path) -> None:
+    from vectorstream.errors import StoreLockedError
+
+    writer = open_store(f"chroma:{tmp_path}", "docs", dim=4)
+    writer.upsert(make_records(3, dim=4))
+    with pytest.raises(StoreLockedError, match="already writing"):
+        open_store(f"chroma:{tmp_path}", "other", dim=4)
+    reader = open_store(f"chroma:{tmp_path}", "docs", mode="r")
+    assert reader.count() == 3
+    reader.close()
+    writer.close()
+    again = open_store(f"chroma:{tmp_path}", "docs")  # the lock went with close()
+    assert again.count() == 3
+    again.close()

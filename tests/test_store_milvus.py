@@ -98,7 +98,7 @@ def test_reopen_keeps_rows_and_checks_dimension(tmp_path) -> None:
     again = open_store(f"milvus:{path}", "docs")
     assert again.dim == 8 and again.count() == 12
     with pytest.raises(ConfigError, match="dimension 8"):
-        open_store(f"milvus:{path}", "docs", dim=4)
+        open_store(f"milvus:{path}", "docs", dim=4, mode="r")
     again.close()
 
 
@@ -126,3 +126,17 @@ def test_recall_at_10_on_10000_vectors(tmp_path) -> None:
     store = open_store(f"milvus:{tmp_path / 'r.db'}", "recall", dim=384)
     assert recall_at_10(store, 10_000, n_queries=100) >= 0.95
     store.close()
+
+
+def test_a_second_writer_on_a_lite_file_fails_fast(tmp_path) -> None:
+    from vectorstream.errors import StoreLockedError
+
+    path = tmp_path / "v.db"
+    writer = open_store(f"milvus:{path}", "docs", dim=4)
+    with pytest.raises(StoreLockedError, match="already writing"):
+        open_store(f"milvus:{path}", "docs", dim=4)
+    writer.upsert(make_records(2, dim=4))
+    writer.close()
+    again = open_store(f"milvus:{path}", "docs")
+    assert again.count() == 2
+    again.close()

@@ -117,3 +117,17 @@ def test_recall_at_10_on_10000_vectors(scheme, tmp_path) -> None:
     store = open_store(_recall_uri(scheme, tmp_path), "recall", dim=384)
     assert recall_at_10(store, 10_000, n_queries=100) >= 0.95
     store.close()
+
+
+def test_a_second_edge_writer_fails_fast(tmp_path) -> None:
+    pytest.importorskip("qdrant_edge")
+    writer = open_store(f"qdrant-edge:{tmp_path}", "docs", dim=4)
+    with pytest.raises(StoreLockedError, match="already writing"):
+        open_store(f"qdrant-edge:{tmp_path}", "docs", dim=4)
+    other = open_store(f"qdrant-edge:{tmp_path}", "other", dim=4)  # another collection is fine
+    other.close()
+    writer.upsert(make_records(2, dim=4))
+    writer.close()
+    again = open_store(f"qdrant-edge:{tmp_path}", "docs")
+    assert again.count() == 2
+    again.close()

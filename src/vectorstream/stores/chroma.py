@@ -14,6 +14,7 @@ import logging
 import os
 import re
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -32,6 +33,7 @@ from ._common import (
     require,
     where_items,
 )
+from ._flock import WriterLock
 from .base import StoreCapabilities, Where
 
 log = logging.getLogger("vectorstream.stores.chroma")
@@ -72,6 +74,7 @@ class ChromaStore:
         self.collection = collection
         self._client = client
         self._col: Any = None
+        self._lock: WriterLock | None = None
         self.dim: int | None = None
         self.capabilities = StoreCapabilities(
             dense=True, filters=True, range_search=True, embedded=embedded
@@ -81,7 +84,8 @@ class ChromaStore:
     def open(
         cls, uri: str, collection: str, *, dim: int | None = None, **options: Any
     ) -> ChromaStore:
-        pop_mode(options)
+        mode = pop_mode(options)
+        lock: WriterLock | None = None
         chromadb = require("chromadb", "chromadb", "chroma")
         from chromadb.config import Settings
 
@@ -96,16 +100,31 @@ class ChromaStore:
             else:
                 if not rest:
                     raise ConfigError("chroma:PATH needs a directory (or chroma://HOST:PORT)")
+                if mode != "r":
+                    # A persistent Chroma folder is not safe for two writing processes.
+                    lock = WriterLock(
+                        Path(os.path.expanduser(rest)) / "vectorstream.writer.lock",
+                        f"Chroma folder {rest}",
+                    )
+                    lock.acquire()
                 client = chromadb.PersistentClient(
                     path=os.path.expanduser(rest), settings=settings, **options
                 )
                 embedded = True
-        except ConfigError:
-            raise
         except Exception as exc:
+            if lock is not None:
+                lock.release()
+            if isinstance(exc, ConfigError | StoreError):
+                raise
             raise _translate(exc, f"open {uri!r}") from exc
-        store = cls(uri, collection, client, embedded=embedded)
-        store._open(dim)
+        try:
+            store = cls(uri, collection, client, embedded=embedded)
+            store._lock = lock
+            store._open(dim)
+        except BaseException:
+            if lock is not None:
+                lock.release()
+            raise
         return store
 
     def _call(self, action: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
@@ -244,6 +263,8 @@ class ChromaStore:
         """Chroma persists each call before it returns."""
 
     def close(self) -> None:
+        if self._lock is not None:
+            self._lock.release()
         self._col = None
         # Only newer Chroma clients have close(); older ones release on garbage collection.
         closer = getattr(self._client, "close", None)

@@ -15,6 +15,7 @@ import logging
 import os
 import threading
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -22,6 +23,7 @@ import numpy as np
 from ..errors import ConfigError, RecordRejectedError, StoreError, StoreUnavailableError
 from ..types import Hit, Record
 from ._common import as_query, check_k, hit_of, host_port, last_wins, pop_mode, require, where_items
+from ._flock import WriterLock
 from .base import StoreCapabilities, Where
 
 log = logging.getLogger("vectorstream.stores.milvus")
@@ -87,6 +89,7 @@ class MilvusStore:
         self.max_record_bytes = TEXT_MAX
         self._lite_path: str | None = None
         self._closed = False
+        self._lock: WriterLock | None = None
         self.capabilities = StoreCapabilities(
             dense=True, filters=True, range_search=True, embedded=embedded
         )
@@ -95,7 +98,8 @@ class MilvusStore:
     def open(
         cls, uri: str, collection: str, *, dim: int | None = None, **options: Any
     ) -> MilvusStore:
-        pop_mode(options)
+        mode = pop_mode(options)
+        lock: WriterLock | None = None
         pymilvus = require("pymilvus", "pymilvus", "milvus")
         index_type = str(options.pop("index_type", "AUTOINDEX"))
         _, _, rest = uri.partition(":")
@@ -113,11 +117,18 @@ class MilvusStore:
             if not target.endswith(".db"):
                 raise ConfigError(f"a Milvus Lite path must end in .db, got {rest!r}")
             embedded = True
+            if mode != "r":
+                # Milvus Lite serves a file from inside one process: one writer at a time.
+                lock = WriterLock(Path(target + ".writer.lock"), f"Milvus Lite file {target}")
+                lock.acquire()
         try:
             client = pymilvus.MilvusClient(uri=target, **options)
         except Exception as exc:
+            if lock is not None:
+                lock.release()
             raise _translate(exc, f"connect to {uri!r}") from exc
         store = cls(uri, collection, client, embedded=embedded, index_type=index_type)
+        store._lock = lock
         if embedded:
             store._lite_path = target
             with _LITE_LOCK:
@@ -318,6 +329,13 @@ class MilvusStore:
         if self._closed:
             return
         self._closed = True
+        try:
+            self._close()
+        finally:
+            if self._lock is not None:
+                self._lock.release()
+
+    def _close(self) -> None:
         self._call("close", self._client.close)
         if self._lite_path is None:
             return

@@ -14,6 +14,7 @@ import json
 import logging
 import os
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -39,6 +40,7 @@ from ._common import (
     uuid_for,
     where_items,
 )
+from ._flock import WriterLock
 from .base import StoreCapabilities, Where
 
 log = logging.getLogger("vectorstream.stores.qdrant")
@@ -277,6 +279,7 @@ class QdrantStore:
             dense=True, filters=True, range_search=True, embedded=embedded
         )
         self.dim: int | None = None
+        self._lock: WriterLock | None = None
         self._m_hnsw = 16
         self._ef_construct = 100
 
@@ -285,7 +288,8 @@ class QdrantStore:
         cls, uri: str, collection: str, *, dim: int | None = None, **options: Any
     ) -> QdrantStore:
         """``qdrant://HOST:PORT``, ``qdrant:PATH`` (local mode), ``qdrant::memory:``, ``qdrant-edge:PATH``."""
-        pop_mode(options)
+        mode = pop_mode(options)
+        lock: WriterLock | None = None
         hnsw_ef = int(options.pop("hnsw_ef", 128))
         hnsw_m = int(options.pop("m", 16))
         ef_construct = int(options.pop("ef_construct", 100))
@@ -296,9 +300,15 @@ class QdrantStore:
                 edge = require("qdrant_edge", "qdrant-edge-py", "qdrant")
                 if not rest:
                     raise ConfigError("qdrant-edge:PATH needs a directory")
-                backend: Any = _EdgeBackend(
-                    edge, os.path.expanduser(rest.removeprefix("//")), collection
-                )
+                root = os.path.expanduser(rest.removeprefix("//"))
+                if mode != "r":
+                    # An Edge shard has one writer: a second one fails now, not corrupts later.
+                    lock = WriterLock(
+                        Path(root) / f"{collection}.writer.lock",
+                        f"Qdrant Edge collection {collection!r} at {root}",
+                    )
+                    lock.acquire()
+                backend: Any = _EdgeBackend(edge, root, collection)
                 embedded = True
             else:
                 qc = require("qdrant_client", "qdrant-client", "qdrant")
@@ -320,12 +330,21 @@ class QdrantStore:
                     backend = _ClientBackend(client, models, collection, server=False)
                     embedded = True
         except (ConfigError, StoreError, ImportError):
+            if lock is not None:
+                lock.release()
             raise
         except Exception as exc:
+            if lock is not None:
+                lock.release()
             raise _translate(exc, f"open {uri!r}") from exc
         store = cls(uri, collection, backend, hnsw_ef=hnsw_ef, embedded=embedded)
         store._m_hnsw, store._ef_construct = hnsw_m, ef_construct
-        store._open(dim)
+        store._lock = lock
+        try:
+            store._open(dim)
+        except BaseException:
+            store.close()
+            raise
         return store
 
     def _call(self, action: str, fn: Any, *args: Any) -> Any:
@@ -458,7 +477,11 @@ class QdrantStore:
         self._call("flush", self._b.flush)
 
     def close(self) -> None:
-        self._call("close", self._b.close)
+        try:
+            self._call("close", self._b.close)
+        finally:
+            if self._lock is not None:
+                self._lock.release()
 
     def __enter__(self) -> QdrantStore:
         return self
