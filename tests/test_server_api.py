@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
+from asgi_lifespan import LifespanManager
 
 from _server_support import CORPUS, FakeEmbedder, build_store, client_for, real_model
 from vectorstream.server import ServerSettings, create_app
@@ -264,6 +265,23 @@ def test_a_model_failure_answers_500_in_the_error_shape(store_uri: str) -> None:
         assert "failed on purpose" in r.json()["error"]["message"]
 
     run(create_app(settings(store_uri), model=FakeEmbedder(fail=True)), check)
+
+
+def test_an_unexpected_error_still_answers_in_the_error_shape(store_uri: str) -> None:
+    class BrokenTokenizer(FakeEmbedder):
+        def tokenize(self, texts: Any) -> Any:
+            raise KeyError("a bug")
+
+    async def main() -> None:
+        app = create_app(settings(store_uri), model=BrokenTokenizer())
+        async with LifespanManager(app) as manager:
+            transport = httpx.ASGITransport(app=manager.app, raise_app_exceptions=False)
+            async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+                r = await client.post("/v1/embeddings", json={"input": "x"})
+        error = assert_openai_error(r, 500)
+        assert "KeyError" in error["message"] and error["type"] == "server_error"
+
+    asyncio.run(main())
 
 
 def test_models_route_lists_the_served_model(store_uri: str) -> None:

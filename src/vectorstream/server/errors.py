@@ -166,6 +166,12 @@ def install_error_handlers(app: FastAPI, retry_after_s: int) -> None:
     async def _model(_: Request, exc: ModelError) -> JSONResponse:
         return error_response(500, f"model error: {exc}", code="model_error")
 
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+        # A bug, not a refusal: answer in the one error shape (the server still logs the
+        # traceback, since Starlette re-raises after this response).
+        return error_response(500, f"internal error ({type(exc).__name__}); see the service log")
+
     @app.exception_handler(VectorstreamError)
     async def _other(_: Request, exc: VectorstreamError) -> JSONResponse:
         log.exception("unhandled library error", exc_info=exc)
