@@ -66,3 +66,26 @@ def test_export_int8_reports_the_gate(minilm_int8: Embedder, models_cache: Path)
     assert Path(data["int8"]).is_relative_to(models_cache)
     assert data["gate"]["passed"] is True
     assert data["gate"]["mean_cosine"] >= 0.99 and data["gate"]["min_cosine"] >= 0.97
+
+
+def test_list_never_downloads_even_when_online(monkeypatch: pytest.MonkeyPatch) -> None:
+    import huggingface_hub
+
+    def forbidden(*_args: object, **_kwargs: object) -> str:
+        raise AssertionError("models list tried to download")
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", forbidden)
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    result = runner.invoke(app, ["models", "list", "--json"])
+    assert result.exit_code == 0, result.output
+    assert {row["origin"] for row in json.loads(result.stdout)} == {"package", "absent"}
+
+
+def test_list_includes_models_found_in_the_hf_cache(tmp_path: Path, model_folder: Path) -> None:
+    snapshot = tmp_path / "hf" / "hub" / "models--acme--mini" / "snapshots" / "abc"
+    snapshot.mkdir(parents=True)
+    (snapshot / "config.json").symlink_to(model_folder / "config.json")
+    result = runner.invoke(app, ["models", "list", "--json"])
+    rows = {row["model"]: row for row in json.loads(result.stdout)}
+    assert rows["acme/mini"]["origin"] == "hf-cache"
+    assert rows["acme/mini"]["path"] == str(snapshot)

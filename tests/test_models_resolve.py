@@ -220,3 +220,40 @@ def test_resolution_does_not_touch_the_network_when_offline(offline: Path) -> No
     # A hub id absent everywhere: with HF_HUB_OFFLINE the hub is reported as not tried.
     with pytest.raises(ModelError, match="not tried"):
         resolve_model("acme/absent")
+
+
+def test_hub_is_tried_only_when_online_and_its_failure_is_listed(
+    offline: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import huggingface_hub
+
+    calls: list[str] = []
+
+    def unreachable(repo_id: str, **_kwargs: object) -> str:
+        calls.append(repo_id)
+        raise OSError("network is unreachable")
+
+    # The seam is huggingface_hub's download function: no network here, so it is replaced.
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", unreachable)
+    with pytest.raises(ModelError, match="HF_HUB_OFFLINE"):
+        resolve_model("acme/remote")
+    assert calls == []
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    with pytest.raises(ModelError, match=r"download failed \(OSError: network is unreachable\)"):
+        resolve_model("acme/remote")
+    assert calls == ["acme/remote"]
+    with pytest.raises(ModelError, match="not allowed"):
+        resolve_model("acme/remote", allow_download=False)
+    assert calls == ["acme/remote"]
+
+
+def test_hub_download_result_is_used(
+    offline: Path, monkeypatch: pytest.MonkeyPatch, model_folder: Path
+) -> None:
+    import huggingface_hub
+
+    snapshot = link_folder(model_folder, offline / "downloaded" / REVISION)
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", lambda repo_id, **_: str(snapshot))
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    resolved = resolve_model("acme/remote")
+    assert (resolved.origin, resolved.path, resolved.revision) == ("hub", snapshot, REVISION)
