@@ -7,7 +7,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import ConfigError
-from .base import StoreCapabilities, VectorStore, Where, dipr_cut, matches, parse_where, validate_where
+from .base import (
+    StoreCapabilities,
+    VectorStore,
+    Where,
+    dipr_cut,
+    matches,
+    parse_where,
+    validate_where,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,11 +32,18 @@ CATALOGUE: tuple[StoreKind, ...] = (
     StoreKind("lancedb", ("lancedb",), ".lancedb:LanceDBStore"),
     StoreKind("parquet", ("parquet",), ".files:ParquetSink"),
     StoreKind("jsonl", ("jsonl",), ".files:JSONLSink"),
-    StoreKind("pgvector", ("postgresql", "postgres", "pgvector"), ".pgvector:PgVectorStore", "pgvector"),
+    StoreKind(
+        "pgvector", ("postgresql", "postgres", "pgvector"), ".pgvector:PgVectorStore", "pgvector"
+    ),
     StoreKind("qdrant", ("qdrant", "qdrant-edge"), ".qdrant:QdrantStore", "qdrant"),
     StoreKind("milvus", ("milvus",), ".milvus:MilvusStore", "milvus"),
     StoreKind("chroma", ("chroma",), ".chroma:ChromaStore", "chroma"),
-    StoreKind("elasticsearch", ("elasticsearch", "es"), ".elasticsearch:ElasticsearchStore", "elasticsearch"),
+    StoreKind(
+        "elasticsearch",
+        ("elasticsearch", "es"),
+        ".elasticsearch:ElasticsearchStore",
+        "elasticsearch",
+    ),
     StoreKind("opensearch", ("opensearch",), ".elasticsearch:OpenSearchStore", "opensearch"),
     StoreKind("weaviate", ("weaviate",), ".weaviate:WeaviateStore", "weaviate"),
     StoreKind("pinecone", ("pinecone",), ".pinecone:PineconeStore", "pinecone"),
@@ -52,7 +67,9 @@ def store_kind(uri: str) -> StoreKind:
     raise ConfigError(f"unknown store URI scheme {scheme!r} in {uri!r}; known schemes: {known}")
 
 
-def open_store(uri: str, collection: str = "documents", *, dim: int | None = None, **options: Any) -> VectorStore:
+def open_store(
+    uri: str, collection: str = "documents", *, dim: int | None = None, **options: Any
+) -> VectorStore:
     """Open (creating when ``dim`` is given and it does not exist) the collection at ``uri``."""
     kind = store_kind(uri)
     module_name, _, cls_name = kind.target.partition(":")
