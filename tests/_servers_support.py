@@ -14,6 +14,7 @@ import json
 import os
 import pwd
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -349,3 +350,66 @@ class FakeServer:
 
     def sent(self, method: str, path: str) -> list[Any]:
         return [b for m, p, b, _ in self.requests if (m, p) == (method, path)]
+
+
+class MilvusLiteServer:
+    """``milvus-lite server`` as its own process group on a fixed loopback port and data dir."""
+
+    def __init__(self, data_dir: Path) -> None:
+        import sys
+
+        self.exe = Path(sys.executable).parent / "milvus-lite"
+        self.data_dir = data_dir
+        self.port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def uri(self) -> str:
+        return f"milvus://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 60.0) -> None:
+        import pymilvus
+
+        args = [
+            "server",
+            "--data-dir",
+            str(self.data_dir),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+        ]
+        self.proc = subprocess.Popen(
+            [str(self.exe), *args],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                client = pymilvus.MilvusClient(uri=f"http://127.0.0.1:{self.port}", timeout=2)
+                client.list_collections()
+                client.close()
+                return
+            except Exception:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    self.stop()
+                    raise RuntimeError("milvus-lite server did not start") from None
+                time.sleep(0.3)
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash would."""
+        self.stop(signal.SIGKILL)
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        proc, self.proc = self.proc, None
+        if proc is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, sig)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()

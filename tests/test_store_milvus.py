@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
 import sys
-import time
-from pathlib import Path
 
 import pytest
 
-from _servers_support import check_contract, free_port, make_records, recall_at_10, unique_name
+from _servers_support import (
+    MilvusLiteServer,
+    check_contract,
+    free_port,
+    make_records,
+    recall_at_10,
+    unique_name,
+)
 from vectorstream.errors import ConfigError, MissingDependencyError, StoreUnavailableError
 from vectorstream.stores import open_store
 
@@ -22,35 +24,10 @@ pytest.importorskip("milvus_lite")
 @pytest.fixture(scope="module")
 def lite_server(tmp_path_factory):
     """`milvus-lite server` as its own process on a free loopback port."""
-    port = free_port()
-    exe = Path(sys.executable).parent / "milvus-lite"
-    data = tmp_path_factory.mktemp("milvus-server")
-    proc = subprocess.Popen(
-        [str(exe), "server", "--data-dir", str(data), "--host", "127.0.0.1", "--port", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                client = pymilvus.MilvusClient(uri=f"http://127.0.0.1:{port}", timeout=2)
-                client.list_collections()
-                client.close()
-                break
-            except Exception:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail("milvus-lite server did not start")
-                time.sleep(0.3)
-        yield f"milvus://127.0.0.1:{port}"
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+    server = MilvusLiteServer(tmp_path_factory.mktemp("milvus-server"))
+    server.start()
+    yield server.uri
+    server.stop()
 
 
 def test_contract_on_a_lite_file(tmp_path) -> None:
@@ -140,3 +117,30 @@ def test_a_second_writer_on_a_lite_file_fails_fast(tmp_path) -> None:
     again = open_store(f"milvus:{path}", "docs")
     assert again.count() == 2
     again.close()
+
+
+def test_server_killed_mid_ingest_and_restarted_loses_nothing(tmp_path) -> None:
+    import threading
+
+    from vectorstream.stores.retry import RetryPolicy, write_with_retry
+
+    server = MilvusLiteServer(tmp_path / "data")
+    server.start()
+    try:
+        store = open_store(server.uri, "docs", dim=16, timeout=5)
+        records = make_records(600, seed=3)
+        write_with_retry(store, records[:200])
+        server.kill()
+        with pytest.raises(StoreUnavailableError):
+            store.upsert(records[200:300])
+        restart = threading.Timer(1.0, server.start)
+        restart.start()
+        policy = RetryPolicy(max_attempts=200, base_delay=0.2, max_delay=1.0, deadline=90)
+        result = write_with_retry(store, records[200:], policy)
+        restart.join()
+        assert result.retries >= 1 and result.written == 400
+        # The restarted server has its collections released; the adapter loads them again.
+        assert store.count() == 600 and store.ids() == {r.id for r in records}
+        store.close()
+    finally:
+        server.stop()

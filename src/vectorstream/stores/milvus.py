@@ -66,6 +66,11 @@ def _translate(exc: Exception, action: str) -> StoreError:
     return StoreError(f"Milvus failed to {action}: {text}")
 
 
+def _needs_load(exc: Exception) -> bool:
+    """Milvus' answer for a collection that exists but is not loaded (code 101)."""
+    return getattr(exc, "code", None) == 101 or "call load()" in str(exc)
+
+
 def _literal(value: Any) -> str:
     """A value as a Milvus expression literal (JSON quoting is valid Milvus string syntax)."""
     if isinstance(value, bool):
@@ -142,6 +147,13 @@ class MilvusStore:
 
     def _call(self, action: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
         try:
+            return fn(*args, **kwargs)
+        except Exception as exc:
+            if not _needs_load(exc):
+                raise _translate(exc, action) from exc
+        # A restarted server comes back with its collections released: load and try once more.
+        try:
+            self._client.load_collection(self.collection)
             return fn(*args, **kwargs)
         except Exception as exc:
             raise _translate(exc, action) from exc
