@@ -89,3 +89,32 @@ def test_list_includes_models_found_in_the_hf_cache(tmp_path: Path, model_folder
     rows = {row["model"]: row for row in json.loads(result.stdout)}
     assert rows["acme/mini"]["origin"] == "hf-cache"
     assert rows["acme/mini"]["path"] == str(snapshot)
+
+
+def test_export_writes_a_folder_that_loads_without_re_export(
+    minilm: Embedder, minilm_int8: Embedder, tmp_path: Path, models_cache: Path
+) -> None:
+    from vectorstream.models import load_model
+
+    target = tmp_path / "minilm-onnx"
+    result = runner.invoke(
+        app, ["models", "export", MODEL_ID, "--int8", "--output", str(target), "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["output"] == str(target)
+    assert (target / "onnx" / "model.onnx").is_file()
+    assert (target / "onnx" / "model.int8.onnx").is_file()
+    assert (target / "1_Pooling" / "config.json").is_file()
+    assert not (target / "model.safetensors").exists()  # no torch weights: ONNX only
+
+    texts = ["a portable folder", "runs on ONNX Runtime"]
+    fp32 = load_model(target, cache_dir=tmp_path / "empty-cache")
+    assert fp32.backend == "onnx" and fp32.max_tokens == 256 and fp32.normalize
+    assert Path(fp32.backend_impl.path) == target / "onnx" / "model.onnx"  # type: ignore[attr-defined]
+    assert (fp32.embed(texts) * minilm.embed(texts)).sum(1).min() > 0.99999
+    int8 = load_model(target, quantized=True, cache_dir=tmp_path / "empty-cache")
+    assert Path(int8.backend_impl.path) == target / "onnx" / "model.int8.onnx"  # type: ignore[attr-defined]
+    assert not (tmp_path / "empty-cache").exists()  # nothing exported or quantised again
+
+    again = runner.invoke(app, ["models", "export", MODEL_ID, "--output", str(target)])
+    assert again.exit_code == 2 and "not empty" in again.output

@@ -188,17 +188,24 @@ def export_command(
     cache_dir: Annotated[
         str | None, typer.Option(help="Cache folder (default: VECTORSTREAM_CACHE_DIR).")
     ] = None,
+    output: Annotated[
+        str | None,
+        typer.Option(
+            help="Also write a self-contained ONNX model folder here (runs without torch)."
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Export SPEC to ONNX in the cache; with --int8, quantise behind the accuracy gate."""
     from ..models import export_model
 
     with library_errors():
-        result = export_model(spec, int8=int8, force=force, cache_dir=cache_dir)
+        result = export_model(spec, int8=int8, force=force, cache_dir=cache_dir, output=output)
     data: dict[str, Any] = {
         "model": result.model_id,
         "fp32": str(result.fp32_path),
         "int8": str(result.int8_path) if result.int8_path else None,
+        "output": str(result.output) if result.output else None,
     }
     if result.gate is not None:
         data["gate"] = {
@@ -215,3 +222,5 @@ def export_command(
     if result.int8_path is not None and result.gate is not None:
         out_console.print(f"[bold]int8[/]: {data['int8']}", highlight=False)
         out_console.print(f"[bold]gate[/]: {result.gate.describe()}", highlight=False)
+    if result.output is not None:
+        out_console.print(f"[bold]folder[/]: {result.output}", highlight=False)

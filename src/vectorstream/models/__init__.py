@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from ._backends import Backend, OnnxBackend, TorchBackend, torch_available
 from ._catalog import CATALOG, Catalog, CatalogEntry
 from ._checkset import check_texts
 from ._embedder import DEFAULT_TOKEN_BUDGET, Embedder, token_budget_batches
-from ._export import FP32_NAME, export_dir, export_fp32
+from ._export import FP32_NAME, GATE_NAME, INT8_NAME, export_dir, export_fp32
 from ._folder import ModelFolder, read_folder, weights_identity
 from ._gate import MIN_COSINE, MIN_MEAN_COSINE, GateReport, cosine_rows, ensure_int8
 from ._pooling import PRECISIONS
@@ -39,6 +40,34 @@ class ExportResult:
     fp32_path: Path
     int8_path: Path | None = None
     gate: GateReport | None = None
+    output: Path | None = None  # the self-contained ONNX folder, when one was asked for
+
+
+# What a self-contained ONNX folder needs besides the graphs: configs, tokenizer, pooling.
+_FOLDER_FILES = ("*.json", "*.txt", "*.model", "1_Pooling/*.json", "2_Normalize/*.json")
+
+
+def _write_onnx_folder(
+    folder: ModelFolder, fp32: Path, int8: Path | None, report_dir: Path | None, output: Path
+) -> Path:
+    """Copy configs, tokenizer and graphs into ``output``: a folder that loads without torch."""
+    if output.exists() and any(output.iterdir()):
+        raise ConfigError(f"output folder {output} exists and is not empty")
+    (output / "onnx").mkdir(parents=True, exist_ok=True)
+    roots = {folder.path, folder.transformer_path}
+    for root in roots:
+        for pattern in _FOLDER_FILES:
+            for item in root.glob(pattern):
+                if item.is_file():
+                    target = output / item.relative_to(folder.path)
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copyfile(item, target)
+    shutil.copyfile(fp32, output / "onnx" / FP32_NAME)
+    if int8 is not None:
+        shutil.copyfile(int8, output / "onnx" / INT8_NAME)
+        if report_dir is not None and (report_dir / GATE_NAME).is_file():
+            shutil.copyfile(report_dir / GATE_NAME, output / "onnx" / GATE_NAME)
+    return output
 
 
 def _cache_dir(cache_dir: str | os.PathLike[str] | None) -> Path:
@@ -133,6 +162,8 @@ def load_model(
             )
         if graph is None:
             impl = TorchBackend(folder.transformer_path, threads)
+        elif quantized and folder.int8_path is not None:
+            impl = OnnxBackend(folder.int8_path, threads)
         elif quantized:
             directory = export_dir(cache, resolved.model_id, identity)
             int8, report = ensure_int8(resolved.model_id, folder, graph, directory, threads=threads)
@@ -164,11 +195,14 @@ def export_model(
     force: bool = False,
     cache_dir: str | os.PathLike[str] | None = None,
     threads: int | None = None,
+    output: str | os.PathLike[str] | None = None,
 ) -> ExportResult:
     """Export ``spec`` to ONNX in the cache (and, with ``int8``, quantise behind the gate).
 
     A folder that ships ``onnx/model.onnx`` is not re-exported: its graph is the fp32 source.
-    ``force`` keeps an int8 graph that failed the gate (the report says so).
+    ``force`` keeps an int8 graph that failed the gate (the report says so). ``output``: also
+    write a self-contained folder (configs, tokenizer, ``onnx/model.onnx`` and, with ``int8``,
+    ``onnx/model.int8.onnx``) that ``load_model`` runs without torch.
     """
     resolved = resolve(spec if spec is not None else load_settings().model)
     folder = read_folder(resolved.path)
@@ -176,13 +210,19 @@ def export_model(
     cache = _cache_dir(cache_dir)
     fp32 = _fp32_graph(resolved, folder, identity, cache, export=True)
     assert fp32 is not None  # export=True either returns a path or raises
-    if not int8:
-        return ExportResult(resolved.model_id, fp32)
+    int8_path: Path | None = None
+    report: GateReport | None = None
     directory = export_dir(cache, resolved.model_id, identity)
-    int8_path, report = ensure_int8(
-        resolved.model_id, folder, fp32, directory, force=force, threads=threads
-    )
-    return ExportResult(resolved.model_id, fp32, int8_path, report)
+    if int8:
+        int8_path, report = ensure_int8(
+            resolved.model_id, folder, fp32, directory, force=force, threads=threads
+        )
+    written = None
+    if output is not None:
+        target = Path(os.path.expanduser(output))
+        written = _write_onnx_folder(folder, fp32, int8_path, directory, target)
+        log.info("wrote an ONNX model folder to %s", written)
+    return ExportResult(resolved.model_id, fp32, int8_path, report, written)
 
 
 __all__ = [

@@ -43,6 +43,7 @@ class ModelFolder:
     max_tokens: int  # including special tokens
     do_lower_case: bool
     onnx_path: Path | None  # a graph shipped with the folder (onnx/model.onnx)
+    int8_path: Path | None  # a gated int8 graph shipped with it (onnx/model.int8.onnx)
     weights_path: Path | None
 
     @property
@@ -145,6 +146,7 @@ def read_folder(path: Path) -> ModelFolder:
         max_tokens = min(ints) if ints else 512
 
     onnx_path = transformer_path / "onnx" / "model.onnx"
+    int8_path = transformer_path / "onnx" / "model.int8.onnx"
     weights = next(
         (transformer_path / n for n in _WEIGHT_FILES if (transformer_path / n).is_file()), None
     )
@@ -158,6 +160,7 @@ def read_folder(path: Path) -> ModelFolder:
         max_tokens=max_tokens,
         do_lower_case=bool(st_config.get("do_lower_case", False)),
         onnx_path=onnx_path if onnx_path.is_file() else None,
+        int8_path=int8_path if int8_path.is_file() else None,
         weights_path=weights,
     )
 
