@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from _models_support import MODEL_ID, cosines, minilm, model_folder, models_cache, short_texts
-from vectorstream import ConfigError
+from vectorstream import ConfigError, ModelError
 from vectorstream.models import Embedder, available_cores, load_model
 from vectorstream.models import _threads as threads_module
 
@@ -150,3 +150,14 @@ def test_pooling_matches_sentence_transformers(modes: tuple[str, ...]) -> None:
         {"token_embeddings": torch.from_numpy(states), "attention_mask": torch.from_numpy(mask)}
     )["sentence_embedding"].numpy()
     np.testing.assert_allclose(pool(states, mask, modes), reference, rtol=1e-5, atol=1e-6)
+
+
+def test_unwritable_cache_falls_back_to_torch(tmp_path: Path) -> None:
+    # A cache path under a regular file can never be created: the automatic export fails, and
+    # automatic mode carries on with torch instead of failing the user.
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    model = load_model(MODEL_ID, cache_dir=blocker / "cache")
+    assert model.backend == "torch"
+    with pytest.raises(ModelError, match="cannot export"):
+        load_model(MODEL_ID, backend="onnx", cache_dir=blocker / "cache")

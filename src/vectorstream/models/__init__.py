@@ -85,7 +85,10 @@ def _fp32_graph(
         return cached
     if not export:
         return None
-    return export_fp32(folder, cached)
+    try:
+        return export_fp32(folder, cached)
+    except OSError as exc:  # an unwritable cache, a full disk: a model problem to the caller
+        raise ModelError(f"cannot export {resolved.model_id} into {cached.parent}: {exc}") from exc
 
 
 def resolve_model(

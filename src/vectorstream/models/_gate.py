@@ -100,6 +100,22 @@ def ensure_int8(
     report = read_report(directory)
     if target.is_file() and report is not None:
         return target, report
+    try:
+        return _quantize_gated(model_id, folder, fp32, directory, force=force, threads=threads)
+    except OSError as exc:  # an unwritable cache, a full disk
+        raise ModelError(f"cannot write the int8 graph into {directory}: {exc}") from exc
+
+
+def _quantize_gated(
+    model_id: str,
+    folder: ModelFolder,
+    fp32: Path,
+    directory: Path,
+    *,
+    force: bool,
+    threads: int | None,
+) -> tuple[Path, GateReport]:
+    target = directory / INT8_NAME
     with export_lock(directory):
         report = read_report(directory)
         if target.is_file() and report is not None:
