@@ -141,6 +141,8 @@ def load_model(
 
     resolved = resolve(spec if spec is not None else settings.model)
     folder = read_folder(resolved.path)
+    if dimensions is not None and dimensions > folder.dim:
+        raise ConfigError(f"dimensions={dimensions} exceeds the model's {folder.dim}")
     identity = weights_identity(folder)
     can_export = torch_available()
 
@@ -174,8 +176,6 @@ def load_model(
             impl = OnnxBackend(int8, threads)
         else:
             impl = OnnxBackend(graph, threads)
-    if dimensions is not None and dimensions > folder.dim:
-        raise ConfigError(f"dimensions={dimensions} exceeds the model's {folder.dim}")
     embedder = Embedder(
         model_id=resolved.model_id,
         folder=folder,
