@@ -121,3 +121,14 @@ def test_masked_partial_attention_ignores_masked_keys() -> None:
     out6, lse6 = partial_attention(q, k[:, :6], v[:, :6], 0.5)
     assert torch.allclose(out, out6, atol=1e-6)
     assert torch.allclose(lse, lse6, atol=1e-6)
+
+
+def test_importing_the_package_does_not_import_torch() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, vectorstream, vectorstream.attention as a; "
+        "assert a.dipr is not None; assert 'torch' not in sys.modules, 'torch imported'"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)

@@ -222,3 +222,17 @@ def test_sparse_step_equals_attention_over_window_and_dipr_set(alpha: float, spr
         assert torch.allclose(out[0, 0, head], expected, atol=1e-5)
         assert stats.selected[head] == int((keep & ~window).sum())
     assert stats.window == 36 and all(t == n - 36 for t in stats.touched)
+
+
+def test_buffered_cache_grows_and_crops_like_dynamic_cache() -> None:
+    gen = torch.Generator().manual_seed(12)
+    session, ref = Session(), DynamicCache()
+    for step, t in enumerate([300, 1, 1, 200, 1]):
+        k = torch.randn(1, 2, t, 8, generator=gen)
+        v = torch.randn(1, 2, t, 8, generator=gen)
+        got, want = session.update(k, v, 0), ref.update(k, v, 0)
+        assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+        if step == 2:
+            session.crop(-5)
+            ref.crop(-5)
+    assert session.get_seq_length() == ref.get_seq_length() == 498

@@ -248,9 +248,10 @@ class Session(DynamicCache):
         value: torch.Tensor,
         scaling: float,
     ) -> tuple[torch.Tensor, Mode]:
-        """One decode step of one layer: (output (1, 1, H_q, d_v), mode) or full mode's None.
+        """One decode step of one layer: ``(output (1, 1, H_q, d_v), mode)``.
 
-        Called by the registered attention function for single-token, batch-1 steps.
+        Called by the registered attention function for single-token, batch-1 steps. In full mode
+        the output is empty and the caller runs exact SDPA; the step is still counted in ``stats``.
         """
         n = key.shape[2]
         self._observe(layer_idx, query)
