@@ -1,7 +1,7 @@
 """Model throughput: ONNX Runtime fp32 and int8, torch, and sentence-transformers on the same texts.
 
 Each system embeds the same generated corpus (mixed lengths, 10-160 words, as a chunker produces)
-with and without length sorting:
+with and without length sorting, the systems alternating within each round:
 
 - ``sorted``: vectorstream's path: tokenise, sort by token count, token-budget batches.
 - ``unsorted``: batches of 32 in input order, each padded to its longest text.
@@ -78,21 +78,30 @@ def padded_tokens(lengths: list[int], batches: list[list[int]]) -> int:
     return sum(len(b) * max(lengths[i] for i in b) for b in batches)
 
 
-def measure(fn: Callable[[], np.ndarray], repeats: int) -> tuple[float, float, np.ndarray]:
-    """Median wall seconds and median CPU seconds (all threads of this process) of ``fn``.
+def run_rounds(
+    cases: dict[tuple[str, str], Callable[[], np.ndarray]], repeats: int
+) -> dict[tuple[str, str], tuple[float, float, np.ndarray]]:
+    """Median wall and CPU seconds (all threads of this process) of each case, and its vectors.
 
-    CPU seconds are the steadier figure on a shared machine: other processes stretch the wall
-    time of a run, much less the work it does.
+    Cases alternate within each round (A B C ... A B C ...), so a burst of load from other
+    processes on the shared machine hits every case alike instead of one case's whole run.
+    CPU seconds are the steadier figure there: others stretch a run's wall time, not its work.
     """
-    fn()  # warm-up: the first run allocates arenas and caches
-    walls, cpus = [], []
-    vectors = np.empty(0)
+    walls: dict[tuple[str, str], list[float]] = {key: [] for key in cases}
+    cpus: dict[tuple[str, str], list[float]] = {key: [] for key in cases}
+    vectors: dict[tuple[str, str], np.ndarray] = {}
+    for key, fn in cases.items():
+        vectors[key] = fn()  # warm-up: the first run allocates arenas and caches
     for _ in range(repeats):
-        start, start_cpu = time.perf_counter(), time.process_time()
-        vectors = fn()
-        walls.append(time.perf_counter() - start)
-        cpus.append(time.process_time() - start_cpu)
-    return statistics.median(walls), statistics.median(cpus), vectors
+        for key, fn in cases.items():
+            start, start_cpu = time.perf_counter(), time.process_time()
+            fn()
+            walls[key].append(time.perf_counter() - start)
+            cpus[key].append(time.process_time() - start_cpu)
+    return {
+        key: (statistics.median(walls[key]), statistics.median(cpus[key]), vectors[key])
+        for key in cases
+    }
 
 
 def main() -> None:
@@ -127,33 +136,6 @@ def main() -> None:
             ],
         )
 
-        rows: list[dict[str, Any]] = []
-        baseline: np.ndarray | None = None
-        for name, model in models.items():
-            for ordering, fn in (
-                ("sorted", lambda m=model: m.embed(texts)),
-                ("unsorted", lambda m=model: embed_unsorted(m, texts)),
-            ):
-                seconds, cpu_seconds, vectors = measure(fn, args.repeats)
-                if baseline is None:
-                    baseline = vectors
-                rows.append(
-                    {
-                        "system": name,
-                        "ordering": ordering,
-                        "seconds": seconds,
-                        "texts_per_s": len(texts) / seconds,
-                        "tokens_per_s": real_tokens / seconds,
-                        "tokens_per_cpu_s": real_tokens / cpu_seconds,
-                        "padding_pct": 100
-                        * (
-                            1
-                            - real_tokens
-                            / (sorted_padded if ordering == "sorted" else unsorted_padded)
-                        ),
-                        "min_cosine_to_ort_fp32": float((vectors * baseline).sum(1).min()),
-                    }
-                )
         from sentence_transformers import SentenceTransformer
 
         st = SentenceTransformer(str(resolve_model(MODEL).path), device="cpu")
@@ -161,24 +143,33 @@ def main() -> None:
             import torch
 
             torch.set_num_threads(args.threads)
-        seconds, cpu_seconds, vectors = measure(
-            lambda: st.encode(texts, batch_size=32, convert_to_numpy=True, show_progress_bar=False),
-            args.repeats,
+        cases: dict[tuple[str, str], Callable[[], np.ndarray]] = {}
+        for name, model in models.items():
+            cases[(name, "sorted")] = lambda m=model: m.embed(texts)
+            cases[(name, "unsorted")] = lambda m=model: embed_unsorted(m, texts)
+        cases[("sentence-transformers", "by characters (built in)")] = lambda: st.encode(
+            texts, batch_size=32, convert_to_numpy=True, show_progress_bar=False
         )
-        assert baseline is not None
+        results = run_rounds(cases, args.repeats)
+
+    baseline = results[("ort-fp32", "sorted")][2]
+    padded = {"sorted": sorted_padded, "unsorted": unsorted_padded}
+    rows: list[dict[str, Any]] = []
+    for (name, ordering), (seconds, cpu_seconds, vectors) in results.items():
         rows.append(
             {
-                "system": "sentence-transformers",
-                "ordering": "by characters (built in)",
+                "system": name,
+                "ordering": ordering,
                 "seconds": seconds,
                 "texts_per_s": len(texts) / seconds,
                 "tokens_per_s": real_tokens / seconds,
                 "tokens_per_cpu_s": real_tokens / cpu_seconds,
-                "padding_pct": None,
+                "padding_pct": (
+                    100 * (1 - real_tokens / padded[ordering]) if ordering in padded else None
+                ),
                 "min_cosine_to_ort_fp32": float((vectors * baseline).sum(1).min()),
             }
         )
-
     st_rate, st_cpu_rate = rows[-1]["tokens_per_s"], rows[-1]["tokens_per_cpu_s"]
     for row in rows:
         row["vs_st"] = row["tokens_per_s"] / st_rate
