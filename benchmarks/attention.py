@@ -128,7 +128,9 @@ def decode(
     return picks, steps / (time.perf_counter() - start)
 
 
-def run_length(model: Any, ids: list[int], length: int, steps: int, alpha: float) -> dict[str, Any]:
+def run_length(
+    model: Any, ids: list[int], length: int, steps: int, alphas: list[float]
+) -> dict[str, Any]:
     prompt = ids[:length]
     base = Session(SparseConfig(mode="full"))
     start = time.perf_counter()
@@ -144,7 +146,10 @@ def run_length(model: Any, ids: list[int], length: int, steps: int, alpha: float
 
     row: dict[str, Any] = {"length": length, "prefill_s": prefill_s, "graph_build_s": build_s}
     reference: list[int] = []
-    for method in ("full", "flat", "graph"):
+    runs: list[tuple[str, float | None]] = [("full", None)]
+    runs += [(method, alpha) for alpha in alphas for method in ("flat", "graph")]
+    row["methods"] = []
+    for method, alpha in runs:
         cfg = SparseConfig(alpha=alpha, mode=method)  # type: ignore[arg-type]
         session = Session.from_kv(base.kv(), cfg, prompt)
         if method == "graph":
@@ -155,12 +160,16 @@ def run_length(model: Any, ids: list[int], length: int, steps: int, alpha: float
             reference = picks
         agree = sum(a == b for a, b in zip(picks, reference, strict=True)) / steps
         stats = session.stats
-        row[method] = {
-            "tokens_per_s": tps,
-            "top1_agreement": agree,
-            "attended_fraction": sum(s.attended_fraction for s in stats) / len(stats),
-            "touched_fraction": sum(s.touched_fraction for s in stats) / len(stats),
-        }
+        row["methods"].append(
+            {
+                "method": method,
+                "alpha": alpha,
+                "tokens_per_s": tps,
+                "top1_agreement": agree,
+                "attended_fraction": sum(s.attended_fraction for s in stats) / len(stats),
+                "touched_fraction": sum(s.touched_fraction for s in stats) / len(stats),
+            }
+        )
 
     # Reuse: store the context, then answer a prompt that extends it by one token, loading the
     # stored KV and attending it fully, or through the stored graph index (sparse).
@@ -171,7 +180,7 @@ def run_length(model: Any, ids: list[int], length: int, steps: int, alpha: float
         row["store_s"] = time.perf_counter() - start
         for label, cfg in (
             ("full", SparseConfig(mode="full")),
-            ("sparse", SparseConfig(alpha=alpha)),
+            ("sparse", SparseConfig(alpha=alphas[0])),
         ):
             start = time.perf_counter()
             session, remaining = db.create_session([*prompt, first], cfg)
@@ -187,7 +196,7 @@ def main() -> None:
     parser.add_argument("--model", choices=["smollm2", "tiny"], default="smollm2")
     parser.add_argument("--lengths", type=int, nargs="+", default=[1024, 2048])
     parser.add_argument("--steps", type=int, default=8)
-    parser.add_argument("--alpha", type=float, default=1e-3)
+    parser.add_argument("--alphas", type=float, nargs="+", default=[1e-3, 1e-2])
     parser.add_argument(
         "--threads",
         type=int,
@@ -202,17 +211,20 @@ def main() -> None:
     start = time.perf_counter()
     model, ids = load(args.model)
     load_s = time.perf_counter() - start
-    rows = [run_length(model, ids, n, args.steps, args.alpha) for n in args.lengths]
+    rows = [run_length(model, ids, n, args.steps, args.alphas) for n in args.lengths]
 
-    print(f"model {args.model} (loaded in {load_s:.1f} s), alpha {args.alpha}, {args.steps} steps")
-    header = f"{'tokens':>7} {'method':>6} {'tok/s':>7} {'top-1':>6} {'attended':>9} {'touched':>8}"
+    print(
+        f"model {args.model} (loaded in {load_s:.1f} s), {args.steps} steps, {args.threads} thread(s)"
+    )
+    header = f"{'tokens':>7} {'method':>6} {'alpha':>7} {'tok/s':>7} {'top-1':>6} {'attended':>9} {'touched':>8}"
     print(header)
     for row in rows:
-        for method in ("full", "flat", "graph"):
-            m = row[method]
+        for m in row["methods"]:
+            alpha = "-" if m["alpha"] is None else f"{m['alpha']:g}"
             print(
-                f"{row['length']:>7} {method:>6} {m['tokens_per_s']:>7.2f} {m['top1_agreement']:>6.2f}"
-                f" {m['attended_fraction']:>9.3f} {m['touched_fraction']:>8.3f}"
+                f"{row['length']:>7} {m['method']:>6} {alpha:>7} {m['tokens_per_s']:>7.2f}"
+                f" {m['top1_agreement']:>6.2f} {m['attended_fraction']:>9.3f}"
+                f" {m['touched_fraction']:>8.3f}"
             )
         print(
             f"{'':>7} prefill {row['prefill_s']:.2f} s, graph build {row['graph_build_s']:.2f} s,"
@@ -223,7 +235,7 @@ def main() -> None:
     result = {
         "benchmark": "attention",
         "model": args.model,
-        "alpha": args.alpha,
+        "alphas": args.alphas,
         "steps": args.steps,
         "load_s": load_s,
         "load_average": os.getloadavg(),
