@@ -229,3 +229,55 @@ def test_script_without_main_guard_can_ingest(tmp_path: Path, corpus: dict[str, 
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.count("top-level ran") == 1
     assert f"files {len(TOPICS)}" in out.stdout
+
+
+def test_manifest_marks_sources_pending_before_their_records_land(tmp_path: Path) -> None:
+    """The invariant behind skipping stale-record queries: records only of finished or pending sources."""
+    m = Manifest(tmp_path / "m.sqlite")
+    try:
+        m.mark_pending(["a", "b"])
+        assert m.is_pending("a") and list(m.uris()) == ["a", "b"]
+        from vectorstream.pipeline import ManifestEntry
+
+        m.put(ManifestEntry("a", 1, 2, "h", "s", 3))
+        assert not m.is_pending("a") and m.get("a") is not None
+        m.remove("b")
+        assert list(m.uris()) == ["a"]
+    finally:
+        m.close()
+
+
+def test_partial_records_of_a_killed_run_are_replaced_when_the_file_changed(
+    tmp_path: Path, corpus: dict[str, Path]
+) -> None:
+    """Records written by an interrupted run for a file that then changed must not survive."""
+    from vectorstream.pipeline.ids import record_id
+
+    uri = _store_uri(tmp_path)
+    emb = FakeEmbedder()
+    ingest([tmp_path / "corpus"], store=uri, model=emb, workers=0)
+    # Simulate a killed run: a record of a source that is pending but not finished.
+    src = str((tmp_path / "corpus" / "new.txt").resolve())
+    store = open_store(uri, "documents", dim=emb.dim)
+    from vectorstream.types import Record
+
+    ghost = Record(
+        id=record_id(src, 0, "old text", emb.fingerprint),
+        vector=emb.embed(["old text"])[0],
+        text="old text",
+        source=src,
+        chunk_index=0,
+        start=0,
+        end=8,
+        model=emb.model_id,
+    )
+    m = Manifest(tmp_path / "store" / "_manifests" / "documents.sqlite")
+    m.mark_pending([src])
+    m.close()
+    store.upsert([ghost])
+    store.close()
+    Path(src).write_text("New text about kites and wind.\n", encoding="utf-8")
+    ingest([tmp_path / "corpus"], store=uri, model=emb, workers=0)
+    rows = _rows(uri)
+    assert ghost.id not in rows
+    assert any("kites" in t for t in rows.values())

@@ -101,6 +101,8 @@ class _SourceState:
     committed: int = 0
     bytes: int = 0
     failed: bool = False
+    may_have_records: bool = True  # False only when the manifest proves the store has none
+    marked: bool = False  # marked pending in the manifest before its first write
     new_ids: set[str] = field(default_factory=set)
 
 
@@ -117,6 +119,13 @@ class _Counters:
     bytes_read: int = 0
     deleted: int = 0
     sources_exhausted: bool = False
+    # Busy seconds per stage, to tell where a slow run spends its time.
+    stage_seconds: dict[str, float] = field(
+        default_factory=lambda: dict.fromkeys(("tokenize", "embed", "write", "finalize"), 0.0)
+    )
+
+    def add_time(self, stage: str, since: float) -> None:
+        self.stage_seconds[stage] += time.perf_counter() - since
 
 
 class Pipeline:
@@ -344,8 +353,11 @@ class _Run:
                         self.counters.files_skipped += 1
                     self._emit("source_skipped", uri, "unchanged")
                     continue
+                may_have = manifest is None or known is not None or manifest.is_pending(uri)
                 with self.lock:
-                    self.states[uri] = _SourceState(source=source, known=known)
+                    self.states[uri] = _SourceState(
+                        source=source, known=known, may_have_records=may_have
+                    )
                     self.dispatched += 1
                 pool.submit(Task(source, known_hash), self.abort)
         finally:
@@ -443,7 +455,9 @@ class _Run:
         return window
 
     def _flush_window(self, window: list[Chunk]) -> None:
+        t0 = time.perf_counter()
         encodings = self.pipe.embedder.tokenize([c.text for c in window])
+        self.counters.add_time("tokenize", t0)
         nbytes = sum(len(c.text) for c in window) * 2 + 64 * len(window)
         self.infer_q.put((window, encodings), nbytes)
 
@@ -456,7 +470,9 @@ class _Run:
         try:
             while True:
                 chunks, encodings = self.infer_q.get()
+                t0 = time.perf_counter()
                 vectors = embedder.embed_tokenized(encodings)
+                self.counters.add_time("embed", t0)
                 tokens = sum(_n_tokens(e) for e in encodings)
                 records = [
                     Record(
@@ -531,7 +547,15 @@ class _Run:
         live = [r for r in records if not self.states[r.source].failed] if records else []
         if not live:
             return
+        t0 = time.perf_counter()
+        manifest = self.pipe.manifest
+        if manifest is not None:
+            unmarked = {r.source for r in live if not self.states[r.source].marked}
+            manifest.mark_pending(sorted(unmarked))
+            for uri in unmarked:
+                self.states[uri].marked = True
         rejected = self.pipe._write(self.pipe.store, live)
+        self.counters.add_time("write", t0)
         rejected_ids = {rid for rid, _ in rejected}
         if rejected:
             with self.lock:
@@ -557,7 +581,10 @@ class _Run:
             if not ready:
                 continue
             awaiting.discard(uri)
-            stale = self.pipe.store.ids(source=uri) - state.new_ids
+            t0 = time.perf_counter()
+            stale = (
+                self.pipe.store.ids(source=uri) - state.new_ids if state.may_have_records else set()
+            )
             if stale:
                 removed = self.pipe.store.delete(ids=sorted(stale))
                 with self.lock:
@@ -574,6 +601,7 @@ class _Run:
                         state.expected or 0,
                     )
                 )
+            self.counters.add_time("finalize", t0)
             with self.lock:
                 self.counters.files_done += 1
                 del self.states[uri]
@@ -581,11 +609,15 @@ class _Run:
 
     def _fail_source(self, uri: str, pending: list[Record]) -> None:
         """A failed source contributes nothing: drop its records, written or not."""
+        state = self.states.get(uri)
+        if state is not None and not state.marked and not state.may_have_records:
+            return  # nothing of it was ever written
         try:
             removed = self.pipe.store.delete(source=uri)
         except StoreError as exc:
+            # Keep its manifest marks, so a later run still knows it may have records.
             log.warning("could not remove records of failed source %s: %s", uri, exc)
-            removed = 0
+            return
         with self.lock:
             self.counters.deleted += removed
         if self.pipe.manifest is not None:
@@ -630,6 +662,7 @@ class _Run:
             errors=tuple(sorted(self.errors, key=lambda e: e.source)),
             warnings=tuple(self.warnings),
             rejected=tuple(self.rejected),
+            stage_seconds={k: round(v, 3) for k, v in c.stage_seconds.items()},
         )
 
 

@@ -3,6 +3,11 @@
 One SQLite file per (store, collection). A source's row is written only *after* all of its records
 are durably in the store and its stale records are gone, so a run killed at any moment leaves the
 manifest describing only finished work; the next run redoes whatever is not recorded as finished.
+
+A second table marks sources as *pending* before their first records are written. Together they
+keep an invariant: every record in the store belongs to a source that is either finished or
+pending. So a source that is neither cannot have records, and finishing it needs no query for
+stale records (which would cost a scan of the store per file).
 """
 
 from __future__ import annotations
@@ -10,7 +15,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,7 +30,8 @@ CREATE TABLE IF NOT EXISTS sources (
     settings TEXT NOT NULL,
     chunks INTEGER NOT NULL,
     updated_at REAL NOT NULL
-)
+);
+CREATE TABLE IF NOT EXISTS pending (uri TEXT PRIMARY KEY)
 """
 
 
@@ -49,7 +55,7 @@ class Manifest:
             self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.execute(_SCHEMA)
+            self._db.executescript(_SCHEMA)
         except (sqlite3.Error, OSError) as exc:
             raise StoreError(f"cannot open the manifest {self.path}: {exc}") from exc
         self._lock = threading.Lock()
@@ -63,7 +69,9 @@ class Manifest:
         return ManifestEntry(*row) if row else None
 
     def put(self, entry: ManifestEntry) -> None:
-        with self._lock:
+        """Record a finished source (and clear its pending mark) in one transaction."""
+        with self._lock, self._db:
+            self._db.execute("BEGIN")
             self._db.execute(
                 "INSERT OR REPLACE INTO sources VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (
@@ -76,14 +84,34 @@ class Manifest:
                     time.time(),
                 ),
             )
+            self._db.execute("DELETE FROM pending WHERE uri=?", (entry.uri,))
+
+    def mark_pending(self, uris: Iterable[str]) -> None:
+        """Mark sources whose records are about to be written (before the write)."""
+        rows = [(u,) for u in uris]
+        if rows:
+            with self._lock, self._db:
+                self._db.execute("BEGIN")
+                self._db.executemany("INSERT OR IGNORE INTO pending VALUES (?)", rows)
+
+    def is_pending(self, uri: str) -> bool:
+        with self._lock:
+            row = self._db.execute("SELECT 1 FROM pending WHERE uri=?", (uri,)).fetchone()
+        return row is not None
 
     def remove(self, uri: str) -> None:
-        with self._lock:
+        """Forget a source entirely (its records must already be gone)."""
+        with self._lock, self._db:
+            self._db.execute("BEGIN")
             self._db.execute("DELETE FROM sources WHERE uri=?", (uri,))
+            self._db.execute("DELETE FROM pending WHERE uri=?", (uri,))
 
     def uris(self) -> Iterator[str]:
+        """Every source that may have records: finished or pending."""
         with self._lock:
-            rows = self._db.execute("SELECT uri FROM sources ORDER BY uri").fetchall()
+            rows = self._db.execute(
+                "SELECT uri FROM sources UNION SELECT uri FROM pending ORDER BY uri"
+            ).fetchall()
         for (uri,) in rows:
             yield uri
 

@@ -75,6 +75,7 @@ class IngestReport:
     errors: tuple[SourceFailure, ...] = ()
     warnings: tuple[str, ...] = ()
     rejected: tuple[tuple[str, str], ...] = field(default=())
+    stage_seconds: dict[str, float] = field(default_factory=dict)  # busy time per stage
 
     @property
     def ok(self) -> bool:
@@ -110,4 +111,5 @@ class IngestReport:
             "errors": [e.to_dict() for e in self.errors],
             "warnings": list(self.warnings),
             "rejected": [{"id": i, "reason": r} for i, r in self.rejected],
+            "stage_seconds": dict(self.stage_seconds),
         }
