@@ -18,7 +18,8 @@ Mode = Literal["auto", "full", "flat", "graph"]
 class SparseConfig:
     """How a decode step picks the keys it attends.
 
-    Give ``alpha`` (keep keys whose weight is ≥ α × the largest) or ``tau`` (β = τ·√d), not both;
+    Give ``alpha`` (keep keys whose weight is ≥ α × the largest) or ``tau`` (β = τ·√d), not both
+    (neither means α = 1e-3);
     ``alpha=0`` or ``tau=inf`` means β = ∞, exact attention through the sparse path. The first
     ``n_init`` and last ``n_last`` tokens are always attended exactly. ``mode="auto"`` uses full
     attention below ``full_below`` keys, a flat scan on ``flat_layers`` and on contexts without an
