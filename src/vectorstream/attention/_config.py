@@ -32,7 +32,7 @@ class SparseConfig:
     n_last: int = 64
     mode: Mode = "auto"
     full_below: int = 512
-    graph_min: int = 1024
+    graph_min: int = 4096
     flat_layers: tuple[int, ...] = (0,)
     capacity: int = 128
     max_queries: int = 2048
