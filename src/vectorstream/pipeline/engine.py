@@ -84,6 +84,7 @@ class PipelineOptions:
     prune: bool = False
     semantic_model: str | None = None
     retry: RetryPolicy = field(default_factory=RetryPolicy)  # bounds on retrying a failed commit
+    worker_nice: int = 10  # scheduling niceness of parsing processes (0: same as the model)
 
     def __post_init__(self) -> None:
         if self.buffer < 16:
@@ -246,6 +247,7 @@ class _Run:
             chunk_options=self.opts.chunk,
             parse_options=self.opts.parse,
             semantic_model=self.opts.semantic_model,
+            nice=self.opts.worker_nice,
         )
         pool = _WorkerPool(cfg, self.workers, self.result_slots)
         threads = [

@@ -12,6 +12,7 @@ A worker streams its results as messages so that a large document never travels 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -40,6 +41,7 @@ class WorkerConfig:
     chunk_options: ChunkOptions
     parse_options: ParseOptions
     semantic_model: str | None = None  # model spec, loaded in the worker for the semantic splitter
+    nice: int = 10  # parsing yields the cores to the model's threads (see worker_main)
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,6 +155,12 @@ def _die_with_parent() -> None:
 def worker_main(config: WorkerConfig, tasks: Any, results: Any, index: int = 0) -> None:
     """Entry point of a worker process: take tasks until the ``None`` sentinel."""
     _die_with_parent()
+    # The model's intra-op threads run in lockstep: one of them preempted by a parser stalls the
+    # whole operator. Parsing needs a small fraction of the model's CPU, so run it at a lower
+    # priority; it still fills the buffer whenever the model waits on anything.
+    if config.nice:
+        with contextlib.suppress(OSError):
+            os.nice(config.nice)
     # Ctrl-C goes to the whole process group; the parent decides how to stop, not each worker.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
