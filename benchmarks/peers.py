@@ -546,7 +546,7 @@ class Harness:
                 if system in PEER_VENVS:
                     self.pythons[system] = _ensure_venv(system, self.args.venvs, self.args.install)
                     if self.onnx_dir is None:
-                        _log("exporting the ONNX graph for the peers")
+                        _log("ONNX graph for the peers (exported once, then reused)")
                         self.onnx_dir = _export_onnx(self.model_dir, self.work)
                     if system == "embed-anything":
                         self.hf_home = _fake_hf_cache(self.onnx_dir, self.work)
@@ -694,7 +694,7 @@ class Harness:
                 if path.exists():
                     texts = json.loads(self.texts_file.read_text("utf-8"))
                     joined = dict(zip(texts, np.load(path), strict=True))
-            elif (db / "_done").exists() or db.exists():
+            elif db.exists():
                 try:
                     joined = self._vectors_by_text(db)
                 except Exception as exc:
