@@ -3,10 +3,12 @@
 For each context length the prompt is prefilled once (exact), the graph index is built from the
 prefill's keys and sampled queries, and each method decodes the same continuation: full attention
 greedily picks the tokens, the sparse methods are teacher-forced on them and scored on whether their
-next-token choice agrees (top-1 agreement). Time to first token of a reused context (ContextDB)
+next-token choice agrees (top-1 agreement). A longer run teacher-forces the text's own continuation
+and compares the flat scan's next-token choices with full attention's. Time to first token of a reused context (ContextDB)
 is compared with recomputing the prefill. The text is generated here from a seeded word list.
 
     .venv/bin/python benchmarks/attention.py                       # SmolLM2-135M, 1K and 2K tokens
+    .venv/bin/python benchmarks/attention.py --lengths 2048 4096 8192
     .venv/bin/python benchmarks/attention.py --model tiny --lengths 2048 4096
 
 Prints a table and writes benchmarks/results/attention.json.
@@ -129,7 +131,12 @@ def decode(
 
 
 def run_length(
-    model: Any, ids: list[int], length: int, steps: int, alphas: list[float]
+    model: Any,
+    ids: list[int],
+    length: int,
+    steps: int,
+    alphas: list[float],
+    agreement_steps: int,
 ) -> dict[str, Any]:
     prompt = ids[:length]
     base = Session(SparseConfig(mode="full"))
@@ -171,6 +178,26 @@ def run_length(
             }
         )
 
+    # Agreement over the text's own continuation (teacher-forced), flat scan, longer run.
+    row["agreement"] = []
+    if agreement_steps:
+        cont = ids[length : length + agreement_steps + 1]
+        full_session = Session.from_kv(base.kv(), SparseConfig(mode="full"), prompt)
+        truth, _ = decode(model, full_session, cont[0], agreement_steps, cont[1:])
+        for alpha in alphas:
+            session = Session.from_kv(base.kv(), SparseConfig(alpha=alpha, mode="flat"), prompt)
+            picks, _ = decode(model, session, cont[0], agreement_steps, cont[1:])
+            stats = session.stats
+            row["agreement"].append(
+                {
+                    "alpha": alpha,
+                    "steps": agreement_steps,
+                    "top1_agreement": sum(a == b for a, b in zip(picks, truth, strict=True))
+                    / agreement_steps,
+                    "attended_fraction": sum(s.attended_fraction for s in stats) / len(stats),
+                }
+            )
+
     # Reuse: store the context, then answer a prompt that extends it by one token, loading the
     # stored KV and attending it fully, or through the stored graph index (sparse).
     with tempfile.TemporaryDirectory() as tmp:
@@ -196,6 +223,12 @@ def main() -> None:
     parser.add_argument("--model", choices=["smollm2", "tiny"], default="smollm2")
     parser.add_argument("--lengths", type=int, nargs="+", default=[1024, 2048])
     parser.add_argument("--steps", type=int, default=8)
+    parser.add_argument(
+        "--agreement-steps",
+        type=int,
+        default=64,
+        help="teacher-forced steps over the text's continuation for top-1 agreement (flat scan)",
+    )
     parser.add_argument("--alphas", type=float, nargs="+", default=[1e-3, 1e-2])
     parser.add_argument(
         "--threads",
@@ -211,7 +244,10 @@ def main() -> None:
     start = time.perf_counter()
     model, ids = load(args.model)
     load_s = time.perf_counter() - start
-    rows = [run_length(model, ids, n, args.steps, args.alphas) for n in args.lengths]
+    rows = [
+        run_length(model, ids, n, args.steps, args.alphas, args.agreement_steps)
+        for n in args.lengths
+    ]
 
     print(
         f"model {args.model} (loaded in {load_s:.1f} s), {args.steps} steps, {args.threads} thread(s)"
@@ -225,6 +261,11 @@ def main() -> None:
                 f"{row['length']:>7} {m['method']:>6} {alpha:>7} {m['tokens_per_s']:>7.2f}"
                 f" {m['top1_agreement']:>6.2f} {m['attended_fraction']:>9.3f}"
                 f" {m['touched_fraction']:>8.3f}"
+            )
+        for a in row["agreement"]:
+            print(
+                f"{'':>7} text continuation, {a['steps']} steps, flat alpha {a['alpha']:g}:"
+                f" top-1 agreement {a['top1_agreement']:.3f}, attended {a['attended_fraction']:.3f}"
             )
         print(
             f"{'':>7} prefill {row['prefill_s']:.2f} s, graph build {row['graph_build_s']:.2f} s,"
