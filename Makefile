@@ -45,6 +45,9 @@ format: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/models.py
 	$(PY) benchmarks/ingest_memory.py
+	$(PY) benchmarks/peers.py
+	$(PY) benchmarks/stores.py
+	$(PY) benchmarks/serve.py
 
 clean-venv:
 	rm -rf $(VENV)
