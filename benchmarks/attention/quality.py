@@ -1,0 +1,198 @@
+"""Teacher-forced quality of sparse decoding against full attention, beside two fixed-budget baselines.
+
+For each context length the text (standard-library documentation) is prefilled exactly, then its
+own continuation is fed one decode step at a time. Full attention's logits at those steps (the same
+tokens run as one exact chunk) are the reference. Each method is scored on
+
+- KL(full ‖ method) of the next-token distribution, mean over steps (nats);
+- top-1 agreement: the method's argmax equals full attention's;
+- perplexity of the continuation and its change against full attention;
+- the fraction of the keys attended (window plus selected), mean over steps, layers and heads.
+
+Methods: DIPR (``mode=flat``: exact DIPR by one scan; ``--graph`` adds the graph index) for each α,
+and at the budget DIPR used at that α (its mean keys per layer): **window** (StreamingLLM: the
+``n_init`` sinks and a recent window longer by the budget) and **top-k** (the window plus the exact
+``k`` best middle keys per query head).
+
+    .venv/bin/python benchmarks/attention/quality.py --quick                 # smoke: 1K tokens
+    .venv/bin/python benchmarks/attention/quality.py --lengths 2048 4096 8192 --alphas 1e-4 1e-3 1e-2
+
+Prints a table and writes benchmarks/results/attention_quality.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+
+def load_common() -> Any:
+    name = "attention_eval_common"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("_common.py"))
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+C = load_common()
+
+COLUMNS = [
+    "length",
+    "method",
+    "alpha",
+    "attended",
+    "kl",
+    "top1",
+    "ppl",
+    "ppl_change",
+    "tok_s",
+]
+
+
+def score(reference: torch.Tensor, logits: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
+    """KL(reference ‖ logits), top-1 agreement and perplexity of ``targets`` under ``logits``."""
+    ref_logp = torch.log_softmax(reference, dim=-1)
+    logp = torch.log_softmax(logits, dim=-1)
+    kl = (ref_logp.exp() * (ref_logp - logp)).sum(-1)
+    nll = -logp.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+    return {
+        "kl": float(kl.mean()),
+        "kl_max": float(kl.max()),
+        "top1": float((logits.argmax(-1) == reference.argmax(-1)).float().mean()),
+        "ppl": float(torch.exp(nll.mean())),
+    }
+
+
+def evaluate_length(
+    model: Any,
+    ids: list[int],
+    length: int,
+    steps: int,
+    alphas: list[float],
+    *,
+    n_init: int = 4,
+    n_last: int = 64,
+    graph: bool = False,
+) -> list[dict[str, Any]]:
+    """Rows for one context length: full, then per α DIPR (flat[, graph]), window and top-k."""
+    context, cont = ids[:length], ids[length : length + steps + 1]
+    if len(cont) < 2:
+        raise ValueError(f"need at least {length + 2} ids, got {len(ids)}")
+    feed, targets = cont[:-1], torch.tensor(cont[1:])
+    start = time.perf_counter()
+    base, _ = C.prefill(model, context, max_queries=2048 if graph else 0)
+    prefill_s = time.perf_counter() - start
+    if graph:
+        start = time.perf_counter()
+        base.install_graphs(base.build_graphs(), length)
+        build_s = time.perf_counter() - start
+    reference = C.chunk_logits(model, C.fork(base, C.SparseConfig(mode="full")), feed)
+    full = score(reference, reference, targets)
+    rows: list[dict[str, Any]] = [
+        {
+            "length": length,
+            "method": "full",
+            "alpha": None,
+            "attended": 1.0,
+            **full,
+            "ppl_change": 0.0,
+            "steps": len(feed),
+            "prefill_s": prefill_s,
+        }
+    ]
+    if graph:
+        rows[0]["graph_build_s"] = build_s
+
+    def run(method: str, alpha: float, session: Any) -> dict[str, Any]:
+        start = time.perf_counter()
+        logits = C.teacher_forced(model, session, feed)
+        elapsed = time.perf_counter() - start
+        s = score(reference, logits, targets)
+        stats = session.stats
+        row = {
+            "length": length,
+            "method": method,
+            "alpha": alpha,
+            "attended": C.mean_fraction(stats),
+            "touched": C.mean_fraction(stats, "touched_fraction"),
+            **s,
+            "ppl_change": s["ppl"] / full["ppl"] - 1.0,
+            "tok_s": len(feed) / elapsed,
+            "steps": len(feed),
+        }
+        rows.append(row)
+        return row
+
+    for alpha in alphas:
+        cfg = C.SparseConfig(alpha=alpha, n_init=n_init, n_last=n_last, mode="flat", max_queries=0)
+        dipr_session = C.fork(base, cfg)
+        run("dipr", alpha, dipr_session)
+        budget = C.layer_budget(dipr_session.stats)
+        if graph:
+            gcfg = C.SparseConfig(
+                alpha=alpha, n_init=n_init, n_last=n_last, mode="graph", max_queries=0
+            )
+            run("graph", alpha, C.fork(base, gcfg))
+        for selector in ("window", "topk"):
+            row = run(selector, alpha, C.fork(base, cfg, selector, budget))
+            row["budget_per_layer"] = budget
+    return rows
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    C.add_common_args(parser, lengths=[2048, 4096, 8192], alphas=[1e-4, 1e-3, 1e-2])
+    parser.add_argument("--steps", type=int, default=128, help="teacher-forced decode steps")
+    parser.add_argument("--graph", action="store_true", help="also decode with the graph index")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.lengths, args.steps = [min(args.lengths[0], 1024)], min(args.steps, 32)
+        args.alphas = args.alphas[-2:]
+    C.set_threads(args.threads)
+    start = time.perf_counter()
+    model, tok = C.load_model(args.model)
+    load_s = time.perf_counter() - start
+    ids = C.text_ids(tok, max(args.lengths) + args.steps + 1)
+    rows: list[dict[str, Any]] = []
+    for length in args.lengths:
+        rows += evaluate_length(
+            model,
+            ids,
+            length,
+            args.steps,
+            args.alphas,
+            n_init=args.n_init,
+            n_last=args.n_last,
+            graph=args.graph,
+        )
+        print(C.format_table([r for r in rows if r["length"] == length], COLUMNS), flush=True)
+    path = C.write_result(
+        "quality",
+        {
+            "benchmark": "attention_quality",
+            "model": args.model,
+            "quick": args.quick,
+            "steps": args.steps,
+            "alphas": args.alphas,
+            "n_init": args.n_init,
+            "n_last": args.n_last,
+            "load_s": load_s,
+            "machine": C.machine(args.threads),
+            "rows": rows,
+        },
+        args.out,
+    )
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
