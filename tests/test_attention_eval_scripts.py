@@ -115,11 +115,11 @@ def test_graph_recall_baselines(tiny: tuple[Any, list[int]]) -> None:
             assert 0.0 < row["touched"] <= 1.0
 
 
-def test_quality_main_writes_json(tmp_path: Path) -> None:
+def test_quality_main_writes_json_and_chart(tmp_path: Path) -> None:
     quality = _load("quality")
-    out = tmp_path / "q.json"
-    quality.main(
-        ["--model", "tiny", "--quick", "--lengths", "96", "--steps", "3", "--out", str(out)]
-    )
+    out, png = tmp_path / "q.json", tmp_path / "q.png"
+    args = ["--model", "tiny", "--quick", "--lengths", "96", "--steps", "3"]
+    quality.main([*args, "--out", str(out), "--plot", str(png)])
     data = json.loads(out.read_text())
     assert data["benchmark"] == "attention_quality" and data["rows"][0]["method"] == "full"
+    assert png.stat().st_size > 0

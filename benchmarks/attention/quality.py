@@ -9,7 +9,8 @@ tokens run as one exact chunk) are the reference. Each method is scored on
 - perplexity of the continuation and its change against full attention;
 - the fraction of the keys attended (window plus selected), mean over steps, layers and heads.
 
-Methods: DIPR (``mode=flat``: exact DIPR by one scan; ``--graph`` adds the graph index) for each α,
+Methods: DIPR (``mode=flat``: exact DIPR by one scan; ``--graph`` adds the graph index, built from
+the prefill's keys and sampled queries, layer 0 still scanned) for each α,
 and at the budget DIPR used at that α (its mean keys per layer): **window** (StreamingLLM: the
 ``n_init`` sinks and a recent window longer by the budget) and **top-k** (the window plus the exact
 ``k`` best middle keys per query head).
@@ -50,6 +51,7 @@ COLUMNS = [
     "method",
     "alpha",
     "attended",
+    "touched",
     "kl",
     "top1",
     "ppl",
@@ -138,8 +140,14 @@ def evaluate_length(
         run("dipr", alpha, dipr_session)
         budget = C.layer_budget(dipr_session.stats)
         if graph:
+            # The package's rule with the index always eligible: layer 0 flat, the rest graph.
             gcfg = C.SparseConfig(
-                alpha=alpha, n_init=n_init, n_last=n_last, mode="graph", max_queries=0
+                alpha=alpha,
+                n_init=n_init,
+                n_last=n_last,
+                full_below=0,
+                graph_min=0,
+                max_queries=0,
             )
             run("graph", alpha, C.fork(base, gcfg))
         for selector in ("window", "topk"):
@@ -148,11 +156,41 @@ def evaluate_length(
     return rows
 
 
+def plot(rows: list[dict[str, Any]], path: Path) -> None:
+    """Top-1 agreement against the fraction of keys attended, one panel per context length."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    lengths = sorted({r["length"] for r in rows})
+    fig, axes = plt.subplots(1, len(lengths), figsize=(4.2 * len(lengths), 3.6), squeeze=False)
+    for ax, length in zip(axes[0], lengths, strict=True):
+        for method, marker in (("dipr", "o"), ("graph", "D"), ("topk", "s"), ("window", "^")):
+            pts = sorted(
+                (r["attended"], r["top1"])
+                for r in rows
+                if r["length"] == length and r["method"] == method
+            )
+            if pts:
+                ax.plot(*zip(*pts, strict=True), marker=marker, label=method)
+        ax.set_title(f"{length} tokens")
+        ax.set_xlabel("fraction of keys attended")
+        ax.set_ylabel("top-1 agreement with full attention")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     C.add_common_args(parser, lengths=[2048, 4096, 8192], alphas=[1e-4, 1e-3, 1e-2])
     parser.add_argument("--steps", type=int, default=128, help="teacher-forced decode steps")
     parser.add_argument("--graph", action="store_true", help="also decode with the graph index")
+    parser.add_argument("--plot", type=Path, default=None, help="write a PNG chart here")
     args = parser.parse_args(argv)
     if args.quick:
         args.lengths, args.steps = [min(args.lengths[0], 1024)], min(args.steps, 32)
@@ -192,6 +230,9 @@ def main(argv: list[str] | None = None) -> None:
         args.out,
     )
     print(f"wrote {path}")
+    if args.plot:
+        plot(rows, args.plot)
+        print(f"wrote {args.plot}")
 
 
 if __name__ == "__main__":
