@@ -175,9 +175,15 @@ class EvalSession(Session):
         return out.reshape(1, 1, h_q, -1).to(query.dtype), "flat"
 
 
-def prefill(model: Any, ids: Sequence[int], max_queries: int = 0) -> tuple[Session, torch.Tensor]:
-    """An exact prefill of ``ids``: the session and the last position's logits."""
-    base = Session(SparseConfig(mode="full", max_queries=max_queries))
+def prefill(
+    model: Any, ids: Sequence[int], max_queries: int = 0, config: SparseConfig | None = None
+) -> tuple[Session, torch.Tensor]:
+    """An exact prefill of ``ids``: the session and the last position's logits.
+
+    A prefill is exact whatever the config; ``config`` (default: full attention, sampling
+    ``max_queries`` queries per layer) matters for later steps and for which layers get a graph.
+    """
+    base = Session(config or SparseConfig(mode="full", max_queries=max_queries))
     with torch.inference_mode():
         logits = model(input_ids=torch.tensor([list(ids)]), past_key_values=base).logits
     base.token_ids = list(ids)

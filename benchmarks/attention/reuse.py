@@ -110,7 +110,9 @@ def evaluate_length(
 
     with tempfile.TemporaryDirectory(dir=db_path) as tmp:
         # Store the context once (prefill with query sampling for the graph, then build + write).
-        base, _ = C.prefill(model, context, max_queries=2048)
+        # The package's default rule, so the graphs are built as ContextDB.store builds them
+        # for a default session (layer 0, always scanned, gets none).
+        base, _ = C.prefill(model, context, config=C.SparseConfig(n_init=n_init, n_last=n_last))
         db = C.ContextDB(tmp)
         start = time.perf_counter()
         db.store(base)
