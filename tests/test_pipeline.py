@@ -281,3 +281,19 @@ def test_partial_records_of_a_killed_run_are_replaced_when_the_file_changed(
     rows = _rows(uri)
     assert ghost.id not in rows
     assert any("kites" in t for t in rows.values())
+
+
+def test_a_locked_store_fails_the_run_with_a_clear_error(
+    tmp_path: Path, corpus: dict[str, Path]
+) -> None:
+    from vectorstream.errors import StoreLockedError
+
+    uri = _store_uri(tmp_path)
+    holder = open_store(uri, "documents", dim=32, mode="w")
+    try:
+        with pytest.raises(StoreLockedError):
+            ingest([tmp_path / "corpus"], store=uri, model=FakeEmbedder(), workers=1)
+    finally:
+        holder.close()
+    # Once the other writer is gone, the same run succeeds.
+    assert ingest([tmp_path / "corpus"], store=uri, model=FakeEmbedder(), workers=1).ok

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import importlib
 import os
+import threading
 from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import Future
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -12,7 +16,7 @@ from typing import Any
 from ..chunking import ChunkOptions
 from ..config import load_settings
 from ..parsers import ParseOptions
-from ..stores import open_store, scheme_of
+from ..stores import open_store, scheme_of, store_kind
 from ..stores.base import VectorStore
 from ..types import Source
 from .engine import EventCallback, Pipeline, PipelineOptions
@@ -106,6 +110,15 @@ def ingest(
         collection=collection,
         backend=backend,
     )
+    own_store = not isinstance(store, VectorStore) or isinstance(store, str)
+    if own_store:
+        store_kind(settings.store)  # an unknown scheme is a usage error before any work starts
+        # Importing a store client can take a second or more (LanceDB: ~1.4 s here); do it while
+        # the model loads and the parsers start.
+        prewarm = threading.Thread(
+            target=_import_adapter, args=(settings.store,), name="vs-prewarm", daemon=True
+        )
+        prewarm.start()
     if model is None or isinstance(model, str | os.PathLike):
         from ..models import load_model
 
@@ -124,16 +137,17 @@ def ingest(
         prune=prune,
         semantic_model=settings.model if splitter == "semantic" else None,
     )
-    own_store = not isinstance(store, VectorStore) or isinstance(store, str)
-    vstore: VectorStore = (
-        open_store(settings.store, settings.collection, dim=embedder.dim, mode="w")
-        if own_store
-        else store  # type: ignore[assignment]
-    )
+    vstore: Any
+    if own_store:
+        # Opened on a thread: the parsing workers start meanwhile, and the writer waits for it
+        # only at its first commit.
+        vstore = _StoreOpening(settings.store, settings.collection, embedder.dim)
+        uri, coll = settings.store, settings.collection
+    else:
+        vstore = store
+        uri, coll = vstore.uri, vstore.collection
     mpath = (
-        Path(manifest)
-        if manifest is not None
-        else manifest_path(vstore.uri, vstore.collection, settings.cache_path)
+        Path(manifest) if manifest is not None else manifest_path(uri, coll, settings.cache_path)
     )
     man = Manifest(mpath)
     problems: list[SourceFailure] = []
@@ -155,3 +169,36 @@ def ingest(
         man.close()
         if own_store:
             vstore.close()
+
+
+def _import_adapter(uri: str) -> None:
+    with contextlib.suppress(Exception):  # a failure shows, clearly, when the store is opened
+        importlib.import_module(store_kind(uri).target.partition(":")[0], "vectorstream.stores")
+
+
+class _StoreOpening:
+    """A store being opened on a background thread; attribute access waits for it.
+
+    ``uri`` and ``collection`` are known at once, so reports and manifests never wait.
+    """
+
+    def __init__(self, uri: str, collection: str, dim: int) -> None:
+        self.uri = uri
+        self.collection = collection
+        self._future: Future[VectorStore] = Future()
+        threading.Thread(
+            target=self._open, args=(uri, collection, dim), name="vs-open-store", daemon=True
+        ).start()
+
+    def _open(self, uri: str, collection: str, dim: int) -> None:
+        try:
+            self._future.set_result(open_store(uri, collection, dim=dim, mode="w"))
+        except BaseException as exc:
+            self._future.set_exception(exc)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._future.result(), name)
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):  # an open that failed has nothing to close
+            self._future.result().close()
