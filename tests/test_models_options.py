@@ -161,3 +161,12 @@ def test_unwritable_cache_falls_back_to_torch(tmp_path: Path) -> None:
     assert model.backend == "torch"
     with pytest.raises(ModelError, match="cannot export"):
         load_model(MODEL_ID, backend="onnx", cache_dir=blocker / "cache")
+
+
+def test_with_threads_is_the_same_model_on_another_session(minilm: Embedder) -> None:
+    twin = minilm.with_threads(1)
+    assert twin is not minilm and twin.threads == 1
+    assert twin.fingerprint == minilm.fingerprint and twin.tokenizer is minilm.tokenizer
+    texts = short_texts(40, 3)
+    assert cosines(twin.embed(texts), minilm.embed(texts)).min() > 0.99999
+    assert minilm.with_threads(minilm.threads or 1) is minilm  # nothing to change

@@ -300,3 +300,138 @@ def test_run_sends_a_large_job_in_budget_slices_and_others_run_between_them() ->
         await b.stop()
 
     run(main())
+
+
+def test_two_lanes_run_a_second_batch_while_the_first_is_in_the_model() -> None:
+    async def main() -> None:
+        clock = ManualClock()
+        gate = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        batches: list[list[int]] = []
+        inside = 0
+        most_inside = 0
+
+        def blocking(items: list[int]) -> np.ndarray:
+            nonlocal inside, most_inside
+            batches.append(list(items))
+            inside += 1
+            most_inside = max(most_inside, inside)
+            try:
+                asyncio.run_coroutine_threadsafe(gate.wait(), loop).result(timeout=10)
+            finally:
+                inside -= 1
+            return np.full((len(items), 1), float(len(batches)), np.float32)
+
+        b = MicroBatcher(
+            blocking,
+            adaptive=False,
+            max_wait=0.5,
+            max_tokens=100,
+            clock=clock,
+            token_count=one_token,
+            lanes=2,
+        )
+        first = asyncio.create_task(b.submit([1]))
+        await settle()
+        clock.advance(0.5)  # the first batch enters the model and blocks there
+        await settle()
+        second = asyncio.create_task(b.submit([2, 3]))
+        await settle()
+        clock.advance(0.5)  # a second lane is free: the next batch starts without waiting
+        await settle()
+        third = asyncio.create_task(b.submit([4]))
+        await settle()
+        clock.advance(0.5)  # both lanes busy: this one waits for a lane
+        await settle()
+        assert batches == [[1], [2, 3]] and most_inside == 2
+        gate.set()
+        results = await asyncio.gather(first, second, third)
+        assert [r.shape[0] for r in results] == [1, 2, 1]
+        assert batches == [[1], [2, 3], [4]] and most_inside == 2
+        await b.stop()
+
+    run(main())
+
+
+def test_stop_lets_batches_in_the_model_answer() -> None:
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        release = asyncio.Event()
+        entered = asyncio.Event()
+
+        def slow(items: list[int]) -> np.ndarray:
+            loop.call_soon_threadsafe(entered.set)
+            asyncio.run_coroutine_threadsafe(release.wait(), loop).result(timeout=10)
+            return np.ones((len(items), 1), np.float32)
+
+        b = MicroBatcher(slow, max_wait=0.0, token_count=one_token, lanes=2)
+        running = asyncio.create_task(b.submit([1]))
+        await entered.wait()
+        stopping = asyncio.create_task(b.stop())
+        await settle()
+        assert not stopping.done()  # waits for the batch in the model
+        release.set()
+        await stopping
+        assert (await running).shape == (1, 1)
+
+    run(main())
+
+
+def test_lanes_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="lanes"):
+        MicroBatcher(Recorder(), lanes=0)
+
+
+def test_a_lone_batch_runs_solo_and_concurrent_ones_run_in_lanes() -> None:
+    async def main() -> None:
+        clock = ManualClock()
+        gate = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        calls: list[tuple[str, list[int]]] = []
+
+        def lane(items: list[int]) -> np.ndarray:
+            calls.append(("lane", list(items)))
+            asyncio.run_coroutine_threadsafe(gate.wait(), loop).result(timeout=10)
+            return np.zeros((len(items), 1), np.float32)
+
+        def solo(items: list[int]) -> np.ndarray:
+            calls.append(("solo", list(items)))
+            asyncio.run_coroutine_threadsafe(gate.wait(), loop).result(timeout=10)
+            return np.ones((len(items), 1), np.float32)
+
+        b = MicroBatcher(
+            lane,
+            run_solo=solo,
+            adaptive=False,
+            max_wait=0.5,
+            max_tokens=2,
+            clock=clock,
+            token_count=one_token,
+            lanes=2,
+        )
+        # Alone: the solo path, and nothing else starts while it runs.
+        first = asyncio.create_task(b.submit([1]))
+        await settle()
+        clock.advance(0.5)
+        await settle()
+        waiting = asyncio.create_task(b.submit([2]))
+        await settle()
+        clock.advance(0.5)
+        await settle()
+        assert calls == [("solo", [1])]
+        gate.set()
+        assert (await first)[0, 0] == 1.0
+        await waiting
+        assert calls[1] == ("solo", [2])  # it found the model idle when its turn came
+        # Three requests over a budget of two tokens: two batches, the first while more wait.
+        gate.clear()
+        many = [asyncio.create_task(b.submit([i])) for i in (3, 4, 5)]
+        await settle()
+        clock.advance(0.5)
+        await settle()
+        assert [c[0] for c in calls[2:]] == ["lane", "lane"]
+        gate.set()
+        await asyncio.gather(*many)
+        await b.stop()
+
+    run(main())

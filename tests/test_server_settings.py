@@ -68,3 +68,16 @@ def test_serve_refuses_bad_settings_with_exit_code_2() -> None:
     result = CliRunner().invoke(app, ["serve", "--port", "70000"])
     assert result.exit_code == 2
     assert "port must be in 1..65535" in result.output
+
+
+def test_inference_lanes_split_the_cores() -> None:
+    from vectorstream.server.app import inference_lanes
+
+    assert inference_lanes(ServerSettings(), cores=2) == (2, 1)
+    assert inference_lanes(ServerSettings(), cores=16) == (2, 8)
+    assert inference_lanes(ServerSettings(), cores=1) == (1, 1)
+    assert inference_lanes(ServerSettings(lanes=1), cores=2) == (1, 2)
+    assert inference_lanes(ServerSettings(lanes=4), cores=2) == (4, 1)
+    assert inference_lanes(ServerSettings(backend="torch"), cores=8) == (1, None)
+    with pytest.raises(ConfigError):
+        ServerSettings(lanes=-1)

@@ -28,9 +28,11 @@ from vectorstream.types import Hit, Record
 DIM = 16
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[LanceDBStore]:
-    s = open_store(f"lancedb://{tmp_path / 'db'}", "docs", dim=DIM)
+@pytest.fixture(params=["memory", "lancedb"])
+def store(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[LanceDBStore]:
+    # Every test runs with the in-memory search path (small tables' default) and without it.
+    options = {} if request.param == "memory" else {"memory_search_bytes": 0}
+    s = open_store(f"lancedb://{tmp_path / 'db'}", "docs", dim=DIM, **options)
     assert isinstance(s, LanceDBStore)
     yield s
     s.close()
@@ -333,7 +335,8 @@ def test_ann_index_recall(tmp_path: Path) -> None:
     dim = 384
     vectors = unit_rows(10_000, dim, seed=5)
     records = make_records(vectors)
-    s = open_store(str(tmp_path), "docs", dim=dim, index_threshold=1000)
+    # Memory search off: this is about searches through the ANN index.
+    s = open_store(str(tmp_path), "docs", dim=dim, index_threshold=1000, memory_search_bytes=0)
     s.upsert(records)
     report = s.optimize()
     assert report.vector_index_built and s.has_vector_index()

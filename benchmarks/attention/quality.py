@@ -50,6 +50,7 @@ COLUMNS = [
     "length",
     "method",
     "alpha",
+    "n_last",
     "attended",
     "touched",
     "kl",
@@ -84,8 +85,13 @@ def evaluate_length(
     n_init: int = 4,
     n_last: int = 64,
     graph: bool = False,
+    windows: list[int] | None = None,
+    baselines: bool = True,
 ) -> list[dict[str, Any]]:
-    """Rows for one context length: full, then per α DIPR (flat[, graph]), window and top-k."""
+    """Rows for one context length: full, then per window and α DIPR (flat[, graph]), window and top-k.
+
+    ``windows``: the recent-window sizes (``n_last``) to try, each with every α, on one prefill.
+    """
     context, cont = ids[:length], ids[length : length + steps + 1]
     if len(cont) < 2:
         raise ValueError(f"need at least {length + 2} ids, got {len(ids)}")
@@ -114,7 +120,7 @@ def evaluate_length(
     if graph:
         rows[0]["graph_build_s"] = build_s
 
-    def run(method: str, alpha: float, session: Any) -> dict[str, Any]:
+    def run(method: str, alpha: float, session: Any, n_last: int) -> dict[str, Any]:
         start = time.perf_counter()
         logits = C.teacher_forced(model, session, feed)
         elapsed = time.perf_counter() - start
@@ -130,28 +136,31 @@ def evaluate_length(
             "ppl_change": s["ppl"] / full["ppl"] - 1.0,
             "tok_s": len(feed) / elapsed,
             "steps": len(feed),
+            "n_last": n_last,
+            # Counts, so a reader can put an interval on the agreement.
+            "top1_misses": round((1.0 - s["top1"]) * len(feed)),
         }
         rows.append(row)
         return row
 
-    for alpha in alphas:
-        cfg = C.SparseConfig(alpha=alpha, n_init=n_init, n_last=n_last, mode="flat", max_queries=0)
+    for window, alpha in [(w, a) for w in windows or [n_last] for a in alphas]:
+        cfg = C.SparseConfig(alpha=alpha, n_init=n_init, n_last=window, mode="flat", max_queries=0)
         dipr_session = C.fork(base, cfg)
-        run("dipr", alpha, dipr_session)
+        run("dipr", alpha, dipr_session, window)
         budget = C.layer_budget(dipr_session.stats)
         if graph:
             # The package's rule with the index always eligible: layer 0 flat, the rest graph.
             gcfg = C.SparseConfig(
                 alpha=alpha,
                 n_init=n_init,
-                n_last=n_last,
+                n_last=window,
                 full_below=0,
                 graph_min=0,
                 max_queries=0,
             )
-            run("graph", alpha, C.fork(base, gcfg))
-        for selector in ("window", "topk"):
-            row = run(selector, alpha, C.fork(base, cfg, selector, budget))
+            run("graph", alpha, C.fork(base, gcfg), window)
+        for selector in ("window", "topk") if baselines else ():
+            row = run(selector, alpha, C.fork(base, cfg, selector, budget), window)
             row["budget_per_layer"] = budget
     return rows
 
@@ -191,6 +200,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, default=128, help="teacher-forced decode steps")
     parser.add_argument("--graph", action="store_true", help="also decode with the graph index")
     parser.add_argument("--plot", type=Path, default=None, help="write a PNG chart here")
+    parser.add_argument(
+        "--windows",
+        type=int,
+        nargs="+",
+        default=None,
+        help="several recent-window sizes (n_last) to sweep on one prefill (default: --n-last)",
+    )
+    parser.add_argument(
+        "--no-baselines", action="store_true", help="DIPR only: skip the window and top-k rows"
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.lengths, args.steps = [min(args.lengths[0], 1024)], min(args.steps, 32)
@@ -211,6 +230,8 @@ def main(argv: list[str] | None = None) -> None:
             n_init=args.n_init,
             n_last=args.n_last,
             graph=args.graph,
+            windows=args.windows,
+            baselines=not args.no_baselines,
         )
         print(C.format_table([r for r in rows if r["length"] == length], COLUMNS), flush=True)
     path = C.write_result(
@@ -223,6 +244,7 @@ def main(argv: list[str] | None = None) -> None:
             "alphas": args.alphas,
             "n_init": args.n_init,
             "n_last": args.n_last,
+            "windows": args.windows or [args.n_last],
             "load_s": load_s,
             "machine": C.machine(args.threads),
             "rows": rows,

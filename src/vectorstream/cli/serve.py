@@ -37,6 +37,11 @@ def serve_command(
     truncate: bool | None = typer.Option(
         None, "--truncate/--no-truncate", help="Cut over-long inputs instead of answering 400."
     ),
+    lanes: int | None = typer.Option(
+        None,
+        "--lanes",
+        help="Batches in the model at once, each with cores/lanes threads (default: automatic).",
+    ),
     log_level: str = typer.Option("info", "--log-level", help="uvicorn's log level."),
 ) -> None:
     """Serve embeddings (OpenAI-compatible), search, highlights and ingest jobs over HTTP."""
@@ -56,6 +61,7 @@ def serve_command(
             api_key=api_key,
             cors_origins=tuple(cors_origin) or None,
             truncate=truncate,
+            lanes=lanes,
         )
         app = create_app(settings)
     except VectorstreamError as exc:

@@ -87,6 +87,34 @@ class OnnxBackend:
             raise ModelError(f"ONNX Runtime failed on {self.path}: {exc}") from exc
         return np.asarray(states)
 
+    def with_threads(self, threads: int) -> OnnxBackend:
+        """Another session on the same graph with its own intra-op thread count.
+
+        A session's thread count is fixed when it is created; a service that runs concurrent
+        batches on single-threaded sessions keeps one more session, on every core, for a request
+        that arrives alone (lower latency). It holds its own copy of the weights.
+        """
+        if threads == self.threads:
+            return self
+        return OnnxBackend(self.path, threads)
+
+    @property
+    def weight_bytes(self) -> int:
+        """Bytes of the graph on disk: about what one more session costs in memory."""
+        return _file_bytes(self.path)
+
+
+def _file_bytes(path: Path) -> int:
+    try:
+        total = path.stat().st_size
+        # External data (graphs over 2 GB) sits beside the graph file.
+        data = path.with_name(path.name + ".data")
+        if data.is_file():
+            total += data.stat().st_size
+        return total
+    except OSError:
+        return 0
+
 
 class TorchBackend:
     """transformers' AutoModel under ``torch.inference_mode``; CUDA when available."""
@@ -128,6 +156,12 @@ class TorchBackend:
         except RuntimeError as exc:
             raise ModelError(f"torch forward pass failed: {exc}") from exc
         return out[0].float().cpu().numpy()
+
+    def with_threads(self, threads: int) -> TorchBackend:
+        """Itself: torch's thread count is process-wide, so another copy would gain nothing."""
+        return self
+
+    weight_bytes = 0
 
 
 @contextlib.contextmanager

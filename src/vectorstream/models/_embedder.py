@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 import threading
 from collections.abc import Iterable, Iterator, Sequence
@@ -236,6 +237,28 @@ class Embedder:
         with self._lock:
             self.embedded_inputs += n
         return self._postprocess(pooled)
+
+    def with_threads(self, threads: int) -> Embedder:
+        """This model on an inference session with ``threads`` threads (tokenizers shared).
+
+        The copy gives identical vectors; only the engine's thread count differs. For the ONNX
+        backend it is a second session (its own copy of the weights); the torch backend has one
+        process-wide thread count, so the copy shares it.
+        """
+        backend = self.backend_impl
+        make = getattr(backend, "with_threads", None)
+        sibling = make(threads) if callable(make) else backend
+        if sibling is backend:
+            return self
+        twin = copy.copy(self)
+        twin.backend_impl = sibling
+        return twin
+
+    @property
+    def threads(self) -> int | None:
+        """Intra-op threads of the inference engine, when it has its own count."""
+        value = getattr(self.backend_impl, "threads", None)
+        return int(value) if isinstance(value, int) else None
 
     def _postprocess(self, vectors: np.ndarray) -> np.ndarray:
         if vectors.shape[0] == 0:

@@ -3,8 +3,11 @@
 Concurrent requests each submit their tokenized inputs; one worker task gathers them for at most
 ``max_wait`` seconds (counted from the oldest waiting request) or until ``max_tokens`` tokens are
 waiting, runs a single ``embed_tokenized`` call in a worker thread, and hands every request its own
-rows back. The model runs one batch at a time: on a small machine two concurrent batches only
-fight over the same cores, while requests that arrive during inference form the next batch.
+rows back. Up to ``lanes`` batches run at once. With one lane, requests that arrive during inference
+form the next batch and the model idles while that batch is answered and the next one gathers; with
+two lanes of single-threaded inference (the service's default on CPU) one batch runs while the
+other gathers, the cores never wait for the event loop, and small batches cost little more per
+input than large ones (benchmarks/serve.py).
 
 The queue is bounded in inputs. A request that would overflow it is refused at once with
 :class:`QueueFullError` (the service answers 503 with ``Retry-After``) instead of waiting without
@@ -86,7 +89,11 @@ class MicroBatcher:
     """Gathers concurrent ``submit`` calls into batches for ``run_batch``.
 
     ``run_batch(items) -> ndarray`` (one row per item, order kept) runs in ``executor`` (the
-    default thread pool when ``None``). ``on_batch`` is called on the event loop after each batch.
+    default thread pool when ``None``), in at most ``lanes`` batches at once, so it must be safe
+    to call from that many threads. ``run_solo``, when given, runs a batch that finds the model
+    idle and nothing else waiting (a lone request: typically the same model on every core, for
+    latency); no other batch starts until it is done. ``on_batch`` is called on the event loop
+    after each batch.
     ``adaptive`` skips the gathering window for a lone request after a batch of one (see
     ``_wait_for_company``).
     """
@@ -103,7 +110,11 @@ class MicroBatcher:
         token_count: Callable[[Any], int] = _token_count,
         on_batch: Callable[[BatchStats], None] | None = None,
         adaptive: bool = True,
+        lanes: int = 1,
+        run_solo: Callable[[list[Any]], np.ndarray] | None = None,
     ) -> None:
+        if lanes < 1:
+            raise ValueError(f"lanes must be >= 1, got {lanes}")
         self._run_batch = run_batch
         self.max_wait = max_wait
         self.max_tokens = max_tokens
@@ -113,6 +124,10 @@ class MicroBatcher:
         self._token_count = token_count
         self._on_batch = on_batch
         self.adaptive = adaptive
+        self.lanes = lanes
+        self._run_solo = run_solo
+        self._solo: asyncio.Task[None] | None = None
+        self._running: set[asyncio.Task[None]] = set()
         self._last_batch_requests = 0
         self._pending: deque[_Job] = deque()
         self._pending_items = 0
@@ -147,6 +162,9 @@ class MicroBatcher:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+        if self._running:
+            # Batches already in the model finish and answer their requests.
+            await asyncio.gather(*self._running, return_exceptions=True)
         while self._pending:
             job = self._pending.popleft()
             if not job.future.done():
@@ -240,9 +258,8 @@ class MicroBatcher:
 
     async def _worker(self) -> None:
         assert self._wakeup is not None
-        loop = asyncio.get_running_loop()
         while True:
-            while not self._pending:
+            while not self._pending or len(self._running) >= self.lanes or self._solo is not None:
                 self._wakeup.clear()
                 await self._wakeup.wait()
             await self._wait_for_company()
@@ -250,38 +267,56 @@ class MicroBatcher:
             if not batch:
                 continue
             self._last_batch_requests = len(batch)
-            items: list[Any] = [item for job in batch for item in job.items]
-            started = time.perf_counter()
-            try:
-                vectors = await loop.run_in_executor(self._executor, self._run_batch, items)
-                if len(vectors) != len(items):
-                    raise RuntimeError(
-                        f"the model returned {len(vectors)} rows for {len(items)} inputs"
-                    )
-            except Exception as exc:  # every waiting request learns of the failure
-                log.exception("batch of %d inputs failed", len(items))
-                error = (
-                    exc
-                    if isinstance(exc, VectorstreamError)
-                    else ModelError(f"the model failed: {exc}")
+            alone = self._run_solo is not None and not self._running and not self._pending
+            run_batch = self._run_solo if alone and self._run_solo else self._run_batch
+            task = asyncio.get_running_loop().create_task(self._run(batch, run_batch))
+            self._running.add(task)
+            if alone:
+                self._solo = task
+            task.add_done_callback(self._lane_freed)
+
+    def _lane_freed(self, task: asyncio.Task[None]) -> None:
+        self._running.discard(task)
+        if self._solo is task:
+            self._solo = None
+        if self._wakeup is not None:
+            self._wakeup.set()
+
+    async def _run(self, batch: list[_Job], run_batch: Callable[[list[Any]], np.ndarray]) -> None:
+        """One batch through the model in a worker thread; every request gets its rows."""
+        loop = asyncio.get_running_loop()
+        items: list[Any] = [item for job in batch for item in job.items]
+        started = time.perf_counter()
+        try:
+            vectors = await loop.run_in_executor(self._executor, run_batch, items)
+            if len(vectors) != len(items):
+                raise RuntimeError(
+                    f"the model returned {len(vectors)} rows for {len(items)} inputs"
                 )
-                if error is not exc:
-                    error.__cause__ = exc
-                for job in batch:
-                    if not job.future.done():
-                        job.future.set_exception(error)
-                continue
-            seconds = time.perf_counter() - started
-            offset = 0
+        except Exception as exc:  # every waiting request learns of the failure
+            log.exception("batch of %d inputs failed", len(items))
+            error = (
+                exc
+                if isinstance(exc, VectorstreamError)
+                else ModelError(f"the model failed: {exc}")
+            )
+            if error is not exc:
+                error.__cause__ = exc
             for job in batch:
-                rows = vectors[offset : offset + len(job.items)]
-                offset += len(job.items)
                 if not job.future.done():
-                    job.future.set_result(rows)
-            if self._on_batch is not None:
-                self._on_batch(
-                    BatchStats(len(batch), len(items), sum(j.tokens for j in batch), seconds)
-                )
+                    job.future.set_exception(error)
+            return
+        seconds = time.perf_counter() - started
+        offset = 0
+        for job in batch:
+            rows = vectors[offset : offset + len(job.items)]
+            offset += len(job.items)
+            if not job.future.done():
+                job.future.set_result(rows)
+        if self._on_batch is not None:
+            self._on_batch(
+                BatchStats(len(batch), len(items), sum(j.tokens for j in batch), seconds)
+            )
 
 
 __all__ = [

@@ -42,6 +42,12 @@ class ServerSettings:
     batch_wait_ms: float = 4.0
     batch_max_tokens: int = 16384
     queue_max_inputs: int = 4096
+    # Batches in the model at once, each with cores/lanes inference threads; 0: automatic (two on
+    # a CPU with two cores or more, one for the torch backend).
+    lanes: int = 0
+    # With several lanes, a request that finds the model idle runs on a second session using every
+    # core (lower latency), when the graph is at most this large (it holds its own weights).
+    solo_max_bytes: int = 512 * 1024 * 1024
     retry_after_s: int = 1
     highlight_cache_bytes: int = 64 * 1024 * 1024
     max_jobs: int = 100
@@ -62,9 +68,11 @@ class ServerSettings:
             self.batch_wait_ms < 0
             or self.highlight_cache_bytes < 0
             or self.max_tokens_per_input < 0
+            or self.lanes < 0
+            or self.solo_max_bytes < 0
         ):
             raise ConfigError(
-                "batch_wait_ms, highlight_cache_bytes and max_tokens_per_input must be >= 0"
+                "batch_wait_ms, highlight_cache_bytes, max_tokens_per_input, lanes and solo_max_bytes must be >= 0"
             )
         if not 0 < self.port < 65536:
             raise ConfigError(f"port must be in 1..65535, got {self.port}")
@@ -96,6 +104,8 @@ ENV_VARS: Mapping[str, str] = {
     "VECTORSTREAM_SERVER_BATCH_WAIT_MS": "batch_wait_ms",
     "VECTORSTREAM_SERVER_BATCH_MAX_TOKENS": "batch_max_tokens",
     "VECTORSTREAM_SERVER_QUEUE_MAX_INPUTS": "queue_max_inputs",
+    "VECTORSTREAM_SERVER_LANES": "lanes",
+    "VECTORSTREAM_SERVER_SOLO_MAX_BYTES": "solo_max_bytes",
     "VECTORSTREAM_SERVER_HIGHLIGHT_CACHE_BYTES": "highlight_cache_bytes",
 }
 

@@ -47,6 +47,7 @@ import pyarrow as pa
 from ..errors import ConfigError, RecordRejectedError, StoreError, VectorstreamError
 from ..types import Hit, Record
 from ._flock import WriterLock
+from ._resident import ResidentSnapshot
 from .base import StoreCapabilities, Where, dipr_cut, matches, validate_where
 
 log = logging.getLogger("vectorstream.stores.lancedb")
@@ -71,6 +72,11 @@ _HIT_COLUMNS = [
 # run the second, distance-bounded query when the whole page is still within beta.
 _RANGE_FIRST_PAGE = 64
 _MODELS_TTL = 1.0  # seconds a models() answer is reused without asking the table version
+# A collection whose vectors and hit columns fit this many bytes is searched from memory.
+DEFAULT_MEMORY_SEARCH_BYTES = 64 * 2**20
+# Under a stream of writes from another process, rebuild the memory snapshot at most this often;
+# in between, searches go to LanceDB, which always sees the newest version.
+_RESIDENT_REBUILD_S = 5.0
 
 
 def table_schema(dim: int) -> pa.Schema:
@@ -343,6 +349,8 @@ class LanceDBStore:
         nprobes: int,
         refine_factor: int | None,
         cleanup_older_than: timedelta,
+        memory_search_bytes: int = DEFAULT_MEMORY_SEARCH_BYTES,
+        refresh_interval: float | None = None,
     ) -> None:
         self.uri = uri
         self.collection = collection
@@ -362,6 +370,17 @@ class LanceDBStore:
         self._models_cache: tuple[float, int, frozenset[str]] | None = None
         self._has_vector_index: bool | None = None
         self._closed = False
+        self.memory_search_bytes = memory_search_bytes
+        # How long a snapshot is used before its version is compared with the table's: never
+        # longer than the reader's own refresh interval (0: every query sees every commit).
+        self._version_ttl = (
+            _MODELS_TTL if refresh_interval is None else min(_MODELS_TTL, refresh_interval)
+        )
+        self._resident: ResidentSnapshot | None = None
+        self._resident_checked = 0.0  # when its version was last compared with the table's
+        self._resident_built = -math.inf  # when the last snapshot was loaded
+        self._resident_too_big: tuple[int, int] | None = None  # (version, rows) found too big
+        self._resident_lock = threading.Lock()
 
     # -- opening -------------------------------------------------------------------------------
 
@@ -380,6 +399,7 @@ class LanceDBStore:
         refine_factor: int | None = 5,
         cleanup_older_than: float = 10.0,
         refresh_interval: float | None = 1.0,
+        memory_search_bytes: int = DEFAULT_MEMORY_SEARCH_BYTES,
         **unknown: Any,
     ) -> LanceDBStore:
         """Open ``collection`` at ``uri``, creating it when ``dim`` is given and it is missing.
@@ -399,18 +419,26 @@ class LanceDBStore:
         are no longer read by anyone.
         ``refresh_interval``: seconds between a reader's checks for new versions written by
         another process (``None``: never; the writer always sees its own writes).
+        ``memory_search_bytes``: a collection whose vectors and hit columns fit this budget is
+        searched exactly from an in-memory snapshot (one matrix-vector product) when the query
+        has no filter, instead of paying LanceDB's fixed cost per query; ``0`` turns it off.
+        The snapshot follows the table version like every read (``refresh_interval``).
         """
         if unknown:
             raise ConfigError(
                 f"unknown LanceDB options {sorted(unknown)}; known: cleanup_older_than, "
-                "index_threshold, index_type, mode, nprobes, refine_factor, refresh_interval, "
-                "scalar_index_threshold"
+                "index_threshold, index_type, memory_search_bytes, mode, nprobes, refine_factor, "
+                "refresh_interval, scalar_index_threshold"
             )
         if cleanup_older_than < 0.001:
             # LanceDB rounds to milliseconds; 0 would also remove a version a reader is using.
             raise ConfigError(f"cleanup_older_than must be >= 0.001 s, got {cleanup_older_than}")
         if mode not in (None, "r", "w"):
             raise ConfigError(f"mode must be 'r', 'w' or None, got {mode!r}")
+        if not isinstance(memory_search_bytes, int) or memory_search_bytes < 0:
+            raise ConfigError(
+                f"memory_search_bytes must be an integer >= 0, got {memory_search_bytes!r}"
+            )
         if not _NAME_RE.match(collection):
             raise ConfigError(
                 f"collection name {collection!r} must use letters, digits, '_', '-' or '.'"
@@ -442,6 +470,8 @@ class LanceDBStore:
             nprobes=nprobes,
             refine_factor=refine_factor,
             cleanup_older_than=timedelta(seconds=cleanup_older_than),
+            memory_search_bytes=memory_search_bytes,
+            refresh_interval=None if mode == "w" else refresh_interval,
         )
 
     @staticmethod
@@ -515,6 +545,7 @@ class LanceDBStore:
                         .execute(table)
                     )
             self._models_cache = None
+            self._resident = None
             log.debug("upserted %d rows into %r", table.num_rows, self.collection)
         if rejected:
             raise RecordRejectedError(
@@ -539,6 +570,7 @@ class LanceDBStore:
             result = self._table.delete(" AND ".join(clauses))
         deleted = int(getattr(result, "num_deleted_rows", 0) or 0)
         self._models_cache = None
+        self._resident = None
         log.debug("deleted %d rows from %r", deleted, self.collection)
         return deleted
 
@@ -575,6 +607,7 @@ class LanceDBStore:
             self._table.optimize(cleanup_older_than=self.cleanup_older_than)
             versions_after = len(self._table.list_versions())
         self._has_vector_index = None
+        self._resident = None
         return OptimizeReport(
             rows, versions_before, versions_after, built_vector, tuple(built_scalar)
         )
@@ -690,7 +723,11 @@ class LanceDBStore:
         """The ``k`` nearest rows by cosine similarity (``score = 1 - cosine distance``)."""
         if k <= 0:
             return []
-        return self._search(self._query_vector(vector), k, translate_where(where))
+        q = self._query_vector(vector)
+        snapshot = None if where else self._snapshot()
+        if snapshot is not None:
+            return _hits_from_arrow(snapshot.hits_table(*snapshot.top(q, k)))
+        return self._search(q, k, translate_where(where))
 
     def range_search(
         self, vector: np.ndarray, beta: float, *, limit: int = 1000, where: Where | None = None
@@ -701,6 +738,9 @@ class LanceDBStore:
         if limit <= 0:
             return []
         q = self._query_vector(vector)
+        snapshot = None if where else self._snapshot()
+        if snapshot is not None:
+            return _hits_from_arrow(snapshot.hits_table(*snapshot.within(q, beta, limit)))
         pred = translate_where(where)
         first = self._search(q, min(limit, _RANGE_FIRST_PAGE), pred)
         if not first:
@@ -715,11 +755,63 @@ class LanceDBStore:
         bound = None if self.has_vector_index() else 1.0 - (best - beta) + 1e-6
         return dipr_cut(self._search(q, limit, pred, max_distance=bound), beta)[:limit]
 
+    def _snapshot(self) -> ResidentSnapshot | None:
+        """The in-memory snapshot of the current version, (re)loaded when allowed; else ``None``.
+
+        The version is compared at most once a second (as ``models()`` does), or every
+        ``refresh_interval`` when that is shorter: another process's writes are only seen that
+        often anyway, and this store's own writes drop the snapshot at once.
+        """
+        if self.memory_search_bytes <= 0 or self._closed:
+            return None
+        now = time.monotonic()
+        current = self._resident
+        if current is not None and now - self._resident_checked < self._version_ttl:
+            return current
+        with self._resident_lock:
+            current = self._resident
+            if current is not None and now - self._resident_checked < self._version_ttl:
+                return current
+            version = self.version
+            self._resident_checked = now
+            if current is not None and current.version == version:
+                return current
+            self._resident = None
+            if now - self._resident_built < _RESIDENT_REBUILD_S:
+                return None  # a stream of writes: do not reload on every version
+            too_big = self._resident_too_big
+            if too_big is not None and too_big[0] == version:
+                return None
+            with _translated("count rows"):
+                rows = int(self._table.count_rows())
+            if rows * self.dim * 4 > self.memory_search_bytes or (
+                too_big is not None and rows >= too_big[1]
+            ):
+                self._resident_too_big = (version, rows)
+                return None
+            with _translated(f"load {self.collection!r} into memory"):
+                table = self._table.to_arrow().select([*_HIT_COLUMNS, "vector"])
+            snapshot = ResidentSnapshot.build(version, table)
+            self._resident_built = now
+            if snapshot.nbytes > self.memory_search_bytes:
+                self._resident_too_big = (version, rows)
+                log.debug(
+                    "%r needs %d bytes in memory, more than memory_search_bytes=%d",
+                    self.collection,
+                    snapshot.nbytes,
+                    self.memory_search_bytes,
+                )
+                return None
+            log.debug("%r (%d rows) searched from memory", self.collection, len(snapshot))
+            self._resident = snapshot
+            return snapshot
+
     # -- lifetime ------------------------------------------------------------------------------
 
     def close(self) -> None:
         """Release the writer lock. Safe to call twice."""
         self._closed = True
+        self._resident = None
         self._lock.release()
 
     def __enter__(self) -> LanceDBStore:
