@@ -128,3 +128,22 @@ def test_memory_search_bytes_is_validated(uri: str) -> None:
 
     with pytest.raises(ConfigError, match="memory_search_bytes"):
         open_store(uri, "docs", dim=DIM, memory_search_bytes=-1)
+
+
+def test_answers_from_memory_only_when_no_io_is_needed(uri: str) -> None:
+    writer = open_store(uri, "docs", dim=DIM)
+    writer.upsert(records(rows(40, 11)))
+    writer.close()
+    reader = open_store(uri, "docs", mode="r", refresh_interval=0.2)
+    off = open_store(uri, "docs", mode="r", memory_search_bytes=0)
+    assert isinstance(reader, LanceDBStore) and isinstance(off, LanceDBStore)
+    assert not reader.answers_from_memory()  # nothing loaded yet
+    reader.search(rows(1, 12)[0], 3)
+    assert reader.answers_from_memory() and not reader.answers_from_memory({"source": "r1.md"})
+    assert reader.models() == {"m"}  # from the snapshot
+    time.sleep(0.3)
+    assert not reader.answers_from_memory()  # the version must be checked again first
+    off.search(rows(1, 12)[0], 3)
+    assert not off.answers_from_memory()
+    reader.close()
+    off.close()

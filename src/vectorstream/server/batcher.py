@@ -90,9 +90,10 @@ class MicroBatcher:
 
     ``run_batch(items) -> ndarray`` (one row per item, order kept) runs in ``executor`` (the
     default thread pool when ``None``), in at most ``lanes`` batches at once, so it must be safe
-    to call from that many threads. ``run_solo``, when given, runs a batch that finds the model
-    idle and nothing else waiting (a lone request: typically the same model on every core, for
-    latency); no other batch starts until it is done. ``on_batch`` is called on the event loop
+    to call from that many threads. A batch gathered while lanes are free and nothing else waits
+    is split over them, whole requests each, so no lane idles. ``run_solo``, when given, runs a
+    lone request that finds the model idle and nothing else waiting (typically the same model on
+    every core, for latency); no other batch starts until it is done. ``on_batch`` is called on the event loop
     after each batch.
     ``adaptive`` skips the gathering window for a lone request after a batch of one (see
     ``_wait_for_company``).
@@ -267,13 +268,34 @@ class MicroBatcher:
             if not batch:
                 continue
             self._last_batch_requests = len(batch)
-            alone = self._run_solo is not None and not self._running and not self._pending
-            run_batch = self._run_solo if alone and self._run_solo else self._run_batch
-            task = asyncio.get_running_loop().create_task(self._run(batch, run_batch))
-            self._running.add(task)
-            if alone:
-                self._solo = task
-            task.add_done_callback(self._lane_freed)
+            loop = asyncio.get_running_loop()
+            solo = self._run_solo
+            if solo is not None and len(batch) == 1 and not self._running and not self._pending:
+                # A lone request on an idle model: every core on it, nothing beside it.
+                self._solo = loop.create_task(self._run(batch, solo))
+                self._running.add(self._solo)
+                self._solo.add_done_callback(self._lane_freed)
+                continue
+            for part in self._split(batch, self.lanes - len(self._running)):
+                task = loop.create_task(self._run(part, self._run_batch))
+                self._running.add(task)
+                task.add_done_callback(self._lane_freed)
+
+    def _split(self, batch: list[_Job], free: int) -> list[list[_Job]]:
+        """``batch`` over the free lanes when nothing else waits, so no core idles; else whole."""
+        if free <= 1 or len(batch) == 1 or self._pending:
+            return [batch]
+        parts = min(free, len(batch))
+        total = sum(j.tokens for j in batch)
+        out: list[list[_Job]] = [[]]
+        done = 0
+        for job in batch:
+            # Close a part once it holds its share of the tokens (whole requests only).
+            if out[-1] and len(out) < parts and done >= total * len(out) / parts:
+                out.append([])
+            out[-1].append(job)
+            done += job.tokens
+        return out
 
     def _lane_freed(self, task: asyncio.Task[None]) -> None:
         self._running.discard(task)

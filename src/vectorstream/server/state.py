@@ -99,6 +99,13 @@ class ServiceState:
                 self._stores[name] = store
             return store
 
+    def cached_store(self, collection: str | None = None) -> Any:
+        """The store for ``collection`` if it is already open, else ``None`` (never opens one)."""
+        name = collection or self.settings.collection or "documents"
+        if self.store_override is not None and name == (self.settings.collection or "documents"):
+            return self.store_override
+        return self._stores.get(name)
+
     def forget_store(self, collection: str) -> None:
         """Drop a cached handle, so the next search reopens it (after an ingest job wrote to it)."""
         with self._stores_lock:

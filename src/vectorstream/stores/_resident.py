@@ -25,10 +25,15 @@ class ResidentSnapshot:
     version: int
     vectors: np.ndarray  # (n, dim) float32, each row of norm 1
     rows: pa.Table  # the hit columns, without the vector
+    models: frozenset[str]  # distinct values of the model column
 
     @classmethod
     def build(
-        cls, version: int, table: pa.Table, vector_column: str = "vector"
+        cls,
+        version: int,
+        table: pa.Table,
+        vector_column: str = "vector",
+        model_column: str = "model",
     ) -> ResidentSnapshot:
         column = table.column(vector_column).combine_chunks()
         dim = column.type.list_size
@@ -37,8 +42,15 @@ class ResidentSnapshot:
         norms = np.linalg.norm(vectors, axis=1, keepdims=True)
         # Stored vectors are never zero (upserts refuse them); guard anyway against a foreign table.
         vectors = vectors / np.maximum(norms, np.finfo(np.float32).tiny)
+        models: frozenset[str] = frozenset()
+        if model_column in table.column_names:
+            import pyarrow.compute as pc
+
+            values = pc.unique(table.column(model_column)).to_pylist()
+            models = frozenset(str(m) for m in values if m is not None)
+            table = table.drop_columns([model_column])
         rows = table.drop_columns([vector_column]).combine_chunks()
-        return cls(version, np.ascontiguousarray(vectors, dtype=np.float32), rows)
+        return cls(version, np.ascontiguousarray(vectors, dtype=np.float32), rows, models)
 
     @property
     def nbytes(self) -> int:
@@ -71,12 +83,10 @@ class ResidentSnapshot:
         order = inside[np.argsort(-scores[inside], kind="stable")][:limit]
         return order, scores[order]
 
-    def hits_table(self, indices: np.ndarray, scores: np.ndarray) -> pa.Table:
-        """The chosen rows with a ``_distance`` column (cosine distance), as LanceDB returns them."""
-        taken = self.rows.take(pa.array(indices, type=pa.int64()))
-        return taken.append_column(
-            "_distance", pa.array(1.0 - scores.astype(np.float64), type=pa.float32())
-        )
+    def records(self, indices: np.ndarray) -> list[dict[str, object]]:
+        """The chosen rows as Python values, column by column (no Arrow kernel per query)."""
+        columns = [(name, self.rows.column(name)) for name in self.rows.column_names]
+        return [{name: column[int(i)].as_py() for name, column in columns} for i in indices]
 
 
 __all__ = ["ResidentSnapshot"]

@@ -258,6 +258,22 @@ def records_to_arrow(records: Sequence[Record], dim: int) -> tuple[pa.Table, dic
     return pa.table(columns, schema=table_schema(dim)), rejected
 
 
+def _hit_from_row(row: Mapping[str, Any], score: float) -> Hit:
+    raw_meta = row["metadata"]
+    return Hit(
+        id=row["id"],
+        score=score,
+        text=row["text"] or "",
+        source=row["source"] or "",
+        chunk_index=row["chunk_index"] or 0,
+        start=row["start"] or 0,
+        end=row["end"] or 0,
+        page=row["page"],
+        headings=tuple(row["headings"] or ()),
+        metadata=json.loads(raw_meta) if raw_meta else {},
+    )
+
+
 def _hits_from_arrow(table: pa.Table) -> list[Hit]:
     cols = {name: table.column(name).to_pylist() for name in [*_HIT_COLUMNS, "_distance"]}
     hits: list[Hit] = []
@@ -640,6 +656,9 @@ class LanceDBStore:
         every ``refresh_interval`` anyway. This store's own writes clear the cache.
         """
         now = time.monotonic()
+        snapshot = self._resident
+        if snapshot is not None and now - self._resident_checked < self._version_ttl:
+            return snapshot.models  # the snapshot is of the current version: no I/O
         cached = self._models_cache
         if cached is not None and now - cached[0] < _MODELS_TTL:
             return cached[2]
@@ -726,7 +745,7 @@ class LanceDBStore:
         q = self._query_vector(vector)
         snapshot = None if where else self._snapshot()
         if snapshot is not None:
-            return _hits_from_arrow(snapshot.hits_table(*snapshot.top(q, k)))
+            return _hits_from_memory(snapshot, *snapshot.top(q, k))
         return self._search(q, k, translate_where(where))
 
     def range_search(
@@ -740,7 +759,7 @@ class LanceDBStore:
         q = self._query_vector(vector)
         snapshot = None if where else self._snapshot()
         if snapshot is not None:
-            return _hits_from_arrow(snapshot.hits_table(*snapshot.within(q, beta, limit)))
+            return _hits_from_memory(snapshot, *snapshot.within(q, beta, limit))
         pred = translate_where(where)
         first = self._search(q, min(limit, _RANGE_FIRST_PAGE), pred)
         if not first:
@@ -754,6 +773,18 @@ class LanceDBStore:
         # the top ``limit`` are fetched and cut here.
         bound = None if self.has_vector_index() else 1.0 - (best - beta) + 1e-6
         return dipr_cut(self._search(q, limit, pred, max_distance=bound), beta)[:limit]
+
+    def answers_from_memory(self, where: Where | None = None) -> bool:
+        """Whether a search now would be answered from the in-memory snapshot, without I/O.
+
+        A server calls this to run such a search (well under a millisecond) on its event loop
+        instead of handing it to a worker thread.
+        """
+        return (
+            not where
+            and self._resident is not None
+            and time.monotonic() - self._resident_checked < self._version_ttl
+        )
 
     def _snapshot(self) -> ResidentSnapshot | None:
         """The in-memory snapshot of the current version, (re)loaded when allowed; else ``None``.
@@ -790,7 +821,7 @@ class LanceDBStore:
                 self._resident_too_big = (version, rows)
                 return None
             with _translated(f"load {self.collection!r} into memory"):
-                table = self._table.to_arrow().select([*_HIT_COLUMNS, "vector"])
+                table = self._table.to_arrow().select([*_HIT_COLUMNS, "vector", "model"])
             snapshot = ResidentSnapshot.build(version, table)
             self._resident_built = now
             if snapshot.nbytes > self.memory_search_bytes:
@@ -822,6 +853,13 @@ class LanceDBStore:
 
     def __repr__(self) -> str:
         return f"LanceDBStore({self.uri!r}, collection={self.collection!r}, dim={self.dim}, mode={self.mode!r})"
+
+
+def _hits_from_memory(
+    snapshot: ResidentSnapshot, indices: np.ndarray, scores: np.ndarray
+) -> list[Hit]:
+    rows = snapshot.records(indices)
+    return [_hit_from_row(row, float(s)) for row, s in zip(rows, scores.tolist(), strict=True)]
 
 
 def _table_names(db: Any) -> set[str]:
