@@ -76,3 +76,18 @@ def test_concurrent_loads_export_once(tmp_path: Path, caplog: pytest.LogCaptureF
     paths = {m.backend_impl.path for m in models}  # type: ignore[attr-defined]
     assert len(paths) == 1 and all(m.backend == "onnx" for m in models)
     assert not list(cache.rglob(".partial-*"))
+
+
+def test_vnni_detection_reads_the_cpu_flags(tmp_path: Path) -> None:
+    from vectorstream.models._export import cpu_has_vnni
+
+    def cpu(flags: str) -> Path:
+        path = tmp_path / f"cpuinfo-{len(list(tmp_path.iterdir()))}"
+        path.write_text(f"processor\t: 0\nflags\t\t: {flags}\n")
+        return path
+
+    assert not cpu_has_vnni(cpu("fpu sse2 avx avx2 fma"))  # int8 sums saturate: reduce range
+    assert cpu_has_vnni(cpu("fpu avx2 avx512f avx512_vnni"))
+    assert cpu_has_vnni(cpu("fpu avx2 avx_vnni"))
+    assert cpu_has_vnni(cpu("fp asimd"))  # not x86 AVX2: nothing to work around
+    assert cpu_has_vnni(tmp_path / "missing")
