@@ -78,16 +78,22 @@ def test_concurrent_loads_export_once(tmp_path: Path, caplog: pytest.LogCaptureF
     assert not list(cache.rglob(".partial-*"))
 
 
-def test_vnni_detection_reads_the_cpu_flags(tmp_path: Path) -> None:
-    from vectorstream.models._export import cpu_has_vnni
+def test_int8_keeps_the_feed_forward_down_projections_in_float(tmp_path: Path) -> None:
+    import onnx
+    from onnx import TensorProto, helper
 
-    def cpu(flags: str) -> Path:
-        path = tmp_path / f"cpuinfo-{len(list(tmp_path.iterdir()))}"
-        path.write_text(f"processor\t: 0\nflags\t\t: {flags}\n")
-        return path
+    from vectorstream.models._export import float_matmuls
 
-    assert not cpu_has_vnni(cpu("fpu sse2 avx avx2 fma"))  # int8 sums saturate: reduce range
-    assert cpu_has_vnni(cpu("fpu avx2 avx512f avx512_vnni"))
-    assert cpu_has_vnni(cpu("fpu avx2 avx_vnni"))
-    assert cpu_has_vnni(cpu("fp asimd"))  # not x86 AVX2: nothing to work around
-    assert cpu_has_vnni(tmp_path / "missing")
+    names = [
+        "/inner/encoder/layer.0/attention/output/dense/MatMul",
+        "/inner/encoder/layer.0/intermediate/dense/MatMul",
+        "/inner/encoder/layer.0/output/dense/MatMul",
+        "/model/layers.3/mlp/down_proj/MatMul",
+        "/model/layers.3/mlp/up_proj/MatMul",
+    ]
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2])
+    nodes = [helper.make_node("MatMul", ["x", "x"], [f"y{i}"], name=n) for i, n in enumerate(names)]
+    outputs = [helper.make_tensor_value_info(f"y{i}", TensorProto.FLOAT, None) for i in range(5)]
+    path = tmp_path / "g.onnx"
+    onnx.save(helper.make_model(helper.make_graph(nodes, "g", [x], outputs)), str(path))
+    assert float_matmuls(path) == [names[2], names[3]]
