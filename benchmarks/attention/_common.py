@@ -291,5 +291,5 @@ def add_common_args(parser: Any, lengths: Sequence[int], alphas: Sequence[float]
     parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run")
     parser.add_argument("--threads", type=int, default=1, help="torch and BLAS threads")
     parser.add_argument("--n-init", type=int, default=4)
-    parser.add_argument("--n-last", type=int, default=64)
+    parser.add_argument("--n-last", type=int, default=512)
     parser.add_argument("--out", type=Path, default=None, help="JSON path (default: results/)")

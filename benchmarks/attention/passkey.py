@@ -95,7 +95,7 @@ def evaluate(
     trials: int = 1,
     answer_tokens: int = 8,
     n_init: int = 4,
-    n_last: int = 64,
+    n_last: int = 512,
     seed: int = 0,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """(summary rows per depth and method, one record per trial and method)."""

@@ -83,7 +83,7 @@ def evaluate_length(
     alphas: list[float],
     *,
     n_init: int = 4,
-    n_last: int = 64,
+    n_last: int = 512,
     graph: bool = False,
     windows: list[int] | None = None,
     baselines: bool = True,

@@ -79,7 +79,7 @@ def evaluate_length(
     question_tokens: int = 16,
     new_tokens: int = 16,
     n_init: int = 4,
-    n_last: int = 64,
+    n_last: int = 512,
     db_path: str | None = None,
 ) -> list[dict[str, Any]]:
     """Rows for one context length: recompute, reuse-full, then reuse-sparse per α."""

@@ -21,7 +21,10 @@ class SparseConfig:
     Give ``alpha`` (keep keys whose weight is ≥ α × the largest) or ``tau`` (β = τ·√d), not both
     (neither means α = 1e-3);
     ``alpha=0`` or ``tau=inf`` means β = ∞, exact attention through the sparse path. The first
-    ``n_init`` and last ``n_last`` tokens are always attended exactly. ``mode="auto"`` uses full
+    ``n_init`` and last ``n_last`` tokens are always attended exactly. A long recent window buys
+    more agreement per attended key than a looser α: on SmolLM2 at 8K tokens, window 512 with
+    α = 1e-3 agreed with full attention on 98.4% of 512 next tokens at 9.7% of keys attended, where
+    window 64 needed α = 1e-4 and 11.6% for the same (benchmarks/attention/quality.py). ``mode="auto"`` uses full
     attention below ``full_below`` keys, a flat scan on ``flat_layers`` and on contexts without an
     index of at least ``graph_min`` keys, and the graph index otherwise.
     """
@@ -29,7 +32,7 @@ class SparseConfig:
     alpha: float | None = None
     tau: float | None = None
     n_init: int = 4
-    n_last: int = 64
+    n_last: int = 512
     mode: Mode = "auto"
     full_below: int = 512
     graph_min: int = 4096
