@@ -136,6 +136,9 @@ async def load(
             "rss_first_mib": statistics.mean(samples[:tenth]) / 2**20,
             "rss_last_mib": statistics.mean(samples[-tenth:]) / 2**20,
             "rss_max_mib": max(samples) / 2**20,
+            # One sample every 10 s: growth that levels off (allocator arenas warming up) is not
+            # a leak; growth that goes on is.
+            "rss_trace_mib": [round(v / 2**20, 1) for v in samples[::10]],
         }
     return {
         **memory,
