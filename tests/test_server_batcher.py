@@ -435,3 +435,31 @@ def test_a_lone_batch_runs_solo_and_concurrent_ones_run_in_lanes() -> None:
         await b.stop()
 
     run(main())
+
+
+def test_a_large_job_keeps_every_lane_busy_and_its_rows_in_order() -> None:
+    import threading
+    import time
+
+    async def main() -> None:
+        lock = threading.Lock()
+        inside = 0
+        most = 0
+
+        def model(items: list[int]) -> np.ndarray:
+            nonlocal inside, most
+            with lock:
+                inside += 1
+                most = max(most, inside)
+            time.sleep(0.05)
+            with lock:
+                inside -= 1
+            return np.array([[float(i)] for i in items], dtype=np.float32)
+
+        b = MicroBatcher(model, max_wait=0.0, max_tokens=3, token_count=one_token, lanes=2)
+        rows = await b.run(list(range(12)))  # four slices of three
+        assert rows[:, 0].tolist() == [float(i) for i in range(12)]
+        assert most == 2
+        await b.stop()
+
+    run(main())

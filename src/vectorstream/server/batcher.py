@@ -212,14 +212,24 @@ class MicroBatcher:
         return out
 
     async def run(self, items: Sequence[Any]) -> np.ndarray:
-        """Like :meth:`submit`, for jobs of any size: one budget-sized slice after another.
+        """Like :meth:`submit`, for jobs of any size: budget-sized slices, one per lane at a time.
 
-        A large job (many inputs, a highlights request of many documents) thus never holds the
-        model for longer than one batch: requests that arrive meanwhile run between its slices,
-        and no slice is too large for the bounded queue.
+        A large job (many inputs, a highlights request of many documents) thus never holds a lane
+        for longer than one batch: requests that arrive meanwhile run between its slices, and no
+        slice is too large for the bounded queue. With several lanes its slices keep every lane
+        busy (a lone slice would otherwise run on one lane while the others idle).
         """
-        parts = [await self.submit(piece) for piece in self.slices(items)]
-        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+        pieces = self.slices(items)
+        if len(pieces) == 1:
+            return await self.submit(pieces[0])
+        gate = asyncio.Semaphore(self.lanes)  # FIFO: slices enter in order
+
+        async def one(piece: list[Any]) -> np.ndarray:
+            async with gate:
+                return await self.submit(piece)
+
+        parts = await asyncio.gather(*(one(piece) for piece in pieces))
+        return np.concatenate(parts)
 
     # -- the worker -----------------------------------------------------------------------------
     async def _wait_for_company(self) -> None:
