@@ -605,3 +605,31 @@ def test_ingest_files_and_texts_then_search_them(tmp_path: Path) -> None:
         )
 
     run(create_app(ServerSettings(store=uri, collection="docs"), model=real_model()), check)
+
+
+def test_the_lean_embeddings_path_answers_like_the_fastapi_route(store_uri: str) -> None:
+    import json
+
+    async def check(client: httpx.AsyncClient) -> None:
+        body = json.dumps({"input": ["one", "two"], "encoding_format": "base64"})
+        lean = await client.post(
+            "/v1/embeddings",
+            content=body,
+            headers={"content-type": "application/json; charset=utf-8"},
+        )
+        assert lean.status_code == 200 and len(lean.json()["data"]) == 2
+        assert lean.headers["content-type"] == "application/json"
+        # Validation errors keep FastAPI's 422 shape, located in the body.
+        bad = await client.post("/v1/embeddings", json={"inpt": "x"})
+        error = assert_openai_error(bad, 422)
+        assert error["param"] == "input" and bad.json()["detail"][0]["loc"] == ["body", "input"]
+        # A body that is not JSON is left to FastAPI, which refuses it as before.
+        other = await client.post(
+            "/v1/embeddings", content=body, headers={"content-type": "text/plain"}
+        )
+        assert_openai_error(other, 422)
+        # The route is still documented.
+        schema = (await client.get("/openapi.json")).json()
+        assert "/v1/embeddings" in schema["paths"]
+
+    run(create_app(settings(store_uri), model=FakeEmbedder()), check)

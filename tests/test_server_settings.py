@@ -19,6 +19,7 @@ def test_public_names_are_all() -> None:
         "app",
         "batcher",
         "errors",
+        "fastpath",
         "jobs",
         "metrics",
         "middleware",

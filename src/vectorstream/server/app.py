@@ -21,6 +21,7 @@ from .. import __version__
 from ..search.highlights import HighlightEngine
 from .batcher import BatchStats, MicroBatcher
 from .errors import install_error_handlers
+from .fastpath import EmbeddingsFastPath
 from .jobs import IngestFn, JobManager
 from .metrics import Metrics, make_metrics
 from .middleware import GuardMiddleware
@@ -194,6 +195,13 @@ def create_app(
     for module in (embeddings, search, highlights, ingest, health, page):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    # The lean embeddings path sits inside the guard (added later = outside it), so the API key,
+    # body limit and metrics apply to it as to every route.
+    app.add_middleware(
+        EmbeddingsFastPath,
+        state=app.state,
+        retry_after_s=settings.retry_after_s,
+    )
     # The guard sees (and counts) every request, even refused ones. CORS, when configured, goes
     # outside it: a browser's preflight carries no API key and must not be refused for that.
     app.add_middleware(

@@ -93,95 +93,94 @@ def error_response(
     )
 
 
-def install_error_handlers(app: FastAPI, retry_after_s: int) -> None:
-    """Map our exceptions, FastAPI's validation errors and plain HTTP errors to the one shape."""
+def validation_body(errors: list[Any]) -> dict[str, Any]:
+    """A 422 answer for pydantic errors located as FastAPI locates them (``("body", ...)``)."""
+    first = errors[0] if errors else {}
+    loc = [str(p) for p in first.get("loc", ())]
+    if loc and loc[0] in ("body", "query", "path", "header"):  # FastAPI's "where it came from"
+        loc = loc[1:]
+    where = ".".join(loc) or None
+    message = (
+        f"{where}: {first.get('msg', 'invalid request')}"
+        if where
+        else str(first.get("msg", "invalid request"))
+    )
+    body = error_body(422, message, where, "validation_error")
+    body["detail"] = [
+        {"loc": list(e.get("loc", ())), "msg": e.get("msg"), "type": e.get("type")} for e in errors
+    ]
+    return body
 
-    @app.exception_handler(APIError)
-    async def _api_error(_: Request, exc: APIError) -> JSONResponse:
+
+def answer_for(exc: Exception, retry_after_s: int) -> JSONResponse:
+    """The service's answer to an exception a route raised: one mapping for every path.
+
+    FastAPI's exception handlers and the lean embeddings path both call this.
+    """
+    retry = {"Retry-After": str(retry_after_s)}
+    if isinstance(exc, APIError):
         return error_response(
             exc.status, exc.message, param=exc.param, code=exc.code, headers=exc.headers
         )
-
-    @app.exception_handler(RequestValidationError)
-    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = exc.errors()
-        first = errors[0] if errors else {}
-        loc = [str(p) for p in first.get("loc", ())]
-        if loc and loc[0] in ("body", "query", "path", "header"):  # FastAPI's "where it came from"
-            loc = loc[1:]
-        where = ".".join(loc) or None
-        message = (
-            f"{where}: {first.get('msg', 'invalid request')}"
-            if where
-            else str(first.get("msg", "invalid request"))
-        )
-        body = error_body(422, message, where, "validation_error")
-        body["detail"] = [
-            {"loc": list(e.get("loc", ())), "msg": e.get("msg"), "type": e.get("type")}
-            for e in errors
-        ]
-        return JSONResponse(body, status_code=422)
-
-    @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    if isinstance(exc, RequestValidationError):
+        return JSONResponse(validation_body(list(exc.errors())), status_code=422)
+    if isinstance(exc, StarletteHTTPException):
         return error_response(exc.status_code, str(exc.detail), headers=dict(exc.headers or {}))
-
-    @app.exception_handler(QueueFullError)
-    async def _queue_full(request: Request, exc: QueueFullError) -> JSONResponse:
-        request.app.state.metrics.rejected.labels("queue_full").inc()
-        return error_response(
-            503,
-            f"the service is busy: {exc}",
-            code="queue_full",
-            headers={"Retry-After": str(retry_after_s)},
-        )
-
-    @app.exception_handler(BatcherClosedError)
-    async def _closed(_: Request, exc: BatcherClosedError) -> JSONResponse:
-        return error_response(
-            503, str(exc), code="shutting_down", headers={"Retry-After": str(retry_after_s)}
-        )
-
-    @app.exception_handler(ConfigError)
-    async def _config(_: Request, exc: ConfigError) -> JSONResponse:
+    if isinstance(exc, QueueFullError):
+        return error_response(503, f"the service is busy: {exc}", code="queue_full", headers=retry)
+    if isinstance(exc, BatcherClosedError):
+        return error_response(503, str(exc), code="shutting_down", headers=retry)
+    if isinstance(exc, ConfigError):
         return error_response(400, str(exc))
-
-    @app.exception_handler(ChunkingError)
-    async def _chunking(_: Request, exc: ChunkingError) -> JSONResponse:
+    if isinstance(exc, ChunkingError):
         return error_response(400, str(exc), param="chunking")
-
-    @app.exception_handler(ParseError)
-    async def _parse(_: Request, exc: ParseError) -> JSONResponse:
+    if isinstance(exc, ParseError):
         return error_response(400, f"cannot parse the upload: {exc}", param="files")
-
-    @app.exception_handler(StoreUnavailableError)
-    async def _store_down(_: Request, exc: StoreUnavailableError) -> JSONResponse:
+    if isinstance(exc, StoreUnavailableError):
         return error_response(503, f"the store is unavailable: {exc}", code="store_unavailable")
-
-    @app.exception_handler(StoreError)
-    async def _store(_: Request, exc: StoreError) -> JSONResponse:
+    if isinstance(exc, StoreError):
         return error_response(500, f"store error: {exc}", code="store_error")
-
-    @app.exception_handler(ModelError)
-    async def _model(_: Request, exc: ModelError) -> JSONResponse:
+    if isinstance(exc, ModelError):
         return error_response(500, f"model error: {exc}", code="model_error")
-
-    @app.exception_handler(Exception)
-    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
-        # A bug, not a refusal: answer in the one error shape (the server still logs the
-        # traceback, since Starlette re-raises after this response).
-        return error_response(500, f"internal error ({type(exc).__name__}); see the service log")
-
-    @app.exception_handler(VectorstreamError)
-    async def _other(_: Request, exc: VectorstreamError) -> JSONResponse:
+    if isinstance(exc, VectorstreamError):
         log.exception("unhandled library error", exc_info=exc)
         return error_response(500, f"{type(exc).__name__}: {exc}")
+    # A bug, not a refusal: answer in the one error shape (the traceback goes to the log).
+    return error_response(500, f"internal error ({type(exc).__name__}); see the service log")
+
+
+def install_error_handlers(app: FastAPI, retry_after_s: int) -> None:
+    """Map our exceptions, FastAPI's validation errors and plain HTTP errors to the one shape."""
+
+    async def handle(request: Request, exc: Exception) -> JSONResponse:
+        if isinstance(exc, QueueFullError):
+            request.app.state.metrics.rejected.labels("queue_full").inc()
+        return answer_for(exc, retry_after_s)
+
+    for kind in (
+        APIError,
+        RequestValidationError,
+        StarletteHTTPException,
+        QueueFullError,
+        BatcherClosedError,
+        ConfigError,
+        ChunkingError,
+        ParseError,
+        StoreUnavailableError,
+        StoreError,
+        ModelError,
+        VectorstreamError,
+        Exception,
+    ):
+        app.add_exception_handler(kind, handle)
 
 
 __all__ = [
     "APIError",
+    "answer_for",
     "body_validation_error",
     "error_body",
     "error_response",
     "install_error_handlers",
+    "validation_body",
 ]

@@ -18,7 +18,12 @@ INLINE_TOKENIZE_CHARS = 16_384
 
 
 def service(request: Request) -> ServiceState:
-    state: ServiceState | None = getattr(request.app.state, "service", None)
+    return service_state(request.app.state)
+
+
+def service_state(app_state: Any) -> ServiceState:
+    """The running service from an app's ``state``; 503 while it starts or stops."""
+    state: ServiceState | None = getattr(app_state, "service", None)
     if state is None:
         raise APIError(503, "the service is starting", code="not_ready")
     return state

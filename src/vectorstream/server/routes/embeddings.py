@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import os
+from typing import Any
 
 import numpy as np
 from fastapi import APIRouter, Request
@@ -11,6 +12,7 @@ from fastapi import APIRouter, Request
 from ..errors import APIError
 from ..responses import FastJSONResponse as JSONResponse
 from ..schemas import EmbeddingsRequest
+from ..state import ServiceState
 from ._common import real_tokens, resize, service, tokenize_checked
 
 router = APIRouter()
@@ -26,7 +28,14 @@ def _names(model_id: str, spec: str | None) -> set[str]:
 
 @router.post("/v1/embeddings")
 async def embeddings(body: EmbeddingsRequest, request: Request) -> JSONResponse:
-    state = service(request)
+    # The service answers this route on a lean path in front of FastAPI (server/fastpath.py);
+    # this registration documents it in the OpenAPI schema and serves any request the lean
+    # path hands on (a body that is not JSON).
+    return JSONResponse(await embeddings_payload(service(request), body))
+
+
+async def embeddings_payload(state: ServiceState, body: EmbeddingsRequest) -> dict[str, Any]:
+    """The answer to one embeddings request, as a JSON-ready mapping (raises ``APIError``)."""
     model = state.model
     if body.model is not None and body.model not in _names(model.model_id, state.settings.model):
         raise APIError(
@@ -68,14 +77,12 @@ async def embeddings(body: EmbeddingsRequest, request: Request) -> JSONResponse:
             {"object": "embedding", "index": i, "embedding": row}
             for i, row in enumerate(np.ascontiguousarray(vectors, dtype=np.float32))
         ]
-    return JSONResponse(
-        {
-            "object": "list",
-            "data": data,
-            "model": model.model_id,
-            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
-        }
-    )
+    return {
+        "object": "list",
+        "data": data,
+        "model": model.model_id,
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+    }
 
 
 @router.get("/v1/models")
