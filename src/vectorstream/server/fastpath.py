@@ -17,11 +17,17 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
-from .errors import answer_for, body_validation_error
-from .middleware import ASGIApp, Receive, Scope, Send
+from ..errors import VectorstreamError
+from .batcher import QueueFullError
+from .errors import APIError, answer_for, body_validation_error
+from .middleware import ASGIApp, Receive, Scope, Send, send_json
 from .responses import dumps
+from .routes._common import service_state
+from .routes.embeddings import embeddings_payload
+from .schemas import EmbeddingsRequest
 
 log = logging.getLogger("vectorstream.server.fastpath")
 
@@ -66,26 +72,10 @@ class EmbeddingsFastPath:
             await self.app(scope, receive, send)
             return
         scope["route"] = _ROUTE  # what the guard labels its metrics by, as a router would set
-        status, payload, headers = await self._answer(receive)
-        body = dumps(payload)
-        await send(
-            {
-                "type": "http.response.start",
-                "status": status,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                    *headers,
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+        await send_json(send, *await self._answer(receive))
 
-    async def _answer(self, receive: Receive) -> tuple[int, Any, list[tuple[bytes, bytes]]]:
-        from .routes._common import service_state
-        from .routes.embeddings import embeddings_payload
-        from .schemas import EmbeddingsRequest
-
+    async def _answer(self, receive: Receive) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+        """Status, serialised body and extra headers of the answer."""
         try:
             raw = await _read_body(receive)
             state = service_state(self.state)
@@ -93,10 +83,8 @@ class EmbeddingsFastPath:
                 request = EmbeddingsRequest.model_validate_json(raw)
             except ValidationError as exc:
                 raise body_validation_error(exc) from exc
-            return 200, await embeddings_payload(state, request), []
+            return 200, dumps(await embeddings_payload(state, request)), []
         except Exception as exc:  # the one error mapping, as FastAPI's handlers use it
-            from .batcher import QueueFullError
-
             if isinstance(exc, QueueFullError):
                 self.state.metrics.rejected.labels("queue_full").inc()
             elif not _expected(exc):
@@ -107,22 +95,11 @@ class EmbeddingsFastPath:
                 for k, v in answer.headers.items()
                 if k.lower() not in ("content-length", "content-type")
             ]
-            return answer.status_code, _decoded(answer.body), headers
+            return answer.status_code, bytes(answer.body), headers
 
 
 def _expected(exc: Exception) -> bool:
-    from fastapi.exceptions import RequestValidationError
-
-    from ..errors import VectorstreamError
-    from .errors import APIError
-
     return isinstance(exc, APIError | RequestValidationError | VectorstreamError)
-
-
-def _decoded(body: bytes | memoryview) -> Any:
-    import json
-
-    return json.loads(bytes(body))
 
 
 async def _read_body(receive: Receive) -> bytes:

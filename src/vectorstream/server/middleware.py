@@ -26,10 +26,10 @@ PUBLIC_PATHS = frozenset({"/", "/healthz", "/readyz", "/favicon.ico"})
 PUBLIC_PREFIXES = ("/static/",)
 
 
-async def _send_error(
-    send: Send, status: int, message: str, headers: list[tuple[bytes, bytes]] | None = None
+async def send_json(
+    send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]] | None = None
 ) -> None:
-    body = json.dumps(error_body(status, message)).encode()
+    """A complete JSON response (``body`` already serialised) on a raw ASGI ``send``."""
     await send(
         {
             "type": "http.response.start",
@@ -42,6 +42,12 @@ async def _send_error(
         }
     )
     await send({"type": "http.response.body", "body": body})
+
+
+async def _send_error(
+    send: Send, status: int, message: str, headers: list[tuple[bytes, bytes]] | None = None
+) -> None:
+    await send_json(send, status, json.dumps(error_body(status, message)).encode(), headers)
 
 
 class _BodyTooLarge(Exception):

@@ -275,25 +275,12 @@ def _hit_from_row(row: Mapping[str, Any], score: float) -> Hit:
 
 
 def _hits_from_arrow(table: pa.Table) -> list[Hit]:
-    cols = {name: table.column(name).to_pylist() for name in [*_HIT_COLUMNS, "_distance"]}
-    hits: list[Hit] = []
-    for i in range(table.num_rows):
-        raw_meta = cols["metadata"][i]
-        hits.append(
-            Hit(
-                id=cols["id"][i],
-                score=1.0 - float(cols["_distance"][i]),
-                text=cols["text"][i] or "",
-                source=cols["source"][i] or "",
-                chunk_index=cols["chunk_index"][i] or 0,
-                start=cols["start"][i] or 0,
-                end=cols["end"][i] or 0,
-                page=cols["page"][i],
-                headings=tuple(cols["headings"][i] or ()),
-                metadata=json.loads(raw_meta) if raw_meta else {},
-            )
-        )
-    return hits
+    cols = {name: table.column(name).to_pylist() for name in _HIT_COLUMNS}
+    distances = table.column("_distance").to_pylist()
+    return [
+        _hit_from_row({name: values[i] for name, values in cols.items()}, 1.0 - float(d))
+        for i, d in enumerate(distances)
+    ]
 
 
 # ---------------------------------------------------------------------------------------------
