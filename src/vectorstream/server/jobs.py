@@ -222,17 +222,21 @@ class JobManager:
                     files_failed=getattr(report, "files_failed", 0),
                     chunks=getattr(report, "chunks", 0),
                 )
-                job.state = "done"
+            final, error = "done", None
         except Exception as exc:  # the job fails; the service goes on
             log.exception("ingest job %s failed", job.id)
-            with self._lock:
-                job.state = "failed"
-                job.error = f"{type(exc).__name__}: {exc}"
+            final, error = "failed", f"{type(exc).__name__}: {exc}"
         finally:
+            # The uploads go before the job reads as ended: a client that sees "done" or
+            # "failed" never finds them on disk.
             shutil.rmtree(folder, ignore_errors=True)
             with self._lock:
                 job.finished = time.time()
                 self._folders.discard(folder)
+        with self._lock:
+            job.state = final
+            if error is not None:
+                job.error = error
             if self._on_finished is not None:
                 self._on_finished(job)
 
