@@ -8,16 +8,21 @@ every key has out-edges, candidates are pruned with the relative-neighbourhood r
 two-way where there is room, and unreachable keys are linked in until every key can be reached.
 
 Under GQA one graph serves a KV head: it is built from the queries of every query head of its group.
+
+The search is written twice: in numpy (``search_numpy``, the reference) and compiled with numba
+(``_graph_jit``, used by ``search`` and ``search_many`` when numba is installed and the keys are
+float32).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from ..errors import ConfigError
+from . import _graph_jit
 
 __all__ = ["GraphSearchResult", "KeyGraph"]
 
@@ -47,6 +52,26 @@ class KeyGraph:
 
     neighbors: np.ndarray
     entries: np.ndarray
+    # Derived once: whether each row's padding follows its neighbours, and starting candidates.
+    _packed: bool = field(init=False, repr=False, compare=False)
+    _starts: dict[int, np.ndarray] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # The compiled search indexes without bounds checks: a graph must be sound to be searched.
+        nbr = np.ascontiguousarray(self.neighbors, dtype=np.int32)
+        entries = np.ascontiguousarray(self.entries, dtype=np.int32).reshape(-1)
+        if nbr.ndim != 2 or nbr.shape[0] == 0:
+            raise ConfigError(f"graph neighbors must be a non-empty (n, R) array, got {nbr.shape}")
+        n = nbr.shape[0]
+        if nbr.size and (int(nbr.min()) < -1 or int(nbr.max()) >= n):
+            raise ConfigError(f"graph neighbors must be positions in [0, {n}) or -1 (padding)")
+        if entries.size and (int(entries.min()) < 0 or int(entries.max()) >= n):
+            raise ConfigError(f"graph entries must be positions in [0, {n})")
+        object.__setattr__(self, "neighbors", nbr)
+        object.__setattr__(self, "entries", entries)
+        valid = nbr >= 0
+        object.__setattr__(self, "_packed", bool((valid[:, 1:] <= valid[:, :-1]).all()))
+        object.__setattr__(self, "_starts", {})
 
     @property
     def size(self) -> int:
@@ -197,6 +222,34 @@ class KeyGraph:
                 reached[u] = True
         return cls(nbr.astype(np.int32), entries.astype(np.int32))
 
+    def _upper(self, limit: int | None, capacity: int, expand: int) -> int:
+        """Positions below this may be returned; checks the search parameters."""
+        if capacity < 0:
+            raise ConfigError(f"capacity must be >= 0, got {capacity}")
+        if expand < 1:
+            raise ConfigError(f"expand must be >= 1, got {expand}")
+        n = self.size
+        return n if limit is None else max(0, min(limit, n))
+
+    def _start(self, upper: int) -> np.ndarray:
+        """The starting candidates of a search returning positions below ``upper``."""
+        start = self._starts.get(upper)
+        if start is None:
+            start = self._start_uncached(upper)
+            if len(self._starts) >= 8:  # a session uses one or two limits; bound it anyway
+                self._starts.clear()
+            self._starts[upper] = start
+        return start
+
+    def _start_uncached(self, upper: int) -> np.ndarray:
+        start = self.entries[self.entries < upper].astype(np.int64)
+        if upper < self.size:
+            # Under a filter the entries that survive may all sit in one region; positions spread
+            # evenly over the prefix give the search a foothold everywhere it may go.
+            spread = np.linspace(0, upper - 1, num=min(upper, self.entries.size)).astype(np.int64)
+            start = np.unique(np.concatenate([start, spread]))
+        return start
+
     def search(
         self,
         keys: np.ndarray,
@@ -215,20 +268,118 @@ class KeyGraph:
         search ends when the best unexpanded candidate falls out of range. ``limit`` restricts
         results to positions ``< limit``; neighbours beyond it are stepped over to their own
         neighbours (two hops), so the filtered graph stays connected.
+
+        Compiled when numba is installed and ``keys`` are float32; ``search_numpy`` otherwise.
         """
+        if not _compiled(keys):
+            return self.search_numpy(
+                keys,
+                query,
+                beta,
+                seed_score=seed_score,
+                capacity=capacity,
+                limit=limit,
+                expand=expand,
+            )
+        q = np.asarray(query, dtype=np.float32).reshape(1, -1)
+        return self.search_many(
+            keys,
+            q,
+            beta,
+            seed_scores=[seed_score],
+            capacity=capacity,
+            limit=limit,
+            expand=expand,
+        )[0]
+
+    def search_many(
+        self,
+        keys: np.ndarray,
+        queries: np.ndarray,
+        beta: float,
+        *,
+        seed_scores: np.ndarray | list[float] | None = None,
+        capacity: int = 128,
+        limit: int | None = None,
+        expand: int = 2,
+    ) -> list[GraphSearchResult]:
+        """``search`` for each of ``queries`` (g, d) (the query heads of this KV head), in one call.
+
+        ``seed_scores`` (g,) seeds each query's best score (−∞ when omitted). The compiled search
+        allocates its buffers once for all g queries; without numba this loops over
+        ``search_numpy``.
+        """
+        q = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
+        if q.ndim != 2:
+            raise ConfigError(f"queries must be a (g, d) array, got {q.shape}")
+        g = q.shape[0]
+        seeds = np.full(g, -math.inf) if seed_scores is None else np.asarray(seed_scores, float)
+        if seeds.shape != (g,):
+            raise ConfigError(f"seed_scores must have one score per query ({g}), got {seeds.shape}")
+        if not _compiled(keys):
+            return [
+                self.search_numpy(
+                    keys,
+                    q[j],
+                    beta,
+                    seed_score=float(seeds[j]),
+                    capacity=capacity,
+                    limit=limit,
+                    expand=expand,
+                )
+                for j in range(g)
+            ]
+        upper = self._upper(limit, capacity, expand)
+        if upper == 0:
+            return [
+                GraphSearchResult(np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float32), 0)
+                for _ in range(g)
+            ]
+        k = np.ascontiguousarray(keys)
+        if k.ndim != 2 or k.shape[0] < upper or k.shape[1] != q.shape[1]:
+            raise ConfigError(
+                f"keys {k.shape} must be (n, {q.shape[1]}) with n >= {upper} (the graph's prefix)"
+            )
+        ids, scores, offsets, touched = _graph_jit.search_many(
+            k,
+            self.neighbors,
+            self._start(upper),
+            q,
+            np.ascontiguousarray(seeds, dtype=np.float64),
+            beta,
+            capacity,
+            upper,
+            expand,
+            self._packed,
+        )
+        bounds = offsets.tolist()
+        return [
+            GraphSearchResult(
+                ids[bounds[j] : bounds[j + 1]], scores[bounds[j] : bounds[j + 1]], int(touched[j])
+            )
+            for j in range(g)
+        ]
+
+    def search_numpy(
+        self,
+        keys: np.ndarray,
+        query: np.ndarray,
+        beta: float,
+        *,
+        seed_score: float = -math.inf,
+        capacity: int = 128,
+        limit: int | None = None,
+        expand: int = 2,
+    ) -> GraphSearchResult:
+        """``search`` in numpy, one step of the beam at a time: the reference of the compiled one."""
         n = self.size
-        upper = n if limit is None else max(0, min(limit, n))
+        upper = self._upper(limit, capacity, expand)
         if upper == 0:
             empty = np.empty(0, dtype=np.int64)
             return GraphSearchResult(empty, np.empty(0, dtype=np.float32), 0)
         q = np.asarray(query, dtype=np.float32).reshape(-1)
         visited = np.zeros(n, dtype=bool)
-        start = self.entries[self.entries < upper].astype(np.int64)
-        if upper < n:
-            # Under a filter the entries that survive may all sit in one region; positions spread
-            # evenly over the prefix give the search a foothold everywhere it may go.
-            spread = np.linspace(0, upper - 1, num=min(upper, self.entries.size)).astype(np.int64)
-            start = np.unique(np.concatenate([start, spread]))
+        start = self._start(upper)
         visited[start] = True
         beam_ids = start
         beam_scores = keys[start] @ q
@@ -273,6 +424,11 @@ class KeyGraph:
         found_scores = keys[found] @ q
         ok = found_scores >= best - beta
         return GraphSearchResult(found[ok], found_scores[ok], touched)
+
+
+def _compiled(keys: np.ndarray) -> bool:
+    """Whether the compiled search serves these keys (numba there, keys float32 as it is built for)."""
+    return _graph_jit.AVAILABLE and getattr(keys, "dtype", None) == np.float32
 
 
 def _reachable(nbr: np.ndarray, entries: np.ndarray) -> np.ndarray:

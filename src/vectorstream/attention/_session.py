@@ -300,15 +300,16 @@ class Session(DynamicCache):
             best_np = best.detach().cpu().numpy().copy()
             hits: list[np.ndarray] = []
             for h in range(h_kv):
-                for j in range(g):
-                    res = graphs[h].search(
-                        keys_np[h],
-                        q_np[h, j],
-                        beta,
-                        seed_score=float(best_np[h, j]),
-                        capacity=self.sparse.capacity,
-                        limit=graph_hi,
-                    )
+                # One call per KV head searches the g query heads that read it.
+                found = graphs[h].search_many(
+                    keys_np[h],
+                    q_np[h],
+                    beta,
+                    seed_scores=best_np[h],
+                    capacity=self.sparse.capacity,
+                    limit=graph_hi,
+                )
+                for j, res in enumerate(found):
                     graph_touched[h * g + j] = res.touched
                     # Keys of the first n_init positions are in the window already.
                     hits.append(res.indices[res.indices >= head])
