@@ -123,3 +123,21 @@ def test_quality_main_writes_json_and_chart(tmp_path: Path) -> None:
     data = json.loads(out.read_text())
     assert data["benchmark"] == "attention_quality" and data["rows"][0]["method"] == "full"
     assert png.stat().st_size > 0
+
+
+def test_quality_pools_misses_over_texts(tmp_path: Path) -> None:
+    quality = _load("quality")
+    out = tmp_path / "q.json"
+    args = ["--model", "tiny", "--quick", "--lengths", "96", "--steps", "4", "--texts", "1", "2"]
+    quality.main([*args, "--alphas", "0.9", "--no-baselines", "--out", str(out)])
+    data = json.loads(out.read_text())
+    assert {r["text"] for r in data["rows"]} == {1, 2}
+    pooled = {r["method"]: r for r in data["pooled"]}
+    per_text = [r for r in data["rows"] if r["method"] == "dipr"]
+    assert pooled["dipr"]["steps"] == sum(r["steps"] for r in per_text) == 8
+    assert pooled["dipr"]["top1_misses"] == sum(r["top1_misses"] for r in per_text)
+    for row in per_text:
+        assert len(row["miss_steps"]) == len(row["miss_margins"]) == row["top1_misses"]
+        assert all(m >= 0 for m in row["miss_margins"])
+    assert pooled["dipr"]["top1"] == 1.0 - pooled["dipr"]["top1_misses"] / 8
+    assert pooled["full"]["top1"] == 1.0 and pooled["full"]["texts"] == 2

@@ -17,6 +17,11 @@ and at the budget DIPR used at that α (its mean keys per layer): **window** (St
 
     .venv/bin/python benchmarks/attention/quality.py --quick                 # smoke: 1K tokens
     .venv/bin/python benchmarks/attention/quality.py --lengths 2048 4096 8192 --alphas 1e-4 1e-3 1e-2
+    .venv/bin/python benchmarks/attention/quality.py --lengths 8192 --texts 0 1 2 3  # pooled over texts
+
+With several ``--texts`` (seeds of the corpus's document order, so different documents and
+continuations) each text is evaluated on its own and a pooled table sums the misses over all of
+them: one text's continuation can be easier or harder than another's.
 
 Prints a table and writes benchmarks/results/attention_quality.json.
 """
@@ -47,6 +52,7 @@ def load_common() -> Any:
 C = load_common()
 
 COLUMNS = [
+    "text",
     "length",
     "method",
     "alpha",
@@ -82,6 +88,7 @@ def evaluate_length(
     steps: int,
     alphas: list[float],
     *,
+    text: int = 0,
     n_init: int = 4,
     n_last: int = 512,
     graph: bool = False,
@@ -107,6 +114,7 @@ def evaluate_length(
     full = score(reference, reference, targets)
     rows: list[dict[str, Any]] = [
         {
+            "text": text,
             "length": length,
             "method": "full",
             "alpha": None,
@@ -125,8 +133,11 @@ def evaluate_length(
         logits = C.teacher_forced(model, session, feed)
         elapsed = time.perf_counter() - start
         s = score(reference, logits, targets)
+        missed = logits.argmax(-1) != reference.argmax(-1)
+        top2 = reference.topk(2, dim=-1).values
         stats = session.stats
         row = {
+            "text": text,
             "length": length,
             "method": method,
             "alpha": alpha,
@@ -139,6 +150,9 @@ def evaluate_length(
             "n_last": n_last,
             # Counts, so a reader can put an interval on the agreement.
             "top1_misses": round((1.0 - s["top1"]) * len(feed)),
+            # How close full attention's own top two logits were where the method differed.
+            "miss_steps": missed.nonzero().flatten().tolist(),
+            "miss_margins": [round(float(m), 4) for m in (top2[:, 0] - top2[:, 1])[missed]],
         }
         rows.append(row)
         return row
@@ -163,6 +177,39 @@ def evaluate_length(
             row = run(selector, alpha, C.fork(base, cfg, selector, budget), window)
             row["budget_per_layer"] = budget
     return rows
+
+
+def pool(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per (length, method, α, window) over every text: misses summed, means by steps."""
+    groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+    for row in rows:
+        key = (row["length"], row["method"], row["alpha"], row.get("n_last"))
+        groups.setdefault(key, []).append(row)
+    pooled = []
+    for (length, method, alpha, n_last), group in groups.items():
+        steps = sum(r["steps"] for r in group)
+        misses = sum(r.get("top1_misses", 0) for r in group)
+
+        def mean(name: str, group: list[dict[str, Any]] = group, steps: int = steps) -> float:
+            return sum(r.get(name, 0.0) * r["steps"] for r in group) / steps
+
+        pooled.append(
+            {
+                "text": "all",
+                "length": length,
+                "method": method,
+                "alpha": alpha,
+                "n_last": n_last,
+                "texts": len(group),
+                "steps": steps,
+                "attended": mean("attended"),
+                "kl": mean("kl"),
+                "top1": 1.0 - misses / steps,
+                "top1_misses": misses,
+                "ppl_change": mean("ppl_change"),
+            }
+        )
+    return pooled
 
 
 def plot(rows: list[dict[str, Any]], path: Path) -> None:
@@ -208,6 +255,13 @@ def main(argv: list[str] | None = None) -> None:
         help="several recent-window sizes (n_last) to sweep on one prefill (default: --n-last)",
     )
     parser.add_argument(
+        "--texts",
+        type=int,
+        nargs="+",
+        default=[0],
+        help="corpus seeds: one text (document order) per seed, pooled at the end",
+    )
+    parser.add_argument(
         "--no-baselines", action="store_true", help="DIPR only: skip the window and top-k rows"
     )
     args = parser.parse_args(argv)
@@ -218,22 +272,29 @@ def main(argv: list[str] | None = None) -> None:
     start = time.perf_counter()
     model, tok = C.load_model(args.model)
     load_s = time.perf_counter() - start
-    ids = C.text_ids(tok, max(args.lengths) + args.steps + 1)
     rows: list[dict[str, Any]] = []
-    for length in args.lengths:
-        rows += evaluate_length(
-            model,
-            ids,
-            length,
-            args.steps,
-            args.alphas,
-            n_init=args.n_init,
-            n_last=args.n_last,
-            graph=args.graph,
-            windows=args.windows,
-            baselines=not args.no_baselines,
-        )
-        print(C.format_table([r for r in rows if r["length"] == length], COLUMNS), flush=True)
+    for text in args.texts:
+        ids = C.text_ids(tok, max(args.lengths) + args.steps + 1, seed=text)
+        for length in args.lengths:
+            new = evaluate_length(
+                model,
+                ids,
+                length,
+                args.steps,
+                args.alphas,
+                text=text,
+                n_init=args.n_init,
+                n_last=args.n_last,
+                graph=args.graph,
+                windows=args.windows,
+                baselines=not args.no_baselines,
+            )
+            rows += new
+            print(C.format_table(new, COLUMNS), flush=True)
+    pooled = pool(rows) if len(args.texts) > 1 else []
+    if pooled:
+        print("pooled over texts", args.texts)
+        print(C.format_table(pooled, [*COLUMNS[:-1], "top1_misses", "steps"]), flush=True)
     path = C.write_result(
         "quality",
         {
@@ -245,15 +306,17 @@ def main(argv: list[str] | None = None) -> None:
             "n_init": args.n_init,
             "n_last": args.n_last,
             "windows": args.windows or [args.n_last],
+            "texts": args.texts,
             "load_s": load_s,
             "machine": C.machine(args.threads),
             "rows": rows,
+            "pooled": pooled,
         },
         args.out,
     )
     print(f"wrote {path}")
     if args.plot:
-        plot(rows, args.plot)
+        plot(pooled or rows, args.plot)
         print(f"wrote {args.plot}")
 
 
