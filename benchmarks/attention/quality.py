@@ -230,6 +230,9 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
             )
             if pts:
                 ax.plot(*zip(*pts, strict=True), marker=marker, label=method)
+        if length == 8192:  # the goal: ≥ 99% top-1 while attending ≤ 10% of the keys
+            ax.axhline(0.99, color="grey", linestyle=":", linewidth=1)
+            ax.axvline(0.10, color="grey", linestyle=":", linewidth=1, label="goal")
         ax.set_title(f"{length} tokens")
         ax.set_xlabel("fraction of keys attended")
         ax.set_ylabel("top-1 agreement with full attention")
