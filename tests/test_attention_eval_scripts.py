@@ -141,3 +141,15 @@ def test_quality_pools_misses_over_texts(tmp_path: Path) -> None:
         assert all(m >= 0 for m in row["miss_margins"])
     assert pooled["dipr"]["top1"] == 1.0 - pooled["dipr"]["top1_misses"] / 8
     assert pooled["full"]["top1"] == 1.0 and pooled["full"]["texts"] == 2
+
+
+def test_decode_speed_rows_are_exact_at_beta_infinity(tmp_path: Path) -> None:
+    speed = _load("decode_speed")
+    out = tmp_path / "s.json"
+    args = ["--model", "tiny", "--quick", "--lengths", "300", "--n-last", "16", "--alphas", "0"]
+    speed.main([*args, "--out", str(out)])
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["method"] for r in rows] == ["full", "flat", "graph", "full"]
+    assert all(r["top1"] == 1.0 and r["tok_s"] > 0 for r in rows)
+    # β = ∞ attends every key; the graph path scores keys through its index.
+    assert rows[1]["attended"] == rows[2]["attended"] == 1.0

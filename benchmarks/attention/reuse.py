@@ -7,7 +7,8 @@ extends it by a question of ``--question-tokens`` tokens, and three ways answer 
 - **recompute**: a fresh session prefills context and question (what a server without reuse does);
 - **reuse-full**: ``db.create_session`` loads the stored KV of the longest prefix, the question runs
   on it, and decoding attends every key;
-- **reuse-sparse**: the same load, with the graph index, and DIPR sparse decoding at α.
+- **reuse-sparse**: the same load, with the graph index, and DIPR sparse decoding at α by the
+  package's rule (``mode="auto"``: the flat scan below ``graph_min`` keys, the graph above).
 
 Time to first token (TTFT) counts everything from the prompt's ids to the first token's logits
 (loading from disk included). Each way then decodes ``--new-tokens`` greedy tokens; their decode

@@ -26,7 +26,10 @@ class SparseConfig:
     α = 1e-3 agreed with full attention on 98.4% of 512 next tokens at 9.7% of keys attended, where
     window 64 needed α = 1e-4 and 11.6% for the same (benchmarks/attention/quality.py). ``mode="auto"`` uses full
     attention below ``full_below`` keys, a flat scan on ``flat_layers`` and on contexts without an
-    index of at least ``graph_min`` keys, and the graph index otherwise.
+    index of at least ``graph_min`` keys, and the graph index otherwise. The graph scores a small
+    share of the keys but reads them at random; on a CPU the one-product scan is as fast up to
+    tens of thousands of keys (at 8K, SmolLM2 decodes faster by scan than by graph; synthetic keys
+    put the break-even between 32K and 128K: benchmarks/attention/graph_speed.py), hence 64K.
     """
 
     alpha: float | None = None
@@ -35,7 +38,7 @@ class SparseConfig:
     n_last: int = 512
     mode: Mode = "auto"
     full_below: int = 512
-    graph_min: int = 4096
+    graph_min: int = 65536
     flat_layers: tuple[int, ...] = (0,)
     capacity: int = 128
     max_queries: int = 2048
