@@ -153,3 +153,16 @@ def test_decode_speed_rows_are_exact_at_beta_infinity(tmp_path: Path) -> None:
     assert all(r["top1"] == 1.0 and r["tok_s"] > 0 for r in rows)
     # β = ∞ attends every key; the graph path scores keys through its index.
     assert rows[1]["attended"] == rows[2]["attended"] == 1.0
+
+
+def test_mass_oracle_is_exact_at_zero_and_keeps_fewer_keys_as_it_grows(
+    tiny: tuple[Any, list[int]],
+) -> None:
+    quality = _load("quality")
+    model, ids = tiny
+    rows = quality.evaluate_length(
+        model, ids, 160, 4, [], n_init=2, n_last=16, baselines=False, masses=[0.0, 0.3]
+    )
+    exact, loose = (r for r in rows if r["method"] == "mass")
+    assert exact["mass"] == 0.0 and exact["kl"] < 1e-6 and exact["top1"] == 1.0
+    assert exact["attended"] > loose["attended"] and loose["kl"] > exact["kl"]

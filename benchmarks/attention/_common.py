@@ -51,7 +51,7 @@ RESULTS = Path(__file__).resolve().parents[1] / "results"
 GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 TINY_VOCAB = 256
 
-Selector = Literal["dipr", "window", "topk"]
+Selector = Literal["dipr", "window", "topk", "mass"]
 
 
 # -- model and text --------------------------------------------------------------------------------
@@ -134,12 +134,16 @@ class EvalSession(Session):
     ``"window"`` attends the first ``n_init`` tokens and the last ``n_last + budget[layer]``
     (StreamingLLM at that budget); ``"topk"`` attends the window plus the ``budget[layer]`` middle
     keys of highest score per query head (an exact top-k, the best a fixed-k method can do).
+    ``"mass"`` attends the window plus, per query head, the fewest middle keys that leave out at
+    most ``mass`` of the softmax weight (top-p with all scores known: an oracle of how few keys a
+    given error in the weights needs, not a method a search index can answer).
     """
 
     def __init__(self, config: SparseConfig | None = None, *, seed: int = 0) -> None:
         super().__init__(config, seed=seed)
         self.selector: Selector = "dipr"
         self.budget: dict[int, int] = {}
+        self.mass = 0.0
 
     def attend(
         self,
@@ -163,15 +167,22 @@ class EvalSession(Session):
         keep = torch.zeros(h_kv, g, n, dtype=torch.bool)
         keep[..., :head] = True
         keep[..., tail:] = True
-        if self.selector == "window":
+        if self.selector == "mass":
+            weights = torch.softmax((q @ keys.transpose(1, 2)) * scaling, dim=-1)[..., head:tail]
+            ascending, order = weights.sort(dim=-1)
+            # Drop the lightest keys while what is dropped stays within the allowed weight.
+            dropped = ascending.cumsum(-1) <= self.mass
+            keep[..., head:tail] = ~torch.zeros_like(dropped).scatter(-1, order, dropped)
+        elif self.selector == "window":
             keep[..., tail - k : tail] = True
         elif k > 0:
             raw = q @ keys[:, head:tail].transpose(1, 2)  # (H_kv, g, m)
             keep.scatter_(-1, raw.topk(k, dim=-1).indices + head, True)
         out, _ = partial_attention(q, keys.unsqueeze(1), values.unsqueeze(1), scaling, keep)
         window = head + (n - tail)
-        touched = (tail - head if self.selector == "topk" else k,) * h_q
-        self._record(LayerStats(layer_idx, "flat", n, window, (k,) * h_q, touched))
+        touched = (tail - head if self.selector in ("topk", "mass") else k,) * h_q
+        selected = tuple(keep[..., head:tail].sum(-1).reshape(-1).tolist())
+        self._record(LayerStats(layer_idx, "flat", n, window, selected, touched))
         return out.reshape(1, 1, h_q, -1).to(query.dtype), "flat"
 
 
@@ -195,12 +206,14 @@ def fork(
     config: SparseConfig,
     selector: Selector = "dipr",
     budget: Mapping[int, int] | None = None,
+    mass: float = 0.0,
 ) -> EvalSession:
     """A copy of ``base``'s cache that decodes with ``config`` (and a baseline selector)."""
     session = EvalSession.from_kv(base.kv(), config, base.token_ids)
     assert isinstance(session, EvalSession)
     session.selector = selector
     session.budget = dict(budget or {})
+    session.mass = mass
     if base.graphs:
         session.install_graphs(base.graphs, base.graph_limit)
     return session

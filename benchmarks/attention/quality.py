@@ -13,7 +13,9 @@ Methods: DIPR (``mode=flat``: exact DIPR by one scan; ``--graph`` adds the graph
 the prefill's keys and sampled queries, layer 0 still scanned) for each α,
 and at the budget DIPR used at that α (its mean keys per layer): **window** (StreamingLLM: the
 ``n_init`` sinks and a recent window longer by the budget) and **top-k** (the window plus the exact
-``k`` best middle keys per query head).
+``k`` best middle keys per query head). ``--mass ε`` adds the top-p oracle: the window plus the
+fewest middle keys leaving out at most ε of each head's softmax weight, chosen from every score
+(it shows how many keys a given weight error needs; no index answers it without scoring all).
 
     .venv/bin/python benchmarks/attention/quality.py --quick                 # smoke: 1K tokens
     .venv/bin/python benchmarks/attention/quality.py --lengths 2048 4096 8192 --alphas 1e-4 1e-3 1e-2
@@ -56,6 +58,7 @@ COLUMNS = [
     "length",
     "method",
     "alpha",
+    "mass",
     "n_last",
     "attended",
     "touched",
@@ -94,6 +97,7 @@ def evaluate_length(
     graph: bool = False,
     windows: list[int] | None = None,
     baselines: bool = True,
+    masses: list[float] | None = None,
 ) -> list[dict[str, Any]]:
     """Rows for one context length: full, then per window and α DIPR (flat[, graph]), window and top-k.
 
@@ -176,6 +180,11 @@ def evaluate_length(
         for selector in ("window", "topk") if baselines else ():
             row = run(selector, alpha, C.fork(base, cfg, selector, budget), window)
             row["budget_per_layer"] = budget
+    for window in windows or [n_last]:
+        for mass in masses or []:
+            cfg = C.SparseConfig(n_init=n_init, n_last=window, mode="flat", max_queries=0)
+            row = run("mass", mass, C.fork(base, cfg, "mass", mass=mass), window)
+            row["alpha"], row["mass"] = None, mass
     return rows
 
 
@@ -183,10 +192,10 @@ def pool(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One row per (length, method, α, window) over every text: misses summed, means by steps."""
     groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
     for row in rows:
-        key = (row["length"], row["method"], row["alpha"], row.get("n_last"))
+        key = (row["length"], row["method"], row["alpha"], row.get("n_last"), row.get("mass"))
         groups.setdefault(key, []).append(row)
     pooled = []
-    for (length, method, alpha, n_last), group in groups.items():
+    for (length, method, alpha, n_last, mass), group in groups.items():
         steps = sum(r["steps"] for r in group)
         misses = sum(r.get("top1_misses", 0) for r in group)
 
@@ -200,6 +209,7 @@ def pool(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "method": method,
                 "alpha": alpha,
                 "n_last": n_last,
+                "mass": mass,
                 "texts": len(group),
                 "steps": steps,
                 "attended": mean("attended"),
@@ -222,7 +232,8 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
     lengths = sorted({r["length"] for r in rows})
     fig, axes = plt.subplots(1, len(lengths), figsize=(4.2 * len(lengths), 3.6), squeeze=False)
     for ax, length in zip(axes[0], lengths, strict=True):
-        for method, marker in (("dipr", "o"), ("graph", "D"), ("topk", "s"), ("window", "^")):
+        methods = (("dipr", "o"), ("graph", "D"), ("topk", "s"), ("window", "^"), ("mass", "v"))
+        for method, marker in methods:
             pts = sorted(
                 (r["attended"], r["top1"])
                 for r in rows
@@ -265,6 +276,13 @@ def main(argv: list[str] | None = None) -> None:
         help="corpus seeds: one text (document order) per seed, pooled at the end",
     )
     parser.add_argument(
+        "--mass",
+        type=float,
+        nargs="+",
+        default=None,
+        help="also the top-p oracle: keep the fewest keys leaving out at most this softmax weight",
+    )
+    parser.add_argument(
         "--no-baselines", action="store_true", help="DIPR only: skip the window and top-k rows"
     )
     args = parser.parse_args(argv)
@@ -291,6 +309,7 @@ def main(argv: list[str] | None = None) -> None:
                 graph=args.graph,
                 windows=args.windows,
                 baselines=not args.no_baselines,
+                masses=args.mass,
             )
             rows += new
             print(C.format_table(new, COLUMNS), flush=True)
