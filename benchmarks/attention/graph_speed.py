@@ -30,10 +30,9 @@ Prints a table and writes benchmarks/results/attention_graph_speed.json.
 from __future__ import annotations
 
 import argparse
-import json
+import importlib.util
 import math
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -47,7 +46,20 @@ from threadpoolctl import threadpool_limits
 from vectorstream.attention import KeyGraph, beta_from_alpha
 from vectorstream.attention import _graph_jit as jit
 
-RESULTS = Path(__file__).resolve().parents[1] / "results"
+
+def load_common() -> Any:
+    name = "attention_eval_common"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("_common.py"))
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+C = load_common()
+
 COLUMNS = [
     "n",
     "selected",
@@ -193,19 +205,6 @@ def first_call_seconds() -> dict[str, float]:
     return out
 
 
-def format_table(rows: list[dict[str, Any]], columns: list[str]) -> str:
-    def cell(value: Any) -> str:
-        if value is None:
-            return "-"
-        return f"{value:.4g}" if isinstance(value, float) else str(value)
-
-    body = [[cell(row.get(c)) for c in columns] for row in rows]
-    widths = [max(len(c), *(len(r[i]) for r in body)) for i, c in enumerate(columns)]
-    lines = [" ".join(c.rjust(w) for c, w in zip(columns, widths, strict=True))]
-    lines += [" ".join(v.rjust(w) for v, w in zip(r, widths, strict=True)) for r in body]
-    return "\n".join(lines)
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[8192, 32768, 131072])
@@ -214,7 +213,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--group", type=int, default=3, help="query heads per KV head")
     parser.add_argument("--alpha", type=float, default=1e-3)
     parser.add_argument("--repeat", type=int, default=3, help="timed passes (best kept)")
-    parser.add_argument("--out", type=Path, default=RESULTS / "attention_graph_speed.json")
+    parser.add_argument("--out", type=Path, default=None, help="JSON path (default: results/)")
     parser.add_argument(
         "--cache", type=Path, default=None, help="keep built graphs here (build_s then blank)"
     )
@@ -239,8 +238,8 @@ def main(argv: list[str] | None = None) -> None:
                     cache=args.cache,
                 )
             )
-            print(format_table(rows[-1:], COLUMNS), flush=True)
-    print(format_table(rows, COLUMNS))
+            print(C.format_table(rows[-1:], COLUMNS), flush=True)
+    print(C.format_table(rows, COLUMNS))
     payload = {
         "benchmark": "attention_graph_speed",
         "alpha": args.alpha,
@@ -249,18 +248,10 @@ def main(argv: list[str] | None = None) -> None:
         "queries": args.queries,
         "group": args.group,
         "first_call": first,
-        "machine": {
-            "platform": platform.platform(),
-            "cpus": os.cpu_count(),
-            "threads": 1,
-            "load_average": list(os.getloadavg()),
-            "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        },
+        "machine": C.machine(1),
         "rows": rows,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(payload, indent=2))
-    print(f"wrote {args.out}")
+    print(f"wrote {C.write_result('graph_speed', payload, args.out)}")
 
 
 if __name__ == "__main__":
