@@ -248,4 +248,4 @@ def test_speed_benchmark_runs_at_toy_size(tmp_path: Path) -> None:
     assert all(row[k] > 0 for k in ("numpy_us", "compiled_us", "many_us", "flat_us"))
     again = bench.measure(700, cache=tmp_path, **args)  # the graph comes from the cache
     assert again["build_s"] is None and again["touched"] == row["touched"]
-    assert "many_us" in bench.format_table([row, again], bench.COLUMNS)
+    assert "many_us" in bench.C.format_table([row, again], bench.COLUMNS)
