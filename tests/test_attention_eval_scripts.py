@@ -166,3 +166,26 @@ def test_mass_oracle_is_exact_at_zero_and_keeps_fewer_keys_as_it_grows(
     exact, loose = (r for r in rows if r["method"] == "mass")
     assert exact["mass"] == 0.0 and exact["kl"] < 1e-6 and exact["top1"] == 1.0
     assert exact["attended"] > loose["attended"] and loose["kl"] > exact["kl"]
+
+
+def test_calibration_feeds_quality_on_held_out_text(tmp_path: Path) -> None:
+    calibrate, quality = _load("calibrate"), _load("quality")
+    cal_json, q_json = tmp_path / "c.json", tmp_path / "q.json"
+    common = ["--model", "tiny", "--quick", "--lengths", "200", "--n-last", "16"]
+    budgets = ["--budgets", "0.96", "0.01"]
+    calibrate.main([*common, "--alphas", "0.9", "0.5", *budgets, "--out", str(cal_json)])
+    data = json.loads(cal_json.read_text())
+    assert {(c["layer"], c["alpha"]) for c in data["costs"]} == {
+        (layer, a) for layer in range(2) for a in (0.9, 0.5)
+    }
+    fits, too_small = data["allocations"]
+    assert "below the least" in too_small["error"]
+    # A random model's attention is flat, so α = 0.9 still keeps most keys; 0.96 leaves room.
+    assert fits["attended"] <= 0.96 and set(fits["layer_alpha"]) == {"0", "1"}
+    args = [*common, "--steps", "3", "--texts", "0", "--alphas", "0.9", "--no-baselines"]
+    quality.main([*args, "--calibrated", str(cal_json), "--out", str(q_json)])
+    rows = json.loads(q_json.read_text())["rows"]
+    (row,) = [r for r in rows if r["method"] == "calibrated"]
+    assert row["budget"] == 0.96 and row["steps"] == 3
+    # Decoding with the allocation attends about what the calibration predicted.
+    assert row["attended"] == pytest.approx(fits["attended"], abs=0.15)

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import json
 import sys
 import time
 from pathlib import Path
@@ -59,6 +60,7 @@ COLUMNS = [
     "method",
     "alpha",
     "mass",
+    "budget",
     "n_last",
     "attended",
     "touched",
@@ -98,10 +100,13 @@ def evaluate_length(
     windows: list[int] | None = None,
     baselines: bool = True,
     masses: list[float] | None = None,
+    calibrated: list[dict[str, Any]] | None = None,
 ) -> list[dict[str, Any]]:
     """Rows for one context length: full, then per window and α DIPR (flat[, graph]), window and top-k.
 
     ``windows``: the recent-window sizes (``n_last``) to try, each with every α, on one prefill.
+    ``calibrated``: allocations from ``calibrate.py`` (``budget``, ``layer_alpha``), each decoded
+    with its α per layer at ``n_last`` (the window it was calibrated for).
     """
     context, cont = ids[:length], ids[length : length + steps + 1]
     if len(cont) < 2:
@@ -132,7 +137,7 @@ def evaluate_length(
     if graph:
         rows[0]["graph_build_s"] = build_s
 
-    def run(method: str, alpha: float, session: Any, n_last: int) -> dict[str, Any]:
+    def run(method: str, alpha: float | None, session: Any, n_last: int) -> dict[str, Any]:
         start = time.perf_counter()
         logits = C.teacher_forced(model, session, feed)
         elapsed = time.perf_counter() - start
@@ -185,6 +190,13 @@ def evaluate_length(
             cfg = C.SparseConfig(n_init=n_init, n_last=window, mode="flat", max_queries=0)
             row = run("mass", mass, C.fork(base, cfg, "mass", mass=mass), window)
             row["alpha"], row["mass"] = None, mass
+    for alloc in calibrated or []:
+        layer_alpha = {int(k): float(v) for k, v in alloc["layer_alpha"].items()}
+        cfg = C.SparseConfig(
+            n_init=n_init, n_last=n_last, mode="flat", max_queries=0, layer_alpha=layer_alpha
+        )
+        row = run("calibrated", None, C.fork(base, cfg), n_last)
+        row["budget"] = alloc["budget"]
     return rows
 
 
@@ -192,10 +204,17 @@ def pool(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One row per (length, method, α, window) over every text: misses summed, means by steps."""
     groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
     for row in rows:
-        key = (row["length"], row["method"], row["alpha"], row.get("n_last"), row.get("mass"))
+        key = (
+            row["length"],
+            row["method"],
+            row["alpha"],
+            row.get("n_last"),
+            row.get("mass"),
+            row.get("budget"),
+        )
         groups.setdefault(key, []).append(row)
     pooled = []
-    for (length, method, alpha, n_last, mass), group in groups.items():
+    for (length, method, alpha, n_last, mass, budget), group in groups.items():
         steps = sum(r["steps"] for r in group)
         misses = sum(r.get("top1_misses", 0) for r in group)
 
@@ -210,6 +229,7 @@ def pool(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "alpha": alpha,
                 "n_last": n_last,
                 "mass": mass,
+                "budget": budget,
                 "texts": len(group),
                 "steps": steps,
                 "attended": mean("attended"),
@@ -232,7 +252,14 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
     lengths = sorted({r["length"] for r in rows})
     fig, axes = plt.subplots(1, len(lengths), figsize=(4.2 * len(lengths), 3.6), squeeze=False)
     for ax, length in zip(axes[0], lengths, strict=True):
-        methods = (("dipr", "o"), ("graph", "D"), ("topk", "s"), ("window", "^"), ("mass", "v"))
+        methods = (
+            ("dipr", "o"),
+            ("graph", "D"),
+            ("topk", "s"),
+            ("window", "^"),
+            ("mass", "v"),
+            ("calibrated", "*"),
+        )
         for method, marker in methods:
             pts = sorted(
                 (r["attended"], r["top1"])
@@ -283,12 +310,22 @@ def main(argv: list[str] | None = None) -> None:
         help="also the top-p oracle: keep the fewest keys leaving out at most this softmax weight",
     )
     parser.add_argument(
+        "--calibrated",
+        type=Path,
+        default=None,
+        help="calibrate.py's JSON: also decode with each budget's α per layer",
+    )
+    parser.add_argument(
         "--no-baselines", action="store_true", help="DIPR only: skip the window and top-k rows"
     )
     args = parser.parse_args(argv)
     if args.quick:
         args.lengths, args.steps = [min(args.lengths[0], 1024)], min(args.steps, 32)
         args.alphas = args.alphas[-2:]
+    calibrated = None
+    if args.calibrated:
+        loaded = json.loads(args.calibrated.read_text())
+        calibrated = [a for a in loaded["allocations"] if "layer_alpha" in a]
     C.set_threads(args.threads)
     start = time.perf_counter()
     model, tok = C.load_model(args.model)
@@ -310,6 +347,7 @@ def main(argv: list[str] | None = None) -> None:
                 windows=args.windows,
                 baselines=not args.no_baselines,
                 masses=args.mass,
+                calibrated=calibrated,
             )
             rows += new
             print(C.format_table(new, COLUMNS), flush=True)

@@ -13,22 +13,34 @@ from typing import TYPE_CHECKING, Any
 from ._dipr import beta_from_alpha, beta_from_tau, dipr, window_positions
 
 _LAZY: dict[str, str] = {
+    "Calibration": "._calibrate",
     "ContextDB": "._contextdb",
     "Generation": "._generate",
     "KeyGraph": "._graph",
+    "LayerCost": "._calibrate",
     "LayerStats": "._config",
     "Session": "._session",
     "SparseConfig": "._config",
     "StepStats": "._config",
+    "allocate_alpha": "._calibrate",
+    "calibrate_alpha": "._calibrate",
     "choose_mode": "._config",
     "generate": "._generate",
+    "measure_layer_costs": "._calibrate",
     "merge_partials": "._merge",
     "partial_attention": "._merge",
     "register": "._integration",
 }
-_NEEDS_TORCH = {"._contextdb", "._generate", "._merge", "._session", "._integration"}
+_NEEDS_TORCH = {"._calibrate", "._contextdb", "._generate", "._merge", "._session", "._integration"}
 
 if TYPE_CHECKING:
+    from ._calibrate import (
+        Calibration,
+        LayerCost,
+        allocate_alpha,
+        calibrate_alpha,
+        measure_layer_costs,
+    )
     from ._config import LayerStats, SparseConfig, StepStats, choose_mode
     from ._contextdb import ContextDB
     from ._generate import Generation, generate
@@ -59,18 +71,23 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
+    "Calibration",
     "ContextDB",
     "Generation",
     "KeyGraph",
+    "LayerCost",
     "LayerStats",
     "Session",
     "SparseConfig",
     "StepStats",
+    "allocate_alpha",
     "beta_from_alpha",
     "beta_from_tau",
+    "calibrate_alpha",
     "choose_mode",
     "dipr",
     "generate",
+    "measure_layer_costs",
     "merge_partials",
     "partial_attention",
     "register",

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Literal
 
 from ..errors import ConfigError
@@ -20,7 +22,10 @@ class SparseConfig:
 
     Give ``alpha`` (keep keys whose weight is ≥ α × the largest) or ``tau`` (β = τ·√d), not both
     (neither means α = 1e-3);
-    ``alpha=0`` or ``tau=inf`` means β = ∞, exact attention through the sparse path. The first
+    ``alpha=0`` or ``tau=inf`` means β = ∞, exact attention through the sparse path.
+    ``layer_alpha`` ({layer: α}) overrides both for the layers it names: layers differ in how broad
+    their attention is and in how much an error in them moves the logits, so one α is not the best
+    use of a key budget (``calibrate_alpha`` measures both and picks an α per layer). The first
     ``n_init`` and last ``n_last`` tokens are always attended exactly. A long recent window buys
     more agreement per attended key than a looser α: on SmolLM2 at 8K tokens, window 512 with
     α = 1e-3 agreed with full attention on 98.4% of 512 next tokens at 9.7% of keys attended, where
@@ -42,6 +47,8 @@ class SparseConfig:
     flat_layers: tuple[int, ...] = (0,)
     capacity: int = 128
     max_queries: int = 2048
+    # Not hashed: a read-only mapping is not hashable, and equal configs still compare equal.
+    layer_alpha: Mapping[int, float] = field(default_factory=dict, hash=False)
 
     def __post_init__(self) -> None:
         if self.alpha is not None and self.tau is not None:
@@ -56,9 +63,20 @@ class SparseConfig:
             raise ConfigError(f"mode must be auto, full, flat or graph, got {self.mode!r}")
         if self.capacity < 1 or self.max_queries < 0:
             raise ConfigError("capacity must be >= 1 and max_queries >= 0")
+        layer_alpha = {int(k): float(v) for k, v in dict(self.layer_alpha).items()}
+        for layer, alpha in layer_alpha.items():
+            if layer < 0 or not 0.0 <= alpha <= 1.0:
+                raise ConfigError(
+                    f"layer_alpha needs layers >= 0 and α in [0, 1], got {layer}: {alpha}"
+                )
+        # A private copy behind a read-only view keeps the frozen config from changing under us.
+        object.__setattr__(self, "layer_alpha", MappingProxyType(layer_alpha))
 
-    def beta(self, head_dim: int, scaling: float) -> float:
+    def beta(self, head_dim: int, scaling: float, layer: int | None = None) -> float:
         """β in raw dot-product units for a layer of this head size and softmax scaling."""
+        if layer is not None and layer in self.layer_alpha:
+            alpha = self.layer_alpha[layer]
+            return beta_from_alpha(alpha, head_dim, scaling) if alpha > 0 else math.inf
         if self.tau is not None:
             return beta_from_tau(self.tau, head_dim)
         alpha = 1e-3 if self.alpha is None else self.alpha

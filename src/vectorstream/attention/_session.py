@@ -271,7 +271,7 @@ class Session(DynamicCache):
             self._record(LayerStats(layer_idx, "full", n, n, (0,) * h_q, (0,) * h_q))
             return torch.empty(0), "full"
         g = h_q // h_kv
-        beta = self.sparse.beta(d, scaling)
+        beta = self.sparse.beta(d, scaling, layer_idx)
         keys = key[0].float()  # (H_kv, n, d)
         values = value[0].float()
         q = query[0, :, 0, :].float().reshape(h_kv, g, d)
