@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import pytest
@@ -236,3 +237,12 @@ def test_buffered_cache_grows_and_crops_like_dynamic_cache() -> None:
             session.crop(-5)
             ref.crop(-5)
     assert session.get_seq_length() == ref.get_seq_length() == 498
+
+
+def test_generate_passes_the_cache_under_the_models_own_argument(model: torch.nn.Module) -> None:
+    # Newer transformers deprecate ``past_key_values`` for ``cache``; the package must not lean on
+    # the deprecated name where the model takes the new one (nor fail where it does not).
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*past_key_values.*", category=FutureWarning)
+        out = generate(model, random_ids(40, seed=2), max_new_tokens=3)
+    assert len(out.tokens) == 3 and out.session.get_seq_length() == 42

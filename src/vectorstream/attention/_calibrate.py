@@ -29,7 +29,7 @@ import torch
 
 from ..errors import ConfigError
 from ._config import SparseConfig
-from ._integration import ATTENTION_NAME, register
+from ._integration import ATTENTION_NAME, forward, register
 from ._session import Session
 
 __all__ = ["Calibration", "LayerCost", "allocate_alpha", "calibrate_alpha", "measure_layer_costs"]
@@ -79,7 +79,7 @@ def _decode(model: Any, session: Session, tokens: Sequence[int]) -> torch.Tensor
     device = next(model.parameters()).device
     rows = []
     for token in tokens:
-        out = model(input_ids=torch.tensor([[int(token)]], device=device), past_key_values=session)
+        out = forward(model, torch.tensor([[int(token)]], device=device), session)
         rows.append(out.logits[0, -1].float().cpu())
     return torch.stack(rows)
 
@@ -117,15 +117,11 @@ def measure_layer_costs(
             context, feed = ids[:-steps], ids[-steps:]
             base = Session(SparseConfig(mode="full", max_queries=0))
             device = next(model.parameters()).device
-            model(input_ids=torch.tensor([context], device=device), past_key_values=base)
+            forward(model, torch.tensor([context], device=device), base)
             kv = base.kv()
             exact = Session.from_kv(kv, SparseConfig(mode="full", max_queries=0))
-            reference = (
-                model(input_ids=torch.tensor([feed], device=device), past_key_values=exact)
-                .logits[0]
-                .float()
-                .cpu()
-            )
+            out = forward(model, torch.tensor([feed], device=device), exact)
+            reference = out.logits[0].float().cpu()
             del exact
             layers = len(kv)
             for layer in range(layers):

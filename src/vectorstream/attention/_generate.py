@@ -13,7 +13,7 @@ import torch
 from ..errors import ConfigError, ModelError
 from ._config import SparseConfig
 from ._contextdb import ContextDB, _as_ids
-from ._integration import ATTENTION_NAME, register
+from ._integration import ATTENTION_NAME, forward, register
 from ._session import Session
 
 __all__ = ["Generation", "generate"]
@@ -109,11 +109,7 @@ def generate(
     try:
         with torch.inference_mode():
             start = time.perf_counter()
-            out = model(
-                input_ids=torch.tensor([ids], device=device),
-                past_key_values=session,
-                use_cache=True,
-            )
+            out = forward(model, torch.tensor([ids], device=device), session, use_cache=True)
             session.token_ids.extend(ids)
             prefill_s = time.perf_counter() - start
             start = time.perf_counter()
@@ -122,10 +118,8 @@ def generate(
                 new.append(token)
                 if token in eos or len(new) >= max_new_tokens:
                     break
-                out = model(
-                    input_ids=torch.tensor([[token]], device=device),
-                    past_key_values=session,
-                    use_cache=True,
+                out = forward(
+                    model, torch.tensor([[token]], device=device), session, use_cache=True
                 )
                 session.token_ids.append(token)
             decode_s = time.perf_counter() - start

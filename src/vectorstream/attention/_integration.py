@@ -7,6 +7,7 @@ handed to SDPA unchanged). Models then run unmodified with ``attn_implementation
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import torch
@@ -16,9 +17,25 @@ from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
 from ._session import active_session
 
-__all__ = ["ATTENTION_NAME", "register", "vectorstream_attention"]
+__all__ = ["ATTENTION_NAME", "forward", "register", "vectorstream_attention"]
 
 ATTENTION_NAME = "vectorstream"
+
+_CACHE_ARG: dict[type, str] = {}
+
+
+def forward(model: Any, input_ids: torch.Tensor, cache: Any, **kwargs: Any) -> Any:
+    """``model(input_ids, ...)`` with ``cache`` passed under the name the model's forward takes.
+
+    Newer transformers name the argument ``cache`` and deprecate ``past_key_values`` (removal
+    announced for 5.40); older ones know only ``past_key_values``.
+    """
+    kind = type(model)
+    name = _CACHE_ARG.get(kind)
+    if name is None:
+        params = inspect.signature(kind.forward).parameters
+        name = _CACHE_ARG[kind] = "cache" if "cache" in params else "past_key_values"
+    return model(input_ids=input_ids, **{name: cache}, **kwargs)
 
 
 def vectorstream_attention(

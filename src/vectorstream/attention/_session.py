@@ -102,8 +102,8 @@ class _BufferedLayer(DynamicLayer):
 class Session(DynamicCache):
     """A KV cache for one sequence (batch 1) that answers decode attention with DIPR.
 
-    Pass it as ``past_key_values`` to a model whose attention implementation is ``"vectorstream"``
-    (see ``register``). ``token_ids`` lists the tokens the cache holds when they came through
+    Pass it as the cache (``cache`` in newer transformers, ``past_key_values`` in older ones) to a
+    model whose attention implementation is ``"vectorstream"`` (see ``register``). ``token_ids`` lists the tokens the cache holds when they came through
     ``generate`` or a ``ContextDB``; ``stats`` holds the statistics of each decode step.
     """
 
