@@ -31,7 +31,7 @@ import torch
 from threadpoolctl import threadpool_limits
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from vectorstream.attention import ContextDB, Session, SparseConfig, register
+from vectorstream.attention import ContextDB, Session, SparseConfig, forward, register
 
 WORDS = [
     "river",
@@ -124,7 +124,7 @@ def decode(
     start = time.perf_counter()
     with torch.inference_mode():
         for i in range(steps):
-            logits = model(input_ids=torch.tensor([[token]]), past_key_values=session).logits
+            logits = forward(model, torch.tensor([[token]]), session).logits
             picks.append(int(logits[0, -1].argmax()))
             token = forced[i] if forced is not None else picks[-1]
     return picks, steps / (time.perf_counter() - start)
@@ -142,7 +142,7 @@ def run_length(
     base = Session(SparseConfig(mode="full"))
     start = time.perf_counter()
     with torch.inference_mode():
-        logits = model(input_ids=torch.tensor([prompt]), past_key_values=base).logits
+        logits = forward(model, torch.tensor([prompt]), base).logits
     prefill_s = time.perf_counter() - start
     base.token_ids = list(prompt)
     first = int(logits[0, -1].argmax())
@@ -212,7 +212,7 @@ def run_length(
             start = time.perf_counter()
             session, remaining = db.create_session([*prompt, first], cfg)
             with torch.inference_mode():
-                model(input_ids=torch.tensor([remaining]), past_key_values=session)
+                forward(model, torch.tensor([remaining]), session)
             row[f"reuse_{label}_ttft_s"] = time.perf_counter() - start
         row["reuse_speedup"] = prefill_s / row["reuse_full_ttft_s"]
     return row

@@ -41,11 +41,18 @@ from vectorstream.attention import (
     SparseConfig,
     StepStats,
     dipr,
+    forward,
     partial_attention,
     register,
 )
 
-__all__ = ["ContextDB", "KeyGraph", "SparseConfig", "dipr"]  # re-exported for the scripts
+__all__ = [
+    "ContextDB",
+    "KeyGraph",
+    "SparseConfig",
+    "dipr",
+    "forward",
+]  # re-exported for the scripts
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -196,7 +203,7 @@ def prefill(
     """
     base = Session(config or SparseConfig(mode="full", max_queries=max_queries))
     with torch.inference_mode():
-        logits = model(input_ids=torch.tensor([list(ids)]), past_key_values=base).logits
+        logits = forward(model, torch.tensor([list(ids)]), base).logits
     base.token_ids = list(ids)
     return base, logits[0, -1].float()
 
@@ -224,7 +231,7 @@ def teacher_forced(model: Any, session: Session, tokens: Sequence[int]) -> torch
     rows = []
     with torch.inference_mode():
         for token in tokens:
-            out = model(input_ids=torch.tensor([[int(token)]]), past_key_values=session)
+            out = forward(model, torch.tensor([[int(token)]]), session)
             rows.append(out.logits[0, -1].float())
     return torch.stack(rows)
 
@@ -232,7 +239,7 @@ def teacher_forced(model: Any, session: Session, tokens: Sequence[int]) -> torch
 def chunk_logits(model: Any, session: Session, tokens: Sequence[int]) -> torch.Tensor:
     """Exact (full-attention) logits of every position of ``tokens`` run as one chunk."""
     with torch.inference_mode():
-        out = model(input_ids=torch.tensor([list(tokens)]), past_key_values=session)
+        out = forward(model, torch.tensor([list(tokens)]), session)
     return out.logits[0].float()
 
 

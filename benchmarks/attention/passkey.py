@@ -78,7 +78,7 @@ def decode(model: Any, session: Any, first: int, steps: int) -> list[int]:
     token = first
     with torch.inference_mode():
         for _ in range(steps):
-            logits = model(input_ids=torch.tensor([[token]]), past_key_values=session).logits
+            logits = C.forward(model, torch.tensor([[token]]), session).logits
             token = int(logits[0, -1].argmax())
             out_tokens.append(token)
     return out_tokens

@@ -65,7 +65,7 @@ def _greedy(model: Any, session: Any, logits: torch.Tensor, steps: int) -> tuple
     start = time.perf_counter()
     with torch.inference_mode():
         for _ in range(steps - 1):
-            out = model(input_ids=torch.tensor([[tokens[-1]]]), past_key_values=session)
+            out = C.forward(model, torch.tensor([[tokens[-1]]]), session)
             tokens.append(int(out.logits[0, -1].argmax()))
     elapsed = time.perf_counter() - start
     return tokens, (steps - 1) / elapsed if steps > 1 and elapsed > 0 else 0.0
@@ -131,7 +131,7 @@ def evaluate_length(
             start = time.perf_counter()
             session, remaining = db.create_session(prompt, cfg)
             with torch.inference_mode():
-                out = model(input_ids=torch.tensor([remaining]), past_key_values=session)
+                out = C.forward(model, torch.tensor([remaining]), session)
             logits = out.logits[0, -1].float()
             ttft = time.perf_counter() - start
             reused = session.reused_tokens

@@ -25,6 +25,7 @@ _LAZY: dict[str, str] = {
     "allocate_alpha": "._calibrate",
     "calibrate_alpha": "._calibrate",
     "choose_mode": "._config",
+    "forward": "._integration",
     "generate": "._generate",
     "measure_layer_costs": "._calibrate",
     "merge_partials": "._merge",
@@ -45,7 +46,7 @@ if TYPE_CHECKING:
     from ._contextdb import ContextDB
     from ._generate import Generation, generate
     from ._graph import KeyGraph
-    from ._integration import register
+    from ._integration import forward, register
     from ._merge import merge_partials, partial_attention
     from ._session import Session
 
@@ -86,6 +87,7 @@ __all__ = [
     "calibrate_alpha",
     "choose_mode",
     "dipr",
+    "forward",
     "generate",
     "measure_layer_costs",
     "merge_partials",
