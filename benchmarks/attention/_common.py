@@ -307,7 +307,7 @@ def format_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> s
 def add_common_args(parser: Any, lengths: Sequence[int], alphas: Sequence[float]) -> None:
     parser.add_argument("--model", choices=["smollm2", "tiny"], default="smollm2")
     parser.add_argument("--lengths", type=int, nargs="+", default=list(lengths))
-    parser.add_argument("--alphas", type=float, nargs="+", default=list(alphas))
+    parser.add_argument("--alphas", type=float, nargs="*", default=list(alphas))
     parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run")
     parser.add_argument("--threads", type=int, default=1, help="torch and BLAS threads")
     parser.add_argument("--n-init", type=int, default=4)
