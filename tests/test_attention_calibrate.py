@@ -144,3 +144,12 @@ def test_calibration_on_a_tiny_model() -> None:
             model(torch.tensor([[token]]), past_key_values=session)
     attended = sum(s.attended_fraction for s in session.stats) / len(session.stats)
     assert attended == pytest.approx(cal.attended, abs=0.1)
+
+
+def test_calibration_accepts_a_window_config_given_by_tau() -> None:
+    # The base config may set tau; calibration overrides it per layer rather than clashing with it.
+    model = _sharp_model()
+    texts = [random_ids(120, seed=5)[0].tolist()]
+    window = SparseConfig(tau=2.0, n_init=2, n_last=16, full_below=0)
+    costs = measure_layer_costs(model, texts, steps=2, alphas=(0.5,), config=window)
+    assert {c.layer for c in costs} == {0, 1}

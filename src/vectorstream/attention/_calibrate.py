@@ -127,7 +127,9 @@ def measure_layer_costs(
             for layer in range(layers):
                 for alpha in alphas:
                     # α = 0 elsewhere: β = ∞, exact attention, so only this layer is sparse.
-                    cfg = dataclasses.replace(base_cfg, alpha=0.0, layer_alpha={layer: alpha})
+                    cfg = dataclasses.replace(
+                        base_cfg, alpha=0.0, tau=None, layer_alpha={layer: alpha}
+                    )
                     session = Session.from_kv(kv, cfg)
                     kl = _kl(reference, _decode(model, session, feed))
                     shares = [
