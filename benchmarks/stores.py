@@ -41,7 +41,7 @@ from _common import format_table, machine_info, write_json  # noqa: E402
 from _servers_support import clustered, exact_top_k, pg_server, unique_name  # noqa: E402
 from vectorstream.stores import open_store  # noqa: E402
 from vectorstream.stores.retry import RetryPolicy, write_with_retry  # noqa: E402
-from vectorstream.types import Record  # noqa: E402
+from vectorstream.types import Embedding, Record  # noqa: E402
 
 DIM = 384
 BATCH = 500
@@ -67,7 +67,7 @@ def make_records(n: int, seed: int = 0) -> list[Record]:
         out.append(
             Record(
                 id=f"bench-{i:07d}",
-                vector=vecs[i],
+                embedding=Embedding(dense=vecs[i]),
                 text=text,
                 source=f"doc-{i % 50}.md",
                 chunk_index=i,
@@ -121,7 +121,7 @@ def bench_ours(
     assert store.count() == len(records), (uri, store.count())
     lat = latencies(lambda q: store.search(q, 10), queries)
     # Recall@10 of our searches against an exact flat search over the same vectors.
-    base = np.stack([r.vector for r in records])
+    base = np.stack([r.embedding.as_dense() for r in records])
     truth = exact_top_k(base, queries, 10)
     found = sum(
         len({records[j].id for j in truth[i]} & {h.id for h in store.search(q, 10)})
@@ -171,7 +171,7 @@ def bench_pgvector(records: list[Record], queries: np.ndarray, root: Path) -> di
                         copy.write_row(
                             (
                                 r.id,
-                                r.vector,
+                                r.embedding.as_dense(),
                                 r.text,
                                 r.source,
                                 r.page,
@@ -222,7 +222,7 @@ def bench_qdrant(records: list[Record], queries: np.ndarray, root: Path) -> dict
                 "direct",
                 points=models.Batch(
                     ids=[uuid_for(r.id) for r in b],
-                    vectors=[r.vector.tolist() for r in b],
+                    vectors=[r.embedding.as_dense().tolist() for r in b],
                     payloads=[{"vs_id": r.id, **payload_of(r)} for r in b],
                 ),
             )
@@ -257,7 +257,7 @@ def bench_qdrant_edge(records: list[Record], queries: np.ndarray, root: Path) ->
             points = [
                 m.Point(
                     id=uuid_for(r.id),
-                    vector={"": r.vector.tolist()},
+                    vector={"": r.embedding.as_dense().tolist()},
                     payload={"vs_id": r.id, **payload_of(r)},
                 )
                 for r in b
@@ -298,7 +298,7 @@ def bench_milvus(records: list[Record], queries: np.ndarray, root: Path) -> dict
             rows = [
                 {
                     "id": r.id,
-                    "vector": r.vector.tolist(),
+                    "vector": r.embedding.as_dense().tolist(),
                     "text": r.text,
                     "source": r.source,
                     "model": r.model,
@@ -362,7 +362,7 @@ def bench_chroma(records: list[Record], queries: np.ndarray, root: Path) -> dict
         for b in batches(records):
             col.add(
                 ids=[r.id for r in b],
-                embeddings=np.stack([r.vector for r in b]),
+                embeddings=np.stack([r.embedding.as_dense() for r in b]),
                 documents=[r.text for r in b],
                 metadatas=[flat_metadata(r) for r in b],
             )

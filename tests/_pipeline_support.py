@@ -120,3 +120,127 @@ def write_big_corpus(root: Path, files: int = 12, paragraphs: int = 24) -> None:
         (root / f"doc{f:02d}_{topic}.md").write_text(
             f"# {topic} {f}\n\n" + "\n\n".join(paras) + "\n", encoding="utf-8"
         )
+
+
+class MemoryStore:
+    """A ``VectorStore`` in a dict (exact cosine search), for pipeline tests at the store seam."""
+
+    def __init__(self, uri: str = "memory://test", collection: str = "documents") -> None:
+        from vectorstream.stores import StoreCapabilities
+        from vectorstream.stores._sidetable import MemorySideTable
+
+        self.uri = uri
+        self.collection = collection
+        self.capabilities = StoreCapabilities(filters=False, range_search=False)
+        self.rows: dict[str, object] = {}
+        self.tables: dict[str, MemorySideTable] = {}
+        self._new_table = MemorySideTable
+
+    def upsert(self, records: Sequence[object]) -> None:
+        for r in records:
+            self.rows[r.id] = r  # type: ignore[attr-defined]
+
+    def delete(self, ids: Sequence[str] | None = None, *, source: str | None = None) -> int:
+        doomed = [
+            i
+            for i, r in self.rows.items()
+            if (ids is not None and i in set(ids)) or (source is not None and r.source == source)  # type: ignore[attr-defined]
+        ]
+        for i in doomed:
+            del self.rows[i]
+        return len(doomed)
+
+    def ids(self, source: str | None = None) -> set[str]:
+        return {i for i, r in self.rows.items() if source is None or r.source == source}  # type: ignore[attr-defined]
+
+    def count(self) -> int:
+        return len(self.rows)
+
+    def texts(self) -> dict[str, str]:
+        return {i: r.text for i, r in self.rows.items()}  # type: ignore[attr-defined]
+
+    def search(self, vector: np.ndarray, k: int = 10, where: object = None) -> list[object]:
+        raise NotImplementedError
+
+    def range_search(self, vector: np.ndarray, beta: float, **kw: object) -> list[object]:
+        raise NotImplementedError
+
+    def side_table(self, name: str) -> object:
+        return self.tables.setdefault(name, self._new_table())
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class FlakyStore:
+    """Wraps a store; its ``n``-th store call (upserts, deletes, id queries, side-table writes and
+    reads) fails with ``StoreUnavailableError`` ``times`` times in a row (``times=None``: for
+    ever, a store that went away). ``calls`` names every call made, in order."""
+
+    def __init__(self, inner: MemoryStore, fail_at: int | None, times: int | None = 1) -> None:
+        self.inner = inner
+        self.uri, self.collection = inner.uri, inner.collection
+        self.capabilities = inner.capabilities
+        self.fail_at = fail_at
+        self.times = times
+        self.calls: list[str] = []
+        self.failed: list[str] = []
+        self._n = 0
+        self._left = times
+
+    def _call(self, name: str, fn: object, *args: object, **kwargs: object) -> object:
+        from vectorstream.errors import StoreUnavailableError
+
+        self._n += 1
+        self.calls.append(name)
+        if (
+            self.fail_at is not None
+            and self._n >= self.fail_at
+            and (self._left is None or self._left > 0)
+        ):
+            if self._left is not None:
+                self._left -= 1
+            self.failed.append(name)
+            raise StoreUnavailableError(f"injected failure of {name}")
+        return fn(*args, **kwargs)  # type: ignore[operator]
+
+    def upsert(self, records: Sequence[object]) -> None:
+        self._call("upsert", self.inner.upsert, records)
+
+    def delete(self, ids: Sequence[str] | None = None, *, source: str | None = None) -> int:
+        what = "delete_source" if source is not None else "delete_ids"
+        return self._call(what, self.inner.delete, ids, source=source)  # type: ignore[return-value]
+
+    def ids(self, source: str | None = None) -> set[str]:
+        return self._call("ids", self.inner.ids, source)  # type: ignore[return-value]
+
+    def count(self) -> int:
+        return self.inner.count()
+
+    def side_table(self, name: str) -> object:
+        table = self.inner.side_table(name)
+        store = self
+
+        class _Table:
+            def get_many(self, keys: Sequence[str]) -> object:
+                return store._call("manifest_get", table.get_many, keys)  # type: ignore[attr-defined]
+
+            def put_many(self, docs: object) -> None:
+                store._call("manifest_put", table.put_many, docs)  # type: ignore[attr-defined]
+
+            def delete_many(self, keys: Sequence[str]) -> None:
+                store._call("manifest_delete", table.delete_many, keys)  # type: ignore[attr-defined]
+
+            def scan(self) -> object:
+                return iter(list(store._call("manifest_scan", lambda: list(table.scan()))))  # type: ignore[attr-defined]
+
+        return _Table()
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass

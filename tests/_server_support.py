@@ -177,7 +177,7 @@ def serve_subprocess(
 def build_store(uri: str, collection: str, model: Any, texts: dict[str, str]) -> None:
     """Write one record per text (source = its key) into a real store, with the real vectors."""
     from vectorstream.stores import open_store
-    from vectorstream.types import Record
+    from vectorstream.types import Embedding, Record
 
     store = open_store(uri, collection, dim=model.dim)
     try:
@@ -185,7 +185,7 @@ def build_store(uri: str, collection: str, model: Any, texts: dict[str, str]) ->
         records = [
             Record(
                 id=f"{source}#0",
-                vector=vector,
+                embedding=Embedding(dense=vector),
                 text=text,
                 source=source,
                 chunk_index=0,

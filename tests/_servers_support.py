@@ -27,7 +27,7 @@ from typing import Any
 import httpx
 import numpy as np
 
-from vectorstream.types import Record
+from vectorstream.types import Embedding, Record
 
 
 def free_port() -> int:
@@ -165,7 +165,7 @@ def make_records(
         out.append(
             Record(
                 id=f"{src}#{j}",
-                vector=vecs[i],
+                embedding=Embedding(dense=vecs[i]),
                 text=f"chunk {j} of {src}",
                 source=src,
                 chunk_index=j,
@@ -249,7 +249,7 @@ def check_contract(store: object, *, dim: int = 16) -> list[Record]:
     assert store.ids() == {r.id for r in records}  # type: ignore[attr-defined]
     assert store.ids(source="doc-1.txt") == {r.id for r in records if r.source == "doc-1.txt"}  # type: ignore[attr-defined]
 
-    top = store.search(records[3].vector, k=5)  # type: ignore[attr-defined]
+    top = store.search(records[3].embedding.as_dense(), k=5)  # type: ignore[attr-defined]
     assert len(top) == 5 and top[0].id == records[3].id
     assert abs(top[0].score - 1.0) < 1e-3
     assert [h.score for h in top] == sorted((h.score for h in top), reverse=True)
@@ -263,7 +263,7 @@ def check_contract(store: object, *, dim: int = 16) -> list[Record]:
         39,
         records[3].page,
     )
-    hit7 = store.search(records[7].vector, k=1)[0]  # type: ignore[attr-defined]
+    hit7 = store.search(records[7].embedding.as_dense(), k=1)[0]  # type: ignore[attr-defined]
     assert hit7.id == records[7].id and hit7.text == records[7].text
 
     # Filters mean the same as the reference evaluator, for every key kind.
@@ -275,19 +275,21 @@ def check_contract(store: object, *, dim: int = 16) -> list[Record]:
         {"model": "test-model", "metadata.lang": "fr"},
     ):
         expected = {r.id for r in records if matches(row_of(r), where)}
-        got = store.search(records[0].vector, k=80, where=where)  # type: ignore[attr-defined]
+        got = store.search(records[0].embedding.as_dense(), k=80, where=where)  # type: ignore[attr-defined]
         assert {h.id for h in got} == expected, where
-    assert store.search(records[0].vector, k=5, where={"source": "nope"}) == []  # type: ignore[attr-defined]
+    assert store.search(records[0].embedding.as_dense(), k=5, where={"source": "nope"}) == []  # type: ignore[attr-defined]
 
     # DIPR: every hit within beta of the best, best first; the query's own record is the best.
-    q = records[11].vector
+    q = records[11].embedding.as_dense()
     ranged = store.range_search(q, 0.6, limit=80)  # type: ignore[attr-defined]
-    sims = {r.id: float(np.dot(r.vector, q)) for r in records}
+    sims = {r.id: float(np.dot(r.embedding.as_dense(), q)) for r in records}
     want = {i for i, s in sims.items() if s >= 1.0 - 0.6 + 1e-4}
     got_ids = {h.id for h in ranged}
     assert ranged[0].id == records[11].id and want <= got_ids
     assert all(sims[i] >= 1.0 - 0.6 - 1e-3 for i in got_ids)
     assert len(store.range_search(q, 2.0, limit=7)) == 7  # type: ignore[attr-defined]
+
+    check_edge_cases(store, records[0].embedding.as_dense())
 
     # Deletes: by source, then by ids; unknown ids are ignored.
     n_src = sum(r.source == "doc-1.txt" for r in records)
@@ -301,8 +303,75 @@ def check_contract(store: object, *, dim: int = 16) -> list[Record]:
     store.flush()  # type: ignore[attr-defined]
     left = [r for r in records if r.source in ("doc-0.txt", "doc-2.txt") and r.id not in gone]
     assert store.ids() == {r.id for r in left}  # type: ignore[attr-defined]
-    assert all(h.source != "doc-1.txt" for h in store.search(records[1].vector, k=10))  # type: ignore[attr-defined]
+    assert all(h.source != "doc-1.txt" for h in store.search(records[1].embedding.as_dense(), k=10))  # type: ignore[attr-defined]
     return left
+
+
+def check_edge_cases(store: object, q: np.ndarray) -> None:
+    """What every store answers the same way: bad arguments are ``ConfigError`` before any
+    request, an empty delete deletes nothing, a filter that matches nothing finds nothing."""
+    from vectorstream.errors import ConfigError
+
+    dim = int(q.shape[0])
+    nan_q = np.array(q, dtype=np.float32)
+    nan_q[0] = np.nan
+    bad_calls = {
+        "k=0": lambda: store.search(q, k=0),  # type: ignore[attr-defined]
+        "k=-1": lambda: store.search(q, k=-1),  # type: ignore[attr-defined]
+        "beta=nan": lambda: store.range_search(q, float("nan")),  # type: ignore[attr-defined]
+        "beta<0": lambda: store.range_search(q, -0.1),  # type: ignore[attr-defined]
+        "wrong dim": lambda: store.search(np.ones(dim + 1, dtype=np.float32), k=3),  # type: ignore[attr-defined]
+        "NaN query": lambda: store.search(nan_q, k=3),  # type: ignore[attr-defined]
+        "NaN range query": lambda: store.range_search(nan_q, 0.1),  # type: ignore[attr-defined]
+    }
+    for what, call in bad_calls.items():
+        try:
+            call()
+        except ConfigError:
+            continue
+        except Exception as exc:
+            raise AssertionError(f"{what}: expected ConfigError, got {exc!r}") from exc
+        raise AssertionError(f"{what}: expected ConfigError, nothing raised")
+    assert store.delete(ids=[]) == 0  # type: ignore[attr-defined]
+    nothing = {"source": "no-such-source"}
+    assert store.search(q, k=5, where=nothing) == []  # type: ignore[attr-defined]
+    assert store.range_search(q, 0.5, where=nothing) == []  # type: ignore[attr-defined]
+
+
+def check_side_table(store: object) -> None:
+    """The side-table contract (where the manifest lives) on an open store.
+
+    Put, get, overwrite, delete and scan; JSON values (None, ints beyond 32 bits, nested lists)
+    read back exactly; missing keys are left out; the records of the collection are untouched and
+    no side-table row shows up in ``count``, ``ids`` or a search.
+    """
+    before = store.count()  # type: ignore[attr-defined]
+    table = store.side_table("manifest")  # type: ignore[attr-defined]
+    keys = [f"/data/file-{i}.txt" for i in range(30)] + ["odd key é ' \" ;", "x" * 300]
+    docs = {
+        k: {"state": "done", "size": i, "mtime_ns": 1_700_000_000_123_456_789 + i,
+            "content_hash": f"h{i}", "settings": "s", "chunks": i % 7, "none": None,
+            "nested": [1, "a", {"b": 2.5}]}
+        for i, k in enumerate(keys)
+    }
+    table.put_many(docs)
+    assert table.get_many(keys[:3] + ["missing"]) == {k: docs[k] for k in keys[:3]}
+    assert dict(table.scan()) == docs
+    table.put_many({keys[0]: {"state": "pending"}})
+    assert table.get_many([keys[0]]) == {keys[0]: {"state": "pending"}}
+    table.delete_many(keys[1:5] + ["missing"])
+    left = {k: d for k, d in docs.items() if k not in keys[1:5]}
+    left[keys[0]] = {"state": "pending"}
+    assert dict(table.scan()) == left
+    assert table.get_many(keys[1:5]) == {}
+    # A second handle sees the same rows (another process would open one like it).
+    assert dict(store.side_table("manifest").scan()) == left  # type: ignore[attr-defined]
+    # Side tables are not records.
+    store.flush()  # type: ignore[attr-defined]
+    assert store.count() == before  # type: ignore[attr-defined]
+    assert not any(i in left for i in store.ids())  # type: ignore[attr-defined]
+    table.delete_many(list(left))
+    assert dict(table.scan()) == {}
 
 
 def recall_at_10(
@@ -313,7 +382,7 @@ def recall_at_10(
     recs = [
         Record(
             id=f"r{i}",
-            vector=base[i],
+            embedding=Embedding(dense=base[i]),
             text="",
             source=f"s{i % 10}",
             chunk_index=i,

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from vectorstream.stores import matches
-from vectorstream.types import Record
+from vectorstream.types import Embedding, Record
 
 
 def unit_rows(n: int, dim: int, seed: int = 0) -> np.ndarray:
@@ -33,7 +33,7 @@ def make_records(
         out.append(
             Record(
                 id=f"{prefix}{i}",
-                vector=vector,
+                embedding=Embedding(dense=vector),
                 text=f"chunk {i} of {sources[i % len(sources)]}",
                 source=sources[i % len(sources)],
                 chunk_index=i,
@@ -66,7 +66,7 @@ def exact_topk(
     kept = [r for r in records if matches(row_fields(r), where)]
     if not kept:
         return []
-    m = np.stack([np.asarray(r.vector, np.float64) for r in kept])
+    m = np.stack([np.asarray(r.embedding.as_dense(), np.float64) for r in kept])
     q = np.asarray(query, np.float64)
     scores = (m @ q) / (np.linalg.norm(m, axis=1) * np.linalg.norm(q))
     order = np.argsort(-scores, kind="stable")[:k]
@@ -112,7 +112,7 @@ def text_records(
     return [
         Record(
             id=f"t{i}",
-            vector=vectors[i],
+            embedding=Embedding(dense=vectors[i]),
             text=text,
             source=source_of(i) if source_of else f"doc{i}.txt",
             chunk_index=0,

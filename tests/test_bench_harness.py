@@ -1,8 +1,9 @@
-"""The peer benchmark harness: its measuring helpers, its failure rows, and a quick real run."""
+"""The benchmark harnesses: measuring helpers, failure rows, and quick real runs (peers, free core)."""
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -139,3 +140,51 @@ def test_quick_run_measures_ingests_and_agrees(tmp_path: Path) -> None:
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     report = (tmp_path / "BENCHMARKS.md").read_text()
     assert "| vectorstream-fp32 |" in report and "## Goals" in report
+
+
+FREE_CORE = REPO / "benchmarks" / "free_core.py"
+
+
+def _two_cores() -> bool:
+    return hasattr(os, "sched_getaffinity") and len(os.sched_getaffinity(0)) >= 2
+
+
+@pytest.mark.skipif(not _ingest_available(), reason="vectorstream.ingest is not there yet")
+@pytest.mark.skipif(not _two_cores(), reason="the free-core benchmark needs two usable cores")
+def test_free_core_quick_run_pins_and_compares(tmp_path: Path) -> None:
+    inference, io = sorted(os.sched_getaffinity(0))[:2]
+    out = tmp_path / "free_core.json"
+    cmd = [
+        sys.executable,
+        str(FREE_CORE),
+        "--quick",
+        "--inference-cpu",
+        str(inference),
+        "--io-cpu",
+        str(io),
+        "--work",
+        str(tmp_path / "work"),
+        "--out",
+        str(out),
+    ]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=400)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "pipeline ÷ limit" in done.stdout
+    data = json.loads(out.read_text())
+    assert data["config"]["quick"] and data["config"]["repeats"] == 1
+    (round_,) = data["runs"]
+    limit, pipeline = round_["limit"], round_["pipeline"]
+    # The limit embeds exactly the pipeline's chunk texts: same chunks, same real tokens.
+    assert pipeline["chunks"] > 0 and limit["chunks"] == pipeline["chunks"]
+    assert limit["tokens"] == pipeline["tokens"] >= pipeline["chunks"]
+    assert limit["ort_threads"] == pipeline["ort_threads"] == 1
+    assert limit["affinity"] == [inference]
+    assert limit["tokens_per_s"] > 0 and pipeline["tokens_per_s"] > 0
+    assert round_["ratio"] == pytest.approx(pipeline["tokens_per_s"] / limit["tokens_per_s"])
+    assert data["goal"]["value"] == pytest.approx(round_["ratio"])
+    assert pipeline["stage_seconds"] and pipeline["peak_rss_mib"] > 50
+    assert pipeline["pinning"] in ("per-stage", "process")
+    if pipeline["pinning"] == "per-stage":
+        # Some thread (inference) ran confined to the model's core alone.
+        seen = pipeline["affinity_seen"].values()
+        assert any(cpus == [[inference]] for cpus in seen), pipeline["affinity_seen"]

@@ -259,11 +259,11 @@ def test_partial_records_of_a_killed_run_are_replaced_when_the_file_changed(
     # Simulate a killed run: a record of a source that is pending but not finished.
     src = str((tmp_path / "corpus" / "new.txt").resolve())
     store = open_store(uri, "documents", dim=emb.dim)
-    from vectorstream.types import Record
+    from vectorstream.types import Embedding, Record
 
     ghost = Record(
         id=record_id(src, 0, "old text", emb.fingerprint),
-        vector=emb.embed(["old text"])[0],
+        embedding=Embedding(dense=emb.embed(["old text"])[0]),
         text="old text",
         source=src,
         chunk_index=0,

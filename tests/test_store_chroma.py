@@ -38,7 +38,7 @@ def test_records_are_read_back_by_the_native_client(tmp_path) -> None:
     assert got["documents"][0] == records[4].text and meta["source"] == records[4].source
     assert json.loads(meta["metadata"]) == dict(records[4].metadata)
     assert meta["metadata.lang"] == records[4].metadata["lang"]
-    res = col.query(query_embeddings=[records[4].vector.tolist()], n_results=1)
+    res = col.query(query_embeddings=[records[4].embedding.as_dense().tolist()], n_results=1)
     assert res["ids"][0][0] == records[4].id and res["distances"][0][0] == pytest.approx(
         0.0, abs=1e-4
     )

@@ -93,7 +93,7 @@ def test_bulk_upsert_sends_ndjson_with_our_ids_and_fields() -> None:
     assert doc["metadata"] == dict(records[0].metadata) and doc["headings"] == list(
         records[0].headings
     )
-    assert doc["embedding"] == pytest.approx(records[0].vector.tolist())
+    assert doc["embedding"] == pytest.approx(records[0].embedding.as_dense().tolist())
 
 
 def test_bulk_item_errors_become_rejections_and_the_writer_keeps_the_rest() -> None:

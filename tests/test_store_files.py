@@ -34,7 +34,7 @@ def _same(a: Record, b: Record) -> None:
     )
     assert tuple(a.headings) == tuple(b.headings)
     assert dict(a.metadata) == dict(b.metadata)
-    np.testing.assert_array_equal(np.asarray(a.vector, np.float32), b.vector)
+    np.testing.assert_array_equal(np.asarray(a.embedding.as_dense(), np.float32), b.embedding.as_dense())
 
 
 def test_parquet_folder_round_trip(tmp_path: Path) -> None:
@@ -128,7 +128,7 @@ def test_jsonl_round_trip_and_torn_line(tmp_path: Path) -> None:
     lines = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
     assert len(lines) == 26
     assert lines[-1] == {"id": "r0", "source": "a.txt", "deleted": True}
-    assert lines[0]["vector"] == pytest.approx(records[0].vector.tolist())
+    assert lines[0]["vector"] == pytest.approx(records[0].embedding.as_dense().tolist())
     # A run killed mid-write leaves a torn last line: the next writer removes it and goes on.
     with path.open("a", encoding="utf-8") as fh:
         fh.write('{"id": "torn", "vec')

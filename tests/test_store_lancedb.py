@@ -114,7 +114,7 @@ def test_upsert_is_idempotent(store: LanceDBStore) -> None:
     changed = Record(**{**_as_kwargs(records[5]), "text": "replaced"})
     store.upsert([changed])
     assert store.count() == 300
-    hit = store.search(records[5].vector, 1)[0]
+    hit = store.search(records[5].embedding.as_dense(), 1)[0]
     assert (hit.id, hit.text) == (records[5].id, "replaced")
 
 
@@ -142,7 +142,7 @@ def test_duplicate_ids_in_one_batch_keep_the_last(store: LanceDBStore) -> None:
     assert store.count() == 2
     store.upsert([records[0], dup, records[2]])  # the merge path too
     assert store.count() == 3
-    assert store.search(records[0].vector, 1)[0].text == "second"
+    assert store.search(records[0].embedding.as_dense(), 1)[0].text == "second"
 
 
 def test_bad_vectors_are_rejected_and_neighbours_written(store: LanceDBStore) -> None:
@@ -416,7 +416,7 @@ def test_second_writer_fails_fast_while_readers_work(tmp_path: Path) -> None:
     assert "LOCKED" in child.stdout and "mode='r'" in child.stdout
     # A reader opens and searches while the writer holds the lock, and sees its commits.
     reader = open_store(uri, "docs", mode="r")
-    assert _ids(reader.search(records[3].vector, 1)) == ["r3"]
+    assert _ids(reader.search(records[3].embedding.as_dense(), 1)) == ["r3"]
     reader.close()
     # In-process too: a second writer handle is refused; after close() the lock is free.
     with pytest.raises(StoreLockedError, match=r"process \d+ is already writing"):

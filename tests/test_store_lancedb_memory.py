@@ -10,7 +10,7 @@ import pytest
 
 from vectorstream.stores import open_store
 from vectorstream.stores.lancedb import LanceDBStore
-from vectorstream.types import Record
+from vectorstream.types import Embedding, Record
 
 DIM = 48
 
@@ -26,7 +26,7 @@ def records(vectors: np.ndarray, prefix: str = "r") -> list[Record]:
     return [
         Record(
             id=f"{prefix}{i}",
-            vector=v,
+            embedding=Embedding(dense=v),
             text=f"text {prefix}{i}",
             source=f"{prefix}{i % 7}.md",
             chunk_index=i,

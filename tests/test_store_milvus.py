@@ -59,7 +59,7 @@ def test_rows_are_read_back_by_the_native_client(lite_server) -> None:
     )
     assert rows[0]["headings"] == list(records[3].headings)
     res = client.search(
-        name, data=[records[3].vector.tolist()], limit=1, search_params={"metric_type": "COSINE"}
+        name, data=[records[3].embedding.as_dense().tolist()], limit=1, search_params={"metric_type": "COSINE"}
     )
     assert res[0][0]["id"] == records[3].id and res[0][0]["distance"] == pytest.approx(
         1.0, abs=1e-4

@@ -39,7 +39,7 @@ def test_contract(store) -> None:
 def test_rows_are_found_by_plain_sql_with_pgvector_operators(server, store) -> None:
     records = make_records(40)
     store.upsert(records)
-    q = records[9].vector
+    q = records[9].embedding.as_dense()
     with psycopg.connect(server.uri) as conn:
         rows = conn.execute(
             f"SELECT id, source, page, headings, metadata, model, embedding <=> %s::vector AS d "

@@ -62,7 +62,7 @@ def test_upsert_sends_flat_metadata_in_batches_of_100() -> None:
     assert [len(b["vectors"]) for b in bodies] == [100, 100, 50]
     assert all(b["namespace"] == "docs" for b in bodies)
     v = bodies[0]["vectors"][3]
-    assert v["id"] == records[3].id and v["values"] == pytest.approx(records[3].vector.tolist())
+    assert v["id"] == records[3].id and v["values"] == pytest.approx(records[3].embedding.as_dense().tolist())
     meta = v["metadata"]
     assert meta["text"] == records[3].text and meta["source"] == records[3].source
     assert meta["metadata.lang"] == "en" and meta["metadata"] == '{"lang": "en", "n": 3}'

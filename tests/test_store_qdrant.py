@@ -42,7 +42,7 @@ def test_points_are_read_back_by_the_native_client(tmp_path) -> None:
     assert uuid.UUID(str(point.id)) == uuid.UUID(uuid_for(records[4].id))
     assert point.payload["vs_id"] == records[4].id and point.payload["source"] == records[4].source
     assert point.payload["metadata"] == dict(records[4].metadata)
-    hits = client.query_points("docs", query=records[4].vector.tolist(), limit=1).points
+    hits = client.query_points("docs", query=records[4].embedding.as_dense().tolist(), limit=1).points
     assert hits[0].id == point.id and hits[0].score == pytest.approx(1.0, abs=1e-5)
     client.close()
 
@@ -55,7 +55,7 @@ def test_edge_shard_is_read_back_natively_and_reopens(tmp_path) -> None:
     store.close()
     shard = edge.EdgeShard.load(str(tmp_path / "docs"))
     req = edge.QueryRequest(
-        limit=1, query=edge.Query.Nearest(records[6].vector.tolist(), using=""), with_payload=True
+        limit=1, query=edge.Query.Nearest(records[6].embedding.as_dense().tolist(), using=""), with_payload=True
     )
     top = shard.query(req)[0]
     assert top.payload["vs_id"] == records[6].id and top.score == pytest.approx(1.0, abs=1e-5)

@@ -108,7 +108,7 @@ def test_batch_upsert_uses_uuid5_keeps_our_id_and_adds_metadata_properties() -> 
     assert obj["class"] == "Docs" and obj["id"] == uuid_for(records[1].id)
     assert obj["properties"]["vs_id"] == records[1].id and obj["properties"]["meta_lang"] == "en"
     assert obj["properties"]["metadata_json"] == '{"lang": "en", "n": 1}'
-    assert obj["vector"] == pytest.approx(records[1].vector.tolist())
+    assert obj["vector"] == pytest.approx(records[1].embedding.as_dense().tolist())
     store.upsert(records)  # properties are added once
     assert len(server.sent("POST", "/v1/schema/Docs/properties")) == 2
 

@@ -2,10 +2,10 @@
 
     VectorstreamError
     ├── ConfigError          bad settings, unknown URI scheme, invalid option combination
+    │   └── ChunkingError    a chunker was given impossible settings (or its embed function failed)
     ├── ModelError           a model cannot be found, loaded or run
     ├── ParseError           a source cannot be read or parsed
     │   └── UnsupportedFormatError   recognised but needs something we do not have (an image model)
-    ├── ChunkingError        a chunker was given impossible settings
     ├── StoreError           a vector store refused or failed an operation
     │   ├── StoreUnavailableError    the store cannot be reached (after retries)
     │   ├── StoreLockedError         another writer holds an embedded store
@@ -15,6 +15,9 @@
 
 Every error raised from an underlying library is translated into the most specific of these and
 raised ``from`` the original, so callers never need to import a vendor's exceptions.
+
+Options are validated before any work starts (``vectorstream.pipeline.options``), and every bad
+option is a :class:`ConfigError`: the command line exits with code 2, the HTTP service answers 400.
 """
 
 from __future__ import annotations
@@ -40,8 +43,11 @@ class UnsupportedFormatError(ParseError):
     """A source was recognised but cannot be handled with what is installed or configured."""
 
 
-class ChunkingError(VectorstreamError):
-    """A chunker was configured with settings it cannot honour."""
+class ChunkingError(ConfigError):
+    """A chunker was configured with settings it cannot honour.
+
+    A :class:`ConfigError`: bad chunking options are bad options like any other.
+    """
 
 
 class StoreError(VectorstreamError):

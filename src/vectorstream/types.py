@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -87,40 +87,81 @@ class Chunk:
         object.__setattr__(self, "metadata", _own_mapping(self.metadata))
 
 
+EmbeddingKind = Literal["dense", "sparse", "multivector"]
+EMBEDDING_KINDS: tuple[EmbeddingKind, ...] = ("dense", "sparse", "multivector")
+
+
 @dataclass(frozen=True, slots=True, eq=False)
 class SparseVector:
-    """A sparse embedding: sorted unique ``indices`` and their ``values``."""
+    """A sparse embedding over a vocabulary of ``dim`` terms: term ``indices`` and their ``values``."""
 
     indices: np.ndarray
     values: np.ndarray
     dim: int
 
+    def __post_init__(self) -> None:
+        idx = np.asarray(self.indices, dtype=np.int64)
+        val = np.asarray(self.values, dtype=np.float32)
+        if idx.ndim != 1 or val.shape != idx.shape:
+            raise ValueError(f"sparse indices and values must be 1-D of one length, got {idx.shape} and {val.shape}")
+        object.__setattr__(self, "indices", idx)
+        object.__setattr__(self, "values", val)
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.indices.nbytes + self.values.nbytes)
+
 
 @dataclass(frozen=True, slots=True, eq=False)
 class Embedding:
-    """One embedding of one input: dense (1-D), sparse, or multivector (2-D, one row per token)."""
+    """One embedding of one input, of exactly one kind.
+
+    ``dense``: one 1-D vector; ``sparse``: term weights (SPLADE); ``multivector``: a 2-D array,
+    one row per token (ColBERT). Build one with ``Embedding(dense=v)`` and so on.
+    """
 
     dense: np.ndarray | None = None
     sparse: SparseVector | None = None
     multivector: np.ndarray | None = None
 
+    def __post_init__(self) -> None:
+        given = [k for k in EMBEDDING_KINDS if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(f"an Embedding holds exactly one of {list(EMBEDDING_KINDS)}, got {given}")
+        if self.dense is not None and np.ndim(self.dense) != 1:
+            raise ValueError(f"a dense embedding is 1-D, got shape {np.shape(self.dense)}")
+        if self.multivector is not None and np.ndim(self.multivector) != 2:
+            raise ValueError(f"a multivector embedding is 2-D, got shape {np.shape(self.multivector)}")
+
     @property
-    def kind(self) -> str:
+    def kind(self) -> EmbeddingKind:
         if self.dense is not None:
             return "dense"
         if self.sparse is not None:
             return "sparse"
-        if self.multivector is not None:
-            return "multivector"
-        return "empty"
+        return "multivector"
+
+    @property
+    def nbytes(self) -> int:
+        if self.dense is not None:
+            return int(np.asarray(self.dense).nbytes)
+        if self.sparse is not None:
+            return self.sparse.nbytes
+        return int(np.asarray(self.multivector).nbytes)
+
+    def as_dense(self) -> np.ndarray:
+        """The dense vector; a store that holds only dense vectors reads records through this."""
+        if self.dense is None:
+            raise TypeError(f"expected a dense embedding, got a {self.kind} one")
+        return self.dense
 
 
 @dataclass(frozen=True, slots=True, eq=False)
 class Record:
-    """A row in a vector store: one chunk, its vector and where it came from."""
+    """A row in a vector store: one chunk, its embedding and where it came from."""
 
     id: str
-    vector: np.ndarray
+    embedding: Embedding
     text: str
     source: str
     chunk_index: int
@@ -168,4 +209,14 @@ class Hit:
         }
 
 
-__all__ = ["Chunk", "Embedding", "Hit", "Record", "Section", "Source", "SparseVector"]
+__all__ = [
+    "EMBEDDING_KINDS",
+    "Chunk",
+    "Embedding",
+    "EmbeddingKind",
+    "Hit",
+    "Record",
+    "Section",
+    "Source",
+    "SparseVector",
+]

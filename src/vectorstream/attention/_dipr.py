@@ -4,6 +4,9 @@ DIPR(q, β) returns every key k with ``q·k ≥ max_j q·k_j − β``. With soft
 attention weight of k relative to the best key is ``exp(s·(q·k − max))``, so keeping every key whose
 weight is at least ``α`` times the largest one means ``β = −ln(α) / s``; for the usual ``s = 1/√d``
 that is ``β = −√d·ln α``. τ is β per √d, the same threshold in units that do not depend on d.
+
+The rule itself and the α → β conversion live once, in ``vectorstream._dipr``, shared with the
+stores and search; this module gives them the attention module's parameters.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import math
 
 import numpy as np
 
+from .._dipr import alpha_to_beta, check_beta, within
 from ..errors import ConfigError
 
 __all__ = [
@@ -24,7 +28,10 @@ __all__ = [
 
 
 def beta_from_alpha(alpha: float, head_dim: int, scaling: float | None = None) -> float:
-    """β for "weight ≥ α × the largest weight"; ``α = 0`` means every key (β = ∞)."""
+    """β for "weight ≥ α × the largest weight"; ``α = 0`` means every key (β = ∞).
+
+    Softmax scaling ``s`` is a temperature of ``1/s`` (``√d`` by default) in ``alpha_to_beta``.
+    """
     if not 0.0 <= alpha <= 1.0:
         raise ConfigError(f"alpha must be in [0, 1], got {alpha}")
     if head_dim <= 0:
@@ -32,7 +39,7 @@ def beta_from_alpha(alpha: float, head_dim: int, scaling: float | None = None) -
     if alpha == 0.0:
         return math.inf
     s = scaling if scaling is not None else 1.0 / math.sqrt(head_dim)
-    return -math.log(alpha) / s
+    return alpha_to_beta(alpha, 1.0 / s)
 
 
 def beta_from_tau(tau: float, head_dim: int) -> float:
@@ -50,14 +57,13 @@ def dipr_scores(scores: np.ndarray, beta: float, seed: float = -math.inf) -> np.
     ``seed`` is a score known from elsewhere (the exact window's maximum): it raises the threshold
     without being a candidate itself.
     """
-    if beta < 0:
-        raise ConfigError(f"beta must be >= 0, got {beta}")
+    beta = check_beta(beta)
     if scores.size == 0:
         return np.empty(0, dtype=np.int64)
     best = max(float(scores.max()), seed)
     if math.isinf(beta):
         return np.arange(scores.shape[-1], dtype=np.int64)
-    return np.flatnonzero(scores >= best - beta)
+    return np.flatnonzero(within(scores, best, beta))
 
 
 def dipr(

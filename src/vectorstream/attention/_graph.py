@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .._dipr import within
 from ..errors import ConfigError
 from . import _graph_jit
 
@@ -386,7 +387,7 @@ class KeyGraph:
         beam_open = np.ones(start.size, dtype=bool)
         touched = int(start.size)
         best = max(seed_score, float(beam_scores.max()))
-        hits: list[np.ndarray] = [beam_ids[beam_scores >= best - beta]]
+        hits: list[np.ndarray] = [beam_ids[within(beam_scores, best, beta)]]
         nbr = self.neighbors
         while beam_open.any():
             # Expand the best few unexpanded candidates at once (the beam is sorted, best first):
@@ -410,19 +411,19 @@ class KeyGraph:
             sc = keys[hop] @ q
             touched += int(hop.size)
             best = max(best, float(sc.max()))
-            hits.append(hop[sc >= best - beta])
+            hits.append(hop[within(sc, best, beta)])
             ids = np.concatenate([beam_ids, hop])
             scs = np.concatenate([beam_scores, sc])
             opn = np.concatenate([beam_open, np.ones(hop.size, dtype=bool)])
             order = np.argsort(-scs, kind="stable")
             # The beam holds the best `capacity` candidates, or every candidate within beta of the
             # best when there are more: the range, not a fixed k, decides how far the search goes.
-            keep = max(capacity, int(np.count_nonzero(scs >= best - beta)))
+            keep = max(capacity, int(np.count_nonzero(within(scs, best, beta))))
             order = order[:keep]
             beam_ids, beam_scores, beam_open = ids[order], scs[order], opn[order]
         found = np.unique(np.concatenate(hits))
         found_scores = keys[found] @ q
-        ok = found_scores >= best - beta
+        ok = within(found_scores, best, beta)
         return GraphSearchResult(found[ok], found_scores[ok], touched)
 
 

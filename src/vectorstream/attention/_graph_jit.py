@@ -25,6 +25,8 @@ from typing import Any, TypeVar, cast
 
 import numpy as np
 
+from .._dipr import threshold as dipr_threshold
+
 log = logging.getLogger("vectorstream.attention.graph")
 
 try:
@@ -54,6 +56,9 @@ def _dot_py(keys: np.ndarray, row: int, q: np.ndarray) -> np.float32:
         acc += keys[row, t] * q[t]
     return acc
 
+
+# The DIPR rule's one definition, compiled into the kernels (numba inlines it).
+_threshold = _jit(dipr_threshold)
 
 # Summing in any order is as good as BLAS's (whose order is its own): let LLVM vectorise the sum.
 _dot = _jit(_dot_py, fastmath={"reassoc"})
@@ -281,7 +286,7 @@ def _search_many(
             total = size + m
             n_open += m
             # Keep max(capacity, keys within beta): those are a prefix of the sorted beam.
-            threshold = np.float32(best - beta)
+            threshold = np.float32(_threshold(best, beta))
             lo, hi = 0, total
             while lo < hi:
                 mid = (lo + hi) >> 1
@@ -294,7 +299,7 @@ def _search_many(
                 n_open -= b_op[i]
         touched[j] = count
         # The keys within beta of the final best, by position.
-        threshold = np.float32(best - beta)
+        threshold = np.float32(_threshold(best, beta))
         found = zero
         for i in range(nv):
             if v_sc[i] >= threshold:

@@ -19,6 +19,8 @@ import numpy as np
 import torch
 from transformers.cache_utils import Cache, DynamicCache, DynamicLayer
 
+from .._dipr import threshold as dipr_threshold
+from .._dipr import within
 from ..errors import ConfigError
 from ._config import LayerStats, Mode, SparseConfig, StepStats, choose_mode
 from ._graph import KeyGraph
@@ -325,9 +327,9 @@ class Session(DynamicCache):
             graph_idx = torch.from_numpy(idx).reshape(h_kv, g, width)
             graph_mask = torch.from_numpy(valid).reshape(h_kv, g, width)
 
-        threshold = (best - beta).unsqueeze(-1)  # −inf when beta is inf
+        floor = dipr_threshold(best, beta).unsqueeze(-1)  # −inf when beta is inf
         parts = [attend_logits(raw_win * scaling, v_win)]
-        flat_sel = raw_flat >= threshold
+        flat_sel = raw_flat >= floor
         selected = flat_sel.sum(-1).reshape(-1)
         if raw_flat.shape[-1]:
             parts.append(
@@ -337,7 +339,7 @@ class Session(DynamicCache):
             rows = torch.arange(h_kv).reshape(h_kv, 1, 1)
             k_sel, v_sel = keys[rows, graph_idx], values[rows, graph_idx]  # (H_kv, g, S, d)
             raw_sel = (q.unsqueeze(-2) @ k_sel.transpose(-1, -2)).squeeze(-2)
-            in_range = graph_mask & (raw_sel >= threshold)
+            in_range = graph_mask & (raw_sel >= floor)
             parts.append(attend_logits(raw_sel * scaling, v_sel, in_range))
             selected = selected + in_range.sum(-1).reshape(-1)
         out = merge_partials(parts)  # (H_kv, g, d_v)
@@ -371,7 +373,7 @@ class Session(DynamicCache):
         raw = q @ keys.transpose(1, 2)  # (H_kv, g, n)
         window = torch.ones(n, dtype=torch.bool)
         window[head:tail] = False
-        keep = (raw >= (raw.amax(-1, keepdim=True) - beta)) | window
+        keep = within(raw, raw.amax(-1, keepdim=True), beta) | window
         out, _ = attend_logits(raw * scaling, values, keep)
         selected = (keep[..., head:tail]).sum(-1).reshape(-1).tolist()
         w = n - (tail - head)

@@ -8,7 +8,8 @@
 
 Splitters: ``tokens`` (overlapping token windows), ``sentences`` (sentence packing),
 ``markdown`` (headings → paragraphs → sentences → tokens, the default) and ``semantic``
-(split where adjacent sentences' embeddings diverge). See docs/chunking.md.
+(split where adjacent sentences' embeddings diverge). A pipeline takes any other
+:class:`ChunkerFactory` in place of :func:`make_chunker`. See docs/chunking.md.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from ._chunker import (
     SentenceChunker,
     TokenChunker,
 )
-from ._factory import effective_limit, make_chunker
+from ._factory import ChunkerFactory, effective_limit, make_chunker
 from ._options import SEMANTIC_PERCENTILE, SPLITTERS, ChunkOptions
 from ._sentences import split_sentences
 from ._tokens import load_tokenizer
@@ -32,6 +33,7 @@ __all__ = [
     "SPLITTERS",
     "ChunkOptions",
     "Chunker",
+    "ChunkerFactory",
     "MarkdownChunker",
     "SemanticChunker",
     "SentenceChunker",

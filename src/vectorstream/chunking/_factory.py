@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Protocol, runtime_checkable
+
 import tokenizers
 
 from ..errors import ChunkingError
@@ -23,6 +25,32 @@ _CLASSES: dict[str, type[_BaseChunker]] = {
     "markdown": MarkdownChunker,
     "semantic": SemanticChunker,
 }
+
+
+@runtime_checkable
+class ChunkerFactory(Protocol):
+    """Builds the chunker a pipeline uses: :func:`make_chunker` is the built-in one.
+
+    A pipeline calls it once per source, in the process that chunks it (a worker process, so the
+    factory must pickle: a module-level function, or an instance of a module-level class):
+
+        factory(options, tokenizer, max_tokens, num_special_tokens=N, embed=None) -> Chunker
+
+    ``options`` are the pipeline's :class:`ChunkOptions`; ``tokenizer`` is the model's, with
+    truncation and padding off; ``max_tokens`` and ``num_special_tokens`` are the model's limits,
+    which every chunk's ``n_tokens`` must respect (see :func:`effective_limit`); ``embed`` is
+    ``None`` (the pipeline loads a model for the built-in ``semantic`` splitter only).
+    """
+
+    def __call__(
+        self,
+        options: ChunkOptions,
+        tokenizer: tokenizers.Tokenizer,
+        max_tokens: int,
+        *,
+        num_special_tokens: int = 2,
+        embed: Embed | None = None,
+    ) -> Chunker: ...
 
 
 def effective_limit(options: ChunkOptions, max_tokens: int, num_special_tokens: int = 2) -> int:

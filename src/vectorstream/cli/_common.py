@@ -9,6 +9,7 @@ from typing import NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from ..errors import ConfigError, ModelError, StoreError, VectorstreamError
 
@@ -24,7 +25,8 @@ out_console = Console()
 
 
 def fail(message: str, code: int) -> NoReturn:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False)
+    # Escaped: a message quoting a glob such as "[z-a]" is not rich markup.
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
     raise typer.Exit(code)
 
 

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from .api import ingest, manifest_path
-from .engine import EmbedderLike, Pipeline, PipelineOptions, default_workers
+from .api import ingest
+from .engine import Pipeline
+from .executors import default_workers
 from .manifest import Manifest, ManifestEntry
+from .options import PipelineOptions
 from .report import IngestReport, Progress, ProgressEvent, SourceFailure
+from .stages import EmbedderLike
 
 __all__ = [
     "EmbedderLike",
@@ -19,5 +22,4 @@ __all__ = [
     "SourceFailure",
     "default_workers",
     "ingest",
-    "manifest_path",
 ]

@@ -13,24 +13,23 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from ..chunking import ChunkOptions
-from ..config import load_settings
-from ..parsers import ParseOptions
+from ..chunking import ChunkerFactory
+from ..errors import ConfigError
+from ..parsers import ParserRegistry
 from ..stores import open_store, scheme_of, store_kind
 from ..stores.base import VectorStore
 from ..types import Source
-from .engine import EventCallback, Pipeline, PipelineOptions
-from .manifest import Manifest
+from .engine import EventCallback, Pipeline
+from .options import ingest_options
 from .report import IngestReport, SourceFailure
 
 PathInput = str | os.PathLike[str] | Source
 
 
-def manifest_path(store_uri: str, collection: str, cache_dir: Path) -> Path:
-    """Where the manifest of a (store, collection) lives.
+def legacy_manifest_path(store_uri: str, collection: str, cache_dir: Path) -> Path:
+    """Where releases before the in-store manifest kept the manifest of a (store, collection).
 
-    For the embedded LanceDB store it sits inside the store folder, so moving or deleting the
-    folder moves or deletes both; for remote stores it lives in the cache, keyed by URI.
+    The first run on such a store takes its rows over (see ``Manifest.take_over``).
     """
     if scheme_of(store_uri) == "lancedb":
         path = store_uri.split("://", 1)[1] if "://" in store_uri else store_uri
@@ -78,6 +77,19 @@ def _as_sources(
     return gen(), roots
 
 
+def _check_paths(paths: Iterable[PathInput] | PathInput) -> list[PathInput]:
+    """The inputs as a list; ``ConfigError`` when paths were given and none of them exists."""
+    if isinstance(paths, str | os.PathLike | Source):
+        items: list[PathInput] = [paths]
+    else:
+        items = list(paths)
+    files = [os.fspath(p) for p in items if not isinstance(p, Source)]
+    if files and not any(os.path.lexists(f) for f in files):
+        shown = ", ".join(files[:5]) + (f" and {len(files) - 5} more" if len(files) > 5 else "")
+        raise ConfigError(f"none of the given paths exists: {shown}")
+    return items
+
+
 def ingest(
     paths: Iterable[PathInput] | PathInput,
     *,
@@ -96,66 +108,81 @@ def ingest(
     hidden: bool = False,
     text_field: str | None = None,
     prune: bool = False,
-    manifest: str | os.PathLike[str] | None = None,
+    parsers: ParserRegistry | None = None,
+    chunker_factory: ChunkerFactory | None = None,
+    inference_cpus: Sequence[int] | None = None,
+    io_cpus: Sequence[int] | None = None,
     on_event: EventCallback | None = None,
 ) -> IngestReport:
     """Parse, chunk, embed and store ``paths`` (files, folders or ``Source`` objects).
 
     ``model`` is a model spec or an already loaded embedder; ``store`` a store URI or an open
     store. Unchanged sources (by the manifest) are skipped; changed ones are replaced.
+    ``parsers`` (a :class:`~vectorstream.parsers.ParserRegistry`) and ``chunker_factory`` (a
+    :class:`~vectorstream.chunking.ChunkerFactory`) replace the built-in parsers and chunkers;
+    with worker processes they must pickle. ``inference_cpus`` / ``io_cpus`` pin the inference
+    thread / the parsing, tokenising and writing to those CPUs.
+
+    Every option is checked before a model is loaded (or exported) or a store opened: a bad one
+    raises :class:`~vectorstream.errors.ConfigError` at once.
     """
-    settings = load_settings(
-        model=model if isinstance(model, str) else None,
+    store_given = store is not None and not isinstance(store, str)
+    model_given = model is not None and not isinstance(model, str | os.PathLike)
+    opts = ingest_options(
         store=store if isinstance(store, str) else None,
         collection=collection,
+        model=model if isinstance(model, str | os.PathLike) else None,
+        model_given=model_given,
+        store_given=store_given,
         backend=backend,
-    )
-    own_store = not isinstance(store, VectorStore) or isinstance(store, str)
-    if own_store:
-        store_kind(settings.store)  # an unknown scheme is a usage error before any work starts
-        # Importing a store client can take a second or more (LanceDB: ~1.4 s here); do it while
-        # the model loads and the parsers start.
-        prewarm = threading.Thread(
-            target=_import_adapter, args=(settings.store,), name="vs-prewarm", daemon=True
-        )
-        prewarm.start()
-    if model is None or isinstance(model, str | os.PathLike):
-        from ..models import load_model
-
-        embedder = load_model(
-            os.fspath(model) if model is not None else settings.model,
-            backend=settings.backend,
-            quantized=quantized,
-        )
-    else:
-        embedder = model
-    options = PipelineOptions(
-        chunk=ChunkOptions(splitter=splitter, chunk_tokens=chunk_tokens, overlap=overlap),
-        parse=ParseOptions(text_field=text_field),
+        quantized=quantized,
+        splitter=splitter,
+        chunk_tokens=chunk_tokens,
+        overlap=overlap,
         workers=workers,
         buffer=buffer,
+        include=include,
+        exclude=exclude,
+        hidden=hidden,
+        text_field=text_field,
         prune=prune,
-        semantic_model=settings.model if splitter == "semantic" else None,
+        parsers=parsers,
+        chunker_factory=chunker_factory,
+        inference_cpus=inference_cpus,
+        io_cpus=io_cpus,
     )
+    items = _check_paths(paths)
+    if opts.store is not None:
+        # Importing a store client can take a second or more; do it while the model loads.
+        prewarm = threading.Thread(
+            target=_import_adapter, args=(opts.store,), name="vs-prewarm", daemon=True
+        )
+        prewarm.start()
+    if model_given:
+        embedder = model
+    else:
+        from ..models import load_model
+
+        assert opts.model is not None
+        embedder = load_model(opts.model, backend=opts.backend, quantized=opts.quantized)
+    opts.pipeline.check_model(embedder.max_tokens, embedder.num_special_tokens)
     vstore: Any
-    if own_store:
+    if opts.store is not None and opts.collection is not None:
         # Opened on a thread: the parsing workers start meanwhile, and the writer waits for it
         # only at its first commit.
-        vstore = _StoreOpening(settings.store, settings.collection, embedder.dim)
-        uri, coll = settings.store, settings.collection
+        vstore = _StoreOpening(opts.store, opts.collection, embedder.dim)
+        uri, coll = opts.store, opts.collection
     else:
         vstore = store
         uri, coll = vstore.uri, vstore.collection
-    mpath = (
-        Path(manifest) if manifest is not None else manifest_path(uri, coll, settings.cache_path)
-    )
-    man = Manifest(mpath)
+    legacy = legacy_manifest_path(uri, coll, opts.cache_path)
     problems: list[SourceFailure] = []
-    sources, roots = _as_sources(paths, include, exclude, hidden, problems)
+    sources, roots = _as_sources(items, opts.include, opts.exclude, opts.hidden, problems)
+    own_store = opts.store is not None
     try:
-        report = Pipeline(embedder, vstore, options, manifest=man, on_event=on_event).run(
-            sources, roots=roots
-        )
+        report = Pipeline(
+            embedder, vstore, opts.pipeline, legacy_manifest=legacy, on_event=on_event
+        ).run(sources, roots=roots)
         if problems:
             report = replace(
                 report,
@@ -166,7 +193,6 @@ def ingest(
             vstore.optimize()
         return report
     finally:
-        man.close()
         if own_store:
             vstore.close()
 

@@ -1,47 +1,46 @@
 """``search``: embed a query, ask a store, return ranked hits (top-k or a DIPR range).
 
-Range mode and ``alpha``. DESIGN.md defines the Dynamic Inner Product Range as every key with
-``score >= best - beta``, and for attention ``beta = -sqrt(d) * ln(alpha)``: with softmax weights
-``w_i ∝ exp(q·k_i / sqrt(d))``, ``w_i >= alpha * w_max`` is exactly that range. Search scores are
-cosine similarities, and the softmax that ranks them is the one the model was trained with,
-``w_i ∝ exp(s_i / tau)``, so the same derivation gives::
-
-    beta = -tau * ln(alpha)        tau = 0.05 by default
-
-``tau = 0.05`` is the temperature of sentence-transformers' default contrastive loss
-(MultipleNegativesRankingLoss, scale 20), the softmax that such models' cosine scores are trained
-under: ``alpha = 0.1`` gives ``beta ≈ 0.115``, ``alpha = 0.5`` gives ``beta ≈ 0.035``. The
-attention formula is this one with ``tau = sqrt(d)``.
+Range mode keeps every hit with ``score >= best - beta`` (DESIGN.md's Dynamic Inner Product Range);
+``alpha`` asks instead for every hit whose softmax weight is at least ``alpha`` times the best's,
+which is the same range with ``beta = -T * ln(alpha)``. The rule and the conversion (with its
+default temperature ``T = 0.05`` and why) live in ``vectorstream._dipr``, shared with the stores
+and the attention module.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
+from .._dipr import DEFAULT_TEMPERATURE, alpha_to_beta, check_beta
 from ..config import load_settings
 from ..errors import ConfigError
 from ..stores import VectorStore, dipr_cut, open_store, scheme_of, validate_where
+from ..stores._common import check_k
 from ..types import Hit
 from ._embedders import EMBEDDERS, QueryEmbedder
 
 log = logging.getLogger("vectorstream.search")
 
-DEFAULT_TEMPERATURE = 0.05
 MODES = ("topk", "range")
 
 
-def alpha_to_beta(alpha: float, temperature: float = DEFAULT_TEMPERATURE) -> float:
-    """The DIPR range width for "softmax weight >= ``alpha`` x the best weight"."""
-    if not 0 < alpha <= 1:
-        raise ConfigError(f"alpha must be in (0, 1], got {alpha}")
-    if temperature <= 0:
-        raise ConfigError(f"temperature must be positive, got {temperature}")
-    return -temperature * math.log(alpha)
+def range_width(mode: str, beta: float | None, alpha: float | None) -> float | None:
+    """The DIPR width a search asks for (``None`` for top-k), or ``ConfigError`` if it cannot."""
+    if mode not in MODES:
+        raise ConfigError(f"mode must be one of {list(MODES)}, got {mode!r}")
+    if mode != "range":
+        if beta is not None or alpha is not None:
+            raise ConfigError("beta and alpha apply to mode 'range' only")
+        return None
+    if beta is not None and alpha is not None:
+        raise ConfigError("give beta or alpha for a range search, not both")
+    if beta is None and alpha is None:
+        raise ConfigError("mode 'range' needs beta (a score range) or alpha (a weight ratio)")
+    return check_beta(beta) if beta is not None else alpha_to_beta(float(alpha or 0.0))
 
 
 def _embedder(model: str | QueryEmbedder | None) -> QueryEmbedder:
@@ -102,21 +101,8 @@ def search(
     """
     if not isinstance(query, str) or not query.strip():
         raise ConfigError("the query must be a non-empty string")
-    if mode not in MODES:
-        raise ConfigError(f"mode must be one of {list(MODES)}, got {mode!r}")
-    if k < 1:
-        raise ConfigError(f"k must be >= 1, got {k}")
-    width: float | None = None
-    if mode == "range":
-        if beta is not None and alpha is not None:
-            raise ConfigError("give beta or alpha for a range search, not both")
-        if beta is None and alpha is None:
-            raise ConfigError("mode 'range' needs beta (a score range) or alpha (a weight ratio)")
-        width = beta if beta is not None else alpha_to_beta(float(alpha or 0.0))
-        if width < 0 or math.isnan(width):
-            raise ConfigError(f"beta must be >= 0, got {width}")
-    elif beta is not None or alpha is not None:
-        raise ConfigError("beta and alpha apply to mode 'range' only")
+    check_k(k)
+    width = range_width(mode, beta, alpha)
     filters = validate_where(where) or None
 
     embedder = _embedder(model)
@@ -150,4 +136,11 @@ def _run(
     return dipr_cut(store.search(vector, k, where), beta)
 
 
-__all__ = ["DEFAULT_TEMPERATURE", "MODES", "alpha_to_beta", "check_model", "search"]
+__all__ = [
+    "DEFAULT_TEMPERATURE",
+    "MODES",
+    "alpha_to_beta",
+    "check_model",
+    "range_width",
+    "search",
+]

@@ -1,7 +1,8 @@
 """Ingest jobs: uploads saved to a private temporary folder, ingested in a worker thread.
 
 One job runs at a time (the model and the embedded store's writer lock are shared); others wait in
-order. The service never ingests a path of its own disk that a client names: only bytes the client
+order. A job's options (its collection, and any ingest options it carries) are validated when it
+is submitted, before anything is saved or queued: a bad one raises ``ConfigError`` (HTTP 400). The service never ingests a path of its own disk that a client names: only bytes the client
 sent, written under a folder made for the job (mode 0700) and removed when the job ends.
 """
 
@@ -15,12 +16,13 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..errors import ConfigError
 from ..types import Source
 
 log = logging.getLogger("vectorstream.server.jobs")
@@ -137,10 +139,40 @@ class JobManager:
                 out[job.state] = out.get(job.state, 0) + 1
             return out
 
+    def check_options(self, collection: str, options: Mapping[str, Any]) -> None:
+        """Raise ``ConfigError`` unless a job into ``collection`` with ``options`` can run.
+
+        ``options`` are keyword arguments of :func:`vectorstream.ingest` (``splitter``,
+        ``chunk_tokens``, ``text_field``, ...), checked by the same code as every ingest.
+        """
+        from ..pipeline.options import ingest_options
+
+        fixed = {"store", "collection", "model", "on_event"} & set(options)
+        if fixed:
+            raise ConfigError(f"a job cannot set {sorted(fixed)}: the service fixes them")
+        try:
+            ingest_options(
+                store=self._store,
+                collection=collection,
+                model=self._model if isinstance(self._model, str) else None,
+                model_given=self._model is not None and not isinstance(self._model, str),
+                **options,
+            )
+        except TypeError as exc:  # an option ingest does not have
+            raise ConfigError(f"unknown ingest option: {exc}") from exc
+
     def submit(
-        self, collection: str, *, uploads: Sequence[Upload] = (), texts: Sequence[TextItem] = ()
+        self,
+        collection: str,
+        *,
+        uploads: Sequence[Upload] = (),
+        texts: Sequence[TextItem] = (),
+        options: Mapping[str, Any] | None = None,
     ) -> dict[str, Any]:
-        """Save the inputs to a private folder and queue the job; return its state."""
+        """Check the options, save the inputs to a private folder and queue the job; return its
+        state. Raises ``ConfigError`` for bad options, before anything is saved."""
+        options = dict(options or {})
+        self.check_options(collection, options)
         folder = Path(tempfile.mkdtemp(prefix="vectorstream-ingest-"))  # mode 0700
         try:
             sources: list[Source] = []
@@ -178,10 +210,12 @@ class JobManager:
                 self._jobs.popitem(last=False)
             state = job.to_dict()
             self._folders.add(folder)
-        self._executor.submit(self._run, job, sources, folder)
+        self._executor.submit(self._run, job, sources, folder, options)
         return state
 
-    def _run(self, job: Job, sources: list[Source], folder: Path) -> None:
+    def _run(
+        self, job: Job, sources: list[Source], folder: Path, options: Mapping[str, Any]
+    ) -> None:
         with self._lock:
             job.state = "running"
             job.started = time.time()
@@ -203,6 +237,7 @@ class JobManager:
                 collection=job.collection,
                 model=self._model,
                 on_event=on_event,
+                **options,
             )
             errors = [
                 {

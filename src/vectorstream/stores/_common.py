@@ -7,9 +7,10 @@ record read back from any store becomes the same ``Hit``.
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import json
-import math
+import re
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from types import ModuleType
@@ -17,6 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from .._dipr import check_beta, within
+from .._vectors import check_query
 from ..errors import ConfigError, MissingDependencyError
 from ..types import Hit, Record
 from .base import Where, dipr_cut, validate_where
@@ -91,21 +94,21 @@ def hit_of(record_id: str, score: float, payload: Mapping[str, Any]) -> Hit:
     )
 
 
-def as_query(vector: np.ndarray, dim: int | None) -> np.ndarray:
-    """Check a query vector (1-D, finite, the collection's dimension) and return it as float32."""
-    q = np.asarray(vector, dtype=np.float32)
-    if q.ndim != 1:
-        raise ConfigError(f"a query vector must be 1-D, got shape {q.shape}")
-    if dim is not None and q.shape[0] != dim:
-        raise ConfigError(f"query vector has dimension {q.shape[0]}, the collection holds {dim}")
-    if not np.isfinite(q).all():
-        raise ConfigError("query vector contains NaN or infinity")
-    return q
+# The query-vector rule lives in ``vectorstream._vectors``; adapters know it by this name.
+as_query = check_query
 
 
 def check_k(k: int) -> None:
-    if k < 1:
-        raise ConfigError(f"k must be >= 1, got {k}")
+    """Every adapter answers a bad ``k`` the same way: ``ConfigError``."""
+    if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
+        raise ConfigError(f"k must be an integer >= 1, got {k!r}")
+
+
+def check_range(beta: float, limit: int) -> float:
+    """Every adapter answers a bad range query the same way: ``ConfigError``; returns beta."""
+    if isinstance(limit, bool) or not isinstance(limit, int | np.integer) or limit < 1:
+        raise ConfigError(f"limit must be an integer >= 1, got {limit!r}")
+    return check_beta(beta)
 
 
 def last_wins(records: Sequence[Record]) -> list[Record]:
@@ -133,10 +136,7 @@ def adaptive_range(
     Searching with k = ``limit`` would always be correct, but most queries have only a few hits
     within range; starting small and doubling keeps the common case cheap.
     """
-    if beta < 0 or math.isnan(beta):
-        raise ConfigError(f"beta must be >= 0, got {beta}")
-    if limit < 1:
-        raise ConfigError(f"limit must be >= 1, got {limit}")
+    beta = check_range(beta, limit)
     k = min(first, limit)
     while True:
         hits = search(k)
@@ -144,7 +144,7 @@ def adaptive_range(
             return []
         best = max(h.score for h in hits)
         exhausted = len(hits) < k or k >= limit
-        if exhausted or hits[-1].score < best - beta:
+        if exhausted or not within(hits[-1].score, best, beta):
             return dipr_cut(hits, beta)[:limit]
         k = min(k * 4, limit)
 
@@ -163,6 +163,112 @@ def host_port(rest: str, default_port: int) -> tuple[str, int]:
         return host, int(port) if port else default_port
     except ValueError as exc:
         raise ConfigError(f"bad port {port!r} in {rest!r}") from exc
+
+
+class AdapterOptions:
+    """The options of one adapter ``open`` call, taken by name.
+
+    Whatever an adapter has not taken when it calls ``finish`` is an error that names the options
+    it does know, so a misspelt option never passes silently. ``mode`` (``"r"``/``"w"``, passed
+    by the pipeline to every store) is taken on creation.
+    """
+
+    def __init__(self, vendor: str, options: Mapping[str, Any]) -> None:
+        self.vendor = vendor
+        self._left = dict(options)
+        self.mode = pop_mode(self._left)
+        self._known = {"mode"}
+
+    def take(self, name: str, default: Any = None) -> Any:
+        self._known.add(name)
+        return self._left.pop(name, default)
+
+    def number(self, name: str, default: float) -> float:
+        """A positive number option (a timeout, say)."""
+        value = self.take(name, default)
+        try:
+            out = float(value)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(
+                f"{self.vendor} option {name} must be a number, got {value!r}"
+            ) from exc
+        if not out > 0:
+            raise ConfigError(f"{self.vendor} option {name} must be > 0, got {value!r}")
+        return out
+
+    def finish(self) -> None:
+        if self._left:
+            raise ConfigError(
+                f"unknown {self.vendor} options: {sorted(self._left)}; "
+                f"the {self.vendor} adapter takes {sorted(self._known)}"
+            )
+
+
+def server_address(uri: str, vendor: str, default_port: int) -> tuple[str, int]:
+    """``scheme://HOST[:PORT]`` → ``(host, port)``, or a ``ConfigError`` showing the form."""
+    scheme, _, rest = uri.partition(":")
+    if not rest.startswith("//"):
+        raise ConfigError(f"{vendor} URIs look like {scheme}://HOST:PORT, got {uri!r}")
+    return host_port(rest[2:], default_port)
+
+
+def rest_client(
+    opts: AdapterOptions,
+    base_url: str,
+    *,
+    extra: str,
+    headers: Mapping[str, str] | None = None,
+    auth: Any = None,
+) -> RestClient:
+    """The adapter's HTTP client, with the options every REST adapter takes: ``timeout``,
+    ``transport`` (an ``httpx`` transport: tests, proxies) and ``verify`` (TLS verification)."""
+    return RestClient(
+        base_url,
+        vendor=opts.vendor,
+        extra=extra,
+        headers={"Accept": "application/json", **(headers or {})},
+        timeout=opts.number("timeout", 30.0),
+        transport=opts.take("transport"),
+        auth=auth,
+        verify=opts.take("verify", True),
+    )
+
+
+_SIDE_NAME = re.compile(r"^[a-z][a-z0-9_]{0,47}$")
+SIDE_PREFIX = "__vs_"  # marks a side table's index, class or namespace beside a collection
+
+
+def side_name(name: str) -> str:
+    """Check a side-table name: lowercase letters, digits and ``_``, as every store accepts."""
+    if not isinstance(name, str) or not _SIDE_NAME.match(name):
+        raise ConfigError(
+            f"side table names are 1-48 lowercase letters, digits or _ (a letter first), got {name!r}"
+        )
+    return name
+
+
+def side_key_id(key: str, *, max_bytes: int = 512, ascii_only: bool = False) -> str:
+    """The id a side-table row is stored under: the key itself where the store takes it.
+
+    Stores bound ids (512 bytes in Elasticsearch, 512 ASCII characters in Pinecone); a key that
+    does not fit is stored under a hash of itself, and the row keeps the key, which readers check.
+    """
+    if not isinstance(key, str):
+        raise ConfigError(f"side table keys are strings, got {key!r}")
+    raw = key.encode("utf-8")
+    if len(raw) <= max_bytes and not key.startswith("~") and (not ascii_only or key.isascii()):
+        return key
+    return "~" + hashlib.sha256(raw).hexdigest()
+
+
+def doc_json(key: str, doc: Mapping[str, Any]) -> str:
+    """A side-table document as JSON text, or ``StoreError`` naming the key if it is not JSON."""
+    from ..errors import StoreError
+
+    try:
+        return json.dumps(doc, ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise StoreError(f"side table row {key!r} is not JSON: {exc}") from exc
 
 
 class RestClient:
@@ -275,10 +381,14 @@ def flat_metadata(record: Record) -> dict[str, Any]:
 __all__ = [
     "ID_FIELD",
     "ID_NAMESPACE",
+    "SIDE_PREFIX",
+    "AdapterOptions",
     "RestClient",
     "adaptive_range",
     "as_query",
     "check_k",
+    "check_range",
+    "doc_json",
     "flat_metadata",
     "hit_of",
     "host_port",
@@ -286,6 +396,10 @@ __all__ = [
     "payload_of",
     "pop_mode",
     "require",
+    "rest_client",
+    "server_address",
+    "side_key_id",
+    "side_name",
     "uuid_for",
     "where_items",
 ]

@@ -7,15 +7,25 @@ hit columns fit a byte budget is instead held as one normalised float32 matrix p
 table: a top-k is one matrix-vector product and an ``argpartition``, exact, in well under a
 millisecond for tens of thousands of rows.
 
-The snapshot belongs to one table version; the store decides when it is stale.
+A snapshot belongs to one table version. ``ResidentCache`` decides when one is trusted without
+asking the table (for ``ttl`` seconds after its version was last compared), reloaded (at most
+every ``rebuild_every`` seconds, so a stream of commits by another process does not reload on
+every version) or not kept at all (over the byte budget).
 """
 
 from __future__ import annotations
 
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
+
+log = logging.getLogger("vectorstream.stores.resident")
 
 
 @dataclass(frozen=True, eq=False)
@@ -89,4 +99,83 @@ class ResidentSnapshot:
         return [{name: column[int(i)].as_py() for name, column in columns} for i in indices]
 
 
-__all__ = ["ResidentSnapshot"]
+class ResidentCache:
+    """The snapshot of one table, kept while it fits ``budget`` bytes and matches the version."""
+
+    def __init__(
+        self, budget: int, ttl: float, *, rebuild_every: float = 5.0, name: str = ""
+    ) -> None:
+        self.budget = budget
+        self.ttl = ttl
+        self.rebuild_every = rebuild_every
+        self.name = name
+        self.snapshot: ResidentSnapshot | None = None
+        self._checked = 0.0  # when the snapshot's version was last compared with the table's
+        self._built = -math.inf  # when the last snapshot was loaded
+        self._too_big: tuple[int, int] | None = None  # (version, rows) found over the budget
+        self._lock = threading.Lock()
+
+    def fresh(self) -> ResidentSnapshot | None:
+        """The snapshot, when it may be used without asking the table its version (no I/O)."""
+        snapshot = self.snapshot
+        if snapshot is not None and time.monotonic() - self._checked < self.ttl:
+            return snapshot
+        return None
+
+    def invalidate(self) -> None:
+        """Forget the snapshot (this process wrote to the table)."""
+        self.snapshot = None
+
+    def get(
+        self,
+        version: Callable[[], int],
+        rows: Callable[[], int],
+        load: Callable[[], pa.Table],
+        row_bytes: int,
+    ) -> ResidentSnapshot | None:
+        """The snapshot of the table's current version, (re)loaded when allowed; else ``None``.
+
+        ``version``, ``rows`` and ``load`` ask the table; ``row_bytes`` estimates one row's
+        vector, so a table far over the budget is never loaded to find out.
+        """
+        if self.budget <= 0:
+            return None
+        current = self.fresh()
+        if current is not None:
+            return current
+        with self._lock:
+            now = time.monotonic()
+            current = self.snapshot
+            if current is not None and now - self._checked < self.ttl:
+                return current
+            v = version()
+            self._checked = now
+            if current is not None and current.version == v:
+                return current
+            self.snapshot = None
+            if now - self._built < self.rebuild_every:
+                return None  # a stream of writes: do not reload on every version
+            too_big = self._too_big
+            if too_big is not None and too_big[0] == v:
+                return None
+            n = rows()
+            if n * row_bytes > self.budget or (too_big is not None and n >= too_big[1]):
+                self._too_big = (v, n)
+                return None
+            snapshot = ResidentSnapshot.build(v, load())
+            self._built = now
+            if snapshot.nbytes > self.budget:
+                self._too_big = (v, n)
+                log.debug(
+                    "%r needs %d bytes in memory, more than %d",
+                    self.name,
+                    snapshot.nbytes,
+                    self.budget,
+                )
+                return None
+            log.debug("%r (%d rows) searched from memory", self.name, len(snapshot))
+            self.snapshot = snapshot
+            return snapshot
+
+
+__all__ = ["ResidentCache", "ResidentSnapshot"]

@@ -11,14 +11,15 @@ default cosine metric (vectors are normalised by the embedder).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from .._dipr import check_beta, within
 from ..errors import ConfigError
-from ..types import Hit, Record
+from ..types import EmbeddingKind, Hit, Record
 
 Where = Mapping[str, Any]
 
@@ -76,22 +77,51 @@ def matches(record_fields: Mapping[str, Any], where: Where | None) -> bool:
 
 @dataclass(frozen=True, slots=True)
 class StoreCapabilities:
-    dense: bool = True
-    sparse: bool = False
-    multivector: bool = False
+    """What an adapter can hold and answer: the embedding kinds it stores, filters, range search."""
+
+    kinds: frozenset[EmbeddingKind] = frozenset({"dense"})
     filters: bool = True
     range_search: bool = True
-    embedded: bool = False
+
+
+def require_kind(store: VectorStore, kind: EmbeddingKind) -> None:
+    """Refuse, before any work starts, a store that cannot hold embeddings of ``kind``."""
+    kinds = store.capabilities.kinds
+    if kind not in kinds:
+        raise ConfigError(
+            f"store {store.uri!r} (collection {store.collection!r}) holds "
+            f"{' and '.join(sorted(kinds))} embeddings, not {kind}; choose a store that holds "
+            f"{kind} embeddings or a model of a kind this store holds"
+        )
 
 
 def dipr_cut(hits: Sequence[Hit], beta: float) -> list[Hit]:
     """Keep the hits whose score is within ``beta`` of the best (Dynamic Inner Product Range)."""
+    beta = check_beta(beta)
     if not hits:
         return []
-    if beta < 0:
-        raise ConfigError(f"beta must be >= 0, got {beta}")
     best = max(h.score for h in hits)
-    return sorted((h for h in hits if h.score >= best - beta), key=lambda h: -h.score)
+    return sorted((h for h in hits if within(h.score, best, beta)), key=lambda h: -h.score)
+
+
+Doc = dict[str, Any]
+
+
+class SideTable(Protocol):
+    """A small table of JSON documents keyed by string, kept in the store beside a collection.
+
+    The pipeline keeps its manifest here, so every process on every machine that opens the store
+    sees the same state. ``put_many`` and ``delete_many`` are durable when they return (the resume
+    invariant depends on it); ``get_many`` leaves missing keys out of its answer.
+    """
+
+    def get_many(self, keys: Sequence[str]) -> dict[str, Doc]: ...
+
+    def put_many(self, docs: Mapping[str, Doc]) -> None: ...
+
+    def delete_many(self, keys: Sequence[str]) -> None: ...
+
+    def scan(self) -> Iterator[tuple[str, Doc]]: ...
 
 
 @runtime_checkable
@@ -122,16 +152,23 @@ class VectorStore(Protocol):
 
     def flush(self) -> None: ...
 
+    def side_table(self, name: str) -> SideTable:
+        """The side table ``name`` of this collection (created on first write)."""
+        ...
+
     def close(self) -> None: ...
 
 
 __all__ = [
     "FILTER_FIELDS",
+    "Doc",
+    "SideTable",
     "StoreCapabilities",
     "VectorStore",
     "Where",
     "dipr_cut",
     "matches",
     "parse_where",
+    "require_kind",
     "validate_where",
 ]

@@ -62,7 +62,7 @@ def _translate(exc: Exception, action: str) -> StoreError:
 class ChromaStore:
     """A Chroma collection as a ``VectorStore``."""
 
-    capabilities = StoreCapabilities(dense=True, filters=True, range_search=True)
+    capabilities = StoreCapabilities(filters=True, range_search=True)
 
     def __init__(self, uri: str, collection: str, client: Any, *, embedded: bool) -> None:
         if not NAME.match(collection):
@@ -76,9 +76,7 @@ class ChromaStore:
         self._col: Any = None
         self._lock: WriterLock | None = None
         self.dim: int | None = None
-        self.capabilities = StoreCapabilities(
-            dense=True, filters=True, range_search=True, embedded=embedded
-        )
+        self.capabilities = StoreCapabilities(filters=True, range_search=True)
 
     @classmethod
     def open(
@@ -182,7 +180,7 @@ class ChromaStore:
             return
         batch = last_wins(records)
         if self._col is None:
-            self._create(int(np.asarray(batch[0].vector).shape[0]))
+            self._create(int(np.asarray(batch[0].embedding.as_dense()).shape[0]))
         step = int(self._call("read the batch limit", self._client.get_max_batch_size))
         for i in range(0, len(batch), step):
             part = batch[i : i + step]
@@ -190,7 +188,7 @@ class ChromaStore:
                 "upsert records",
                 self._col.upsert,
                 ids=[r.id for r in part],
-                embeddings=np.stack([np.asarray(r.vector, dtype=np.float32) for r in part]),
+                embeddings=np.stack([np.asarray(r.embedding.as_dense(), dtype=np.float32) for r in part]),
                 documents=[r.text for r in part],
                 metadatas=[flat_metadata(r) for r in part],
             )

@@ -28,20 +28,26 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ConfigError, RecordRejectedError, StoreUnavailableError
+from .._dipr import threshold
+from ..errors import ConfigError
 from ..types import Hit, Record
 from ._common import (
+    SIDE_PREFIX,
+    AdapterOptions,
     RestClient,
     as_query,
     check_k,
+    check_range,
     hit_of,
-    host_port,
     last_wins,
     payload_of,
-    pop_mode,
+    rest_client,
+    server_address,
+    side_name,
     where_items,
 )
-from .base import StoreCapabilities, Where
+from ._es_side import SideIndex, raise_bulk_errors
+from .base import StoreCapabilities, Where, dipr_cut
 
 log = logging.getLogger("vectorstream.stores.elasticsearch")
 
@@ -55,7 +61,7 @@ class _SearchEngineStore(ABC):
     vendor = "search engine"
     extra = "elasticsearch"
     default_port = 9200
-    capabilities = StoreCapabilities(dense=True, filters=True, range_search=True)
+    capabilities = StoreCapabilities(filters=True, range_search=True)
 
     def __init__(self, uri: str, collection: str, client: RestClient) -> None:
         if (
@@ -73,30 +79,18 @@ class _SearchEngineStore(ABC):
 
     @classmethod
     def open(cls, uri: str, collection: str, *, dim: int | None = None, **options: Any) -> Any:
-        pop_mode(options)
-        _, _, rest = uri.partition(":")
-        if not rest.startswith("//"):
-            raise ConfigError(
-                f"{cls.vendor} URIs look like {uri.partition(':')[0]}://HOST:PORT, got {uri!r}"
-            )
-        host, port = host_port(rest[2:], cls.default_port)
-        scheme = "https" if options.pop("https", False) else "http"
-        headers = {"Accept": "application/json"}
-        api_key = options.pop("api_key", None)
-        if api_key:
-            headers["Authorization"] = f"ApiKey {api_key}"
-        client = RestClient(
+        opts = AdapterOptions(cls.vendor, options)
+        host, port = server_address(uri, cls.vendor, cls.default_port)
+        scheme = "https" if opts.take("https", False) else "http"
+        api_key = opts.take("api_key")
+        client = rest_client(
+            opts,
             f"{scheme}://{host}:{port}",
-            vendor=cls.vendor,
             extra=cls.extra,
-            headers=headers,
-            timeout=float(options.pop("timeout", 30.0)),
-            transport=options.pop("transport", None),
-            auth=options.pop("basic_auth", None),
-            verify=options.pop("verify", True),
+            headers={"Authorization": f"ApiKey {api_key}"} if api_key else None,
+            auth=opts.take("basic_auth"),
         )
-        if options:
-            raise ConfigError(f"unknown {cls.vendor} options: {sorted(options)}")
+        opts.finish()
         store = cls(uri, collection, client)
         store._open(dim)
         return store
@@ -167,13 +161,13 @@ class _SearchEngineStore(ABC):
             return
         batch = last_wins(records)
         if self.dim is None:
-            self._create(int(np.asarray(batch[0].vector).shape[0]))
+            self._create(int(np.asarray(batch[0].embedding.as_dense()).shape[0]))
         lines: list[str] = []
         for r in batch:
             doc = {
                 "id": r.id,
                 **payload_of(r),
-                "embedding": np.asarray(r.vector, dtype=np.float32).tolist(),
+                "embedding": np.asarray(r.embedding.as_dense(), dtype=np.float32).tolist(),
             }
             lines.append(json.dumps({"index": {"_index": self.collection, "_id": r.id}}))
             lines.append(json.dumps(doc, ensure_ascii=False))
@@ -189,29 +183,7 @@ class _SearchEngineStore(ABC):
             self._raise_item_errors(answer.get("items", []))
 
     def _raise_item_errors(self, items: list[dict[str, Any]]) -> None:
-        rejected: dict[str, str] = {}
-        transient: list[str] = []
-        for item in items:
-            result = next(iter(item.values()))
-            error = result.get("error")
-            if not error:
-                continue
-            reason = (
-                f"{error.get('type')}: {error.get('reason')}"
-                if isinstance(error, dict)
-                else str(error)
-            )
-            if int(result.get("status", 400)) in (429, 503) or "rejected_execution" in reason:
-                transient.append(reason)
-            else:
-                rejected[str(result.get("_id"))] = reason
-        if transient:
-            # Bulk writes are idempotent by _id: re-sending the whole batch is safe.
-            raise StoreUnavailableError(
-                f"{self.vendor} is overloaded ({transient[0]}); retry later"
-            )
-        if rejected:
-            raise RecordRejectedError(f"{self.vendor} rejected {len(rejected)} documents", rejected)
+        raise_bulk_errors(self.vendor, items)
 
     def delete(self, ids: Sequence[str] | None = None, *, source: str | None = None) -> int:
         if (ids is None) == (source is None):
@@ -257,9 +229,9 @@ class _SearchEngineStore(ABC):
     def _query(
         self, vector: np.ndarray, k: int, where: Where | None, min_cosine: float | None
     ) -> list[Hit]:
+        q = as_query(vector, self.dim).tolist()
         if self.dim is None:
             return []
-        q = as_query(vector, self.dim).tolist()
         body = self._knn(q, min(k, MAX_CANDIDATES), self._filter(where), min_cosine)
         body["_source"] = {"excludes": ["embedding"]}
         answer = self._http.request(
@@ -274,14 +246,13 @@ class _SearchEngineStore(ABC):
     def range_search(
         self, vector: np.ndarray, beta: float, *, limit: int = 1000, where: Where | None = None
     ) -> list[Hit]:
-        if beta < 0:
-            raise ConfigError(f"beta must be >= 0, got {beta}")
-        check_k(limit)
+        beta = check_range(beta, limit)
         best = self._query(vector, 1, where, None)
         if not best:
             return []
-        hits = self._query(vector, limit, where, best[0].score - beta)
-        return sorted(hits, key=lambda h: -h.score)
+        # The native bound, a hair wide (the engine scores in float32); the cut applies the rule.
+        hits = self._query(vector, limit, where, threshold(best[0].score, beta) - 1e-6)
+        return dipr_cut(hits, beta)
 
     def ids(self, source: str | None = None) -> set[str]:
         if self.dim is None:
@@ -313,6 +284,10 @@ class _SearchEngineStore(ABC):
             return 0
         answer = self._http.request("GET", f"/{self.collection}/_count", action="count records")
         return int(answer.get("count", 0))
+
+    def side_table(self, name: str) -> SideIndex:
+        """The side table ``name``: its own hidden index ``<index>__vs_<name>``."""
+        return SideIndex(self._http, f"{self.collection}{SIDE_PREFIX}{side_name(name)}")
 
     def flush(self) -> None:
         """Make acknowledged writes visible to searches (a refresh); they are already durable."""
@@ -399,4 +374,4 @@ class OpenSearchStore(_SearchEngineStore):
         return {"size": k, "query": {"knn": {"embedding": clause}}}
 
 
-__all__ = ["ElasticsearchStore", "OpenSearchStore"]
+__all__ = ["ElasticsearchStore", "OpenSearchStore", "SideIndex"]

@@ -38,7 +38,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..errors import ConfigError, RecordRejectedError, StoreError
-from ..types import Hit, Record
+from ..types import Embedding, Hit, Record
 from ._flock import WriterLock
 from .base import StoreCapabilities, Where
 
@@ -77,7 +77,7 @@ def sink_schema(dim: int) -> pa.Schema:
 
 
 def _check_vector(record: Record, dim: int | None) -> str | None:
-    vector = np.asarray(record.vector)
+    vector = np.asarray(record.embedding.as_dense())
     if vector.ndim != 1 or (dim is not None and vector.shape[0] != dim):
         return f"vector has shape {tuple(vector.shape)}, the sink holds {dim} dimensions"
     if not np.all(np.isfinite(vector)):
@@ -98,7 +98,7 @@ class _FileSink(ABC):
     """What both sinks share: the log semantics, the lock, replay and refusing to search."""
 
     kind: ClassVar[str] = "file"
-    capabilities = StoreCapabilities(dense=True, filters=False, range_search=False, embedded=True)
+    capabilities = StoreCapabilities(filters=False, range_search=False)
 
     def __init__(
         self, uri: str, collection: str, target: Path, dim: int | None, read_only: bool
@@ -132,7 +132,7 @@ class _FileSink(ABC):
         rows: list[Record] = []
         for record in records:
             if self.dim is None:
-                self.dim = int(np.asarray(record.vector).shape[-1])
+                self.dim = int(np.asarray(record.embedding.as_dense()).shape[-1])
             problem = _check_vector(record, self.dim)
             if problem:
                 rejected[record.id] = problem
@@ -235,7 +235,7 @@ class _FileSink(ABC):
 def _record_from_row(row: dict[str, Any]) -> Record:
     return Record(
         id=row["id"],
-        vector=np.asarray(row["vector"], dtype=np.float32),
+        embedding=Embedding(dense=np.asarray(row["vector"], dtype=np.float32)),
         text=row.get("text") or "",
         source=row.get("source") or "",
         chunk_index=int(row.get("chunk_index") or 0),
@@ -347,7 +347,7 @@ class ParquetSink(_FileSink):
 
     def _table(self, rows: list[Record], tombstones: list[tuple[str, str]]) -> pa.Table:
         dim = self.dim or 0
-        vectors = [np.asarray(r.vector, dtype=np.float32) for r in rows]
+        vectors = [np.asarray(r.embedding.as_dense(), dtype=np.float32) for r in rows]
         flat = np.concatenate(vectors) if vectors else np.zeros(0, np.float32)
         vector_array = pa.FixedSizeListArray.from_arrays(pa.array(flat), dim)
         if tombstones:
@@ -495,7 +495,7 @@ class JSONLSink(_FileSink):
             json.dumps(
                 {
                     "id": r.id,
-                    "vector": np.asarray(r.vector, dtype=np.float32).tolist(),
+                    "vector": np.asarray(r.embedding.as_dense(), dtype=np.float32).tolist(),
                     "text": r.text,
                     "source": r.source,
                     "page": r.page,

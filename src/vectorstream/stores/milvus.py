@@ -81,7 +81,7 @@ def _literal(value: Any) -> str:
 class MilvusStore:
     """A Milvus collection as a ``VectorStore``."""
 
-    capabilities = StoreCapabilities(dense=True, filters=True, range_search=True)
+    capabilities = StoreCapabilities(filters=True, range_search=True)
 
     def __init__(
         self, uri: str, collection: str, client: Any, *, embedded: bool, index_type: str
@@ -95,9 +95,7 @@ class MilvusStore:
         self._lite_path: str | None = None
         self._closed = False
         self._lock: WriterLock | None = None
-        self.capabilities = StoreCapabilities(
-            dense=True, filters=True, range_search=True, embedded=embedded
-        )
+        self.capabilities = StoreCapabilities(filters=True, range_search=True)
 
     @classmethod
     def open(
@@ -219,11 +217,11 @@ class MilvusStore:
             return
         batch = last_wins(records)
         if self.dim is None:
-            self._create(int(np.asarray(batch[0].vector).shape[0]))
+            self._create(int(np.asarray(batch[0].embedding.as_dense()).shape[0]))
         rows = [
             {
                 "id": r.id,
-                "vector": np.asarray(r.vector, dtype=np.float32).tolist(),
+                "vector": np.asarray(r.embedding.as_dense(), dtype=np.float32).tolist(),
                 "text": r.text,
                 "source": r.source,
                 "model": r.model,

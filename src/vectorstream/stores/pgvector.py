@@ -81,7 +81,7 @@ def _translate(exc: Exception, action: str) -> StoreError:
 class PgVectorStore:
     """A pgvector table as a ``VectorStore``. Open with ``PgVectorStore.open(uri, table, dim=…)``."""
 
-    capabilities = StoreCapabilities(dense=True, filters=True, range_search=True)
+    capabilities = StoreCapabilities(filters=True, range_search=True)
 
     def __init__(
         self,
@@ -247,7 +247,7 @@ class PgVectorStore:
         batch = last_wins(records)
         if self.dim is None:
             self._connection()
-            self._ensure_table(int(np.asarray(batch[0].vector).shape[0]))
+            self._ensure_table(int(np.asarray(batch[0].embedding.as_dense()).shape[0]))
         self._run("upsert records", lambda conn: self._merge(conn, batch))
 
     def _merge(self, conn: Any, batch: list[Record]) -> None:
@@ -274,7 +274,7 @@ class PgVectorStore:
                         copy.write_row(
                             (
                                 r.id,
-                                np.asarray(r.vector, dtype=np.float32),
+                                np.asarray(r.embedding.as_dense(), dtype=np.float32),
                                 r.text,
                                 r.source,
                                 r.page,

@@ -19,9 +19,10 @@ tests check the HTTP requests it builds and the answers it parses.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -29,17 +30,22 @@ import numpy as np
 from ..errors import ConfigError, StoreError
 from ..types import Hit, Record
 from ._common import (
+    SIDE_PREFIX,
+    AdapterOptions,
     RestClient,
     adaptive_range,
     as_query,
     check_k,
+    doc_json,
     flat_metadata,
     hit_of,
     last_wins,
-    pop_mode,
+    rest_client,
+    side_key_id,
+    side_name,
     where_items,
 )
-from .base import StoreCapabilities, Where
+from .base import Doc, StoreCapabilities, Where
 
 log = logging.getLogger("vectorstream.stores.pinecone")
 
@@ -49,10 +55,110 @@ MAX_TOP_K = 10_000
 METADATA_LIMIT = 40_960  # bytes of metadata per vector
 
 
+class PineconeSideTable:
+    """A side table as a reserved namespace of the index: id = the key, metadata = key + doc.
+
+    Pinecone has no vector-less rows and refuses all-zero vectors, so every row carries the same
+    unit vector. The document is JSON text in the metadata, which Pinecone bounds at 40 KB a row.
+    Pinecone acknowledges a write once it is durable; like records, rows can take a moment to
+    show in ``scan`` (a listing), while ``get_many`` fetches by id.
+    """
+
+    def __init__(self, http: RestClient, namespace: str, dim: int) -> None:
+        self._http = http
+        self.namespace = namespace
+        self._unit = [1.0] + [0.0] * (dim - 1)
+
+    def _fetch(self, ids: list[str]) -> dict[str, Any]:
+        found: dict[str, Any] = {}
+        start = 0
+        while start < len(ids):
+            # Ids travel in the query string: bound their number and their total length.
+            end, size = start, 0
+            while end < len(ids) and end - start < 100 and size + len(ids[end]) <= 4000:
+                size += len(ids[end])
+                end += 1
+            end = max(end, start + 1)
+            answer = self._http.request(
+                "GET",
+                "/vectors/fetch",
+                params=[("ids", x) for x in ids[start:end]] + [("namespace", self.namespace)],
+                action="read a side table",
+            )
+            found.update(answer.get("vectors") or {})
+            start = end
+        return found
+
+    @staticmethod
+    def _row(vector: dict[str, Any]) -> tuple[str, Doc] | None:
+        meta = vector.get("metadata") or {}
+        if "key" not in meta:
+            return None
+        return str(meta["key"]), json.loads(meta.get("doc") or "{}")
+
+    def get_many(self, keys: Sequence[str]) -> dict[str, Doc]:
+        ids = {side_key_id(k, ascii_only=True): k for k in dict.fromkeys(keys)}
+        out: dict[str, Doc] = {}
+        for vid, vector in self._fetch(list(ids)).items():
+            row = self._row(vector)
+            if row is not None and ids.get(vid) == row[0]:
+                out[row[0]] = row[1]
+        return out
+
+    def put_many(self, docs: Mapping[str, Doc]) -> None:
+        vectors = []
+        for key, doc in docs.items():
+            meta = {"key": key, "doc": doc_json(key, doc)}
+            size = len(json.dumps(meta, ensure_ascii=False).encode("utf-8"))
+            if size > METADATA_LIMIT:
+                raise StoreError(
+                    f"side table row {key!r} is {size} bytes; Pinecone keeps at most "
+                    f"{METADATA_LIMIT} bytes of metadata a row"
+                )
+            vectors.append(
+                {"id": side_key_id(key, ascii_only=True), "values": self._unit, "metadata": meta}
+            )
+        for i in range(0, len(vectors), UPSERT_BATCH):
+            self._http.request(
+                "POST",
+                "/vectors/upsert",
+                json_body={"vectors": vectors[i : i + UPSERT_BATCH], "namespace": self.namespace},
+                action="write side table rows",
+            )
+
+    def delete_many(self, keys: Sequence[str]) -> None:
+        ids = [side_key_id(k, ascii_only=True) for k in dict.fromkeys(keys)]
+        for i in range(0, len(ids), 1000):
+            self._http.request(
+                "POST",
+                "/vectors/delete",
+                json_body={"ids": ids[i : i + 1000], "namespace": self.namespace},
+                action="delete side table rows",
+            )
+
+    def scan(self) -> Iterator[tuple[str, Doc]]:
+        token: str | None = None
+        while True:
+            params: dict[str, Any] = {"namespace": self.namespace, "limit": 100}
+            if token:
+                params["paginationToken"] = token
+            answer = self._http.request(
+                "GET", "/vectors/list", params=params, action="scan a side table"
+            )
+            ids = [str(v["id"]) for v in answer.get("vectors") or []]
+            for vector in self._fetch(ids).values():
+                row = self._row(vector)
+                if row is not None:
+                    yield row
+            token = (answer.get("pagination") or {}).get("next")
+            if not token:
+                return
+
+
 class PineconeStore:
     """A namespace of a Pinecone index as a ``VectorStore``."""
 
-    capabilities = StoreCapabilities(dense=True, filters=True, range_search=True)
+    capabilities = StoreCapabilities(filters=True, range_search=True)
 
     def __init__(self, uri: str, collection: str, client: RestClient) -> None:
         self.uri = uri
@@ -66,29 +172,24 @@ class PineconeStore:
     def open(
         cls, uri: str, collection: str, *, dim: int | None = None, **options: Any
     ) -> PineconeStore:
-        pop_mode(options)
+        opts = AdapterOptions("Pinecone", options)
         _, _, rest = uri.partition(":")
         host = rest.removeprefix("//").strip("/")
         if not host:
             raise ConfigError("Pinecone URIs look like pinecone://INDEX_HOST (the index's host)")
-        api_key = options.pop("api_key", None) or os.environ.get("PINECONE_API_KEY")
+        api_key = opts.take("api_key") or os.environ.get("PINECONE_API_KEY")
         if not api_key:
             raise ConfigError("Pinecone needs an API key: pass api_key=… or set PINECONE_API_KEY")
-        scheme = "https" if options.pop("https", True) else "http"
-        client = RestClient(
+        scheme = "https" if opts.take("https", True) else "http"
+        client = rest_client(
+            opts,
             f"{scheme}://{host}",
-            vendor="Pinecone",
             extra="pinecone",
-            headers={
-                "Api-Key": api_key,
-                "X-Pinecone-API-Version": API_VERSION,
-                "Accept": "application/json",
-            },
-            timeout=float(options.pop("timeout", 30.0)),
-            transport=options.pop("transport", None),
+            headers={"Api-Key": api_key, "X-Pinecone-API-Version": API_VERSION},
         )
-        if options:
-            raise ConfigError(f"unknown Pinecone options: {sorted(options)}")
+        opts.finish()
+        if collection.startswith(SIDE_PREFIX):
+            raise ConfigError(f"Pinecone namespaces starting {SIDE_PREFIX} hold side tables")
         store = cls(uri, collection, client)
         store._open(dim)
         return store
@@ -119,7 +220,7 @@ class PineconeStore:
             vectors = [
                 {
                     "id": r.id,
-                    "values": np.asarray(r.vector, dtype=np.float32).tolist(),
+                    "values": np.asarray(r.embedding.as_dense(), dtype=np.float32).tolist(),
                     "metadata": {"text": r.text, **flat_metadata(r)},
                 }
                 for r in batch[i : i + UPSERT_BATCH]
@@ -201,6 +302,8 @@ class PineconeStore:
     def search(self, vector: np.ndarray, k: int = 10, where: Where | None = None) -> list[Hit]:
         check_k(k)
         q = as_query(vector, self.dim).tolist()
+        if self.dim is None:
+            return []  # an index that has never held a vector
         return [
             hit_of(str(m["id"]), float(m["score"]), m.get("metadata") or {})
             for m in self._query(q, k, self._filter(where))
@@ -243,6 +346,13 @@ class PineconeStore:
         namespaces = self._stats().get("namespaces") or {}
         return int((namespaces.get(self.collection) or {}).get("vectorCount", 0))
 
+    def side_table(self, name: str) -> PineconeSideTable:
+        """The side table ``name``: the namespace ``__vs_<collection>_<name>`` of this index."""
+        if self.dim is None:
+            raise StoreError("the Pinecone index reports no dimension; cannot hold a side table")
+        namespace = f"{SIDE_PREFIX}{self.collection}_{side_name(name)}"
+        return PineconeSideTable(self._http, namespace, self.dim)
+
     def flush(self) -> None:
         """Acknowledged writes are durable; Pinecone makes them visible to queries shortly after."""
 
@@ -256,4 +366,4 @@ class PineconeStore:
         self.close()
 
 
-__all__ = ["PineconeStore"]
+__all__ = ["PineconeSideTable", "PineconeStore"]

@@ -266,7 +266,7 @@ class _EdgeBackend:
 class QdrantStore:
     """A Qdrant collection as a ``VectorStore``."""
 
-    capabilities = StoreCapabilities(dense=True, filters=True, range_search=True)
+    capabilities = StoreCapabilities(filters=True, range_search=True)
 
     def __init__(
         self, uri: str, collection: str, backend: Any, *, hnsw_ef: int = 128, embedded: bool
@@ -275,9 +275,7 @@ class QdrantStore:
         self.collection = collection
         self._b = backend
         self.hnsw_ef = hnsw_ef
-        self.capabilities = StoreCapabilities(
-            dense=True, filters=True, range_search=True, embedded=embedded
-        )
+        self.capabilities = StoreCapabilities(filters=True, range_search=True)
         self.dim: int | None = None
         self._lock: WriterLock | None = None
         self._m_hnsw = 16
@@ -407,13 +405,13 @@ class QdrantStore:
             return
         batch = last_wins(records)
         if self.dim is None:
-            dim = int(np.asarray(batch[0].vector).shape[0])
+            dim = int(np.asarray(batch[0].embedding.as_dense()).shape[0])
             self._call(
                 "create the collection", self._b.create, dim, self._m_hnsw, self._ef_construct
             )
             self.dim = dim
         ids = [uuid_for(r.id) for r in batch]
-        vectors = [np.asarray(r.vector, dtype=np.float32).tolist() for r in batch]
+        vectors = [np.asarray(r.embedding.as_dense(), dtype=np.float32).tolist() for r in batch]
         payloads = [{ID_FIELD: r.id, **payload_of(r)} for r in batch]
         self._call("upsert records", self._b.upsert, ids, vectors, payloads)
 

@@ -7,9 +7,9 @@ at ``max_attempts`` consecutive failures or at ``deadline`` seconds, whichever c
 then ``StoreUnavailableError`` says what happened. Upserts are idempotent, so re-sending a batch
 that was half applied before a connection dropped is safe.
 
-Records are checked before they are sent (dimension, NaN/infinity, payload size); when the store
-itself rejects a batch, the batch is bisected so the good records are still written and each bad
-record is reported with its reason.
+Records are checked before they are sent (the embedding by the one vector rule of its kind, the
+store's kinds, the payload size); when the store itself rejects a batch, the batch is bisected so
+the good records are still written and each bad record is reported with its reason.
 """
 
 from __future__ import annotations
@@ -22,10 +22,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-
+from .._vectors import embedding_problem, embedding_problems, embedding_width
 from ..errors import ConfigError, RecordRejectedError, StoreUnavailableError
-from ..types import Record
+from ..types import EmbeddingKind, Record
 from .base import VectorStore
 
 log = logging.getLogger("vectorstream.stores.retry")
@@ -172,20 +171,15 @@ def record_problem(
 ) -> str | None:
     """Why a record cannot be stored, or ``None`` when it looks fine.
 
-    ``vector_checked`` skips the vector checks when the caller has done them for a whole batch.
+    The embedding is held to the one vector rule (``vectorstream._vectors``) for its kind;
+    ``vector_checked`` skips that when the caller has checked a whole batch at once.
     """
     if not record.id:
         return "record id is empty"
     if not vector_checked:
-        vec = np.asarray(record.vector)
-        if vec.ndim != 1:
-            return f"vector must be 1-D, got shape {vec.shape}"
-        if dim is not None and vec.shape[0] != dim:
-            return f"vector has dimension {vec.shape[0]}, the store expects {dim}"
-        if not np.issubdtype(vec.dtype, np.number):
-            return f"vector has non-numeric dtype {vec.dtype}"
-        if not np.isfinite(vec).all():
-            return "vector contains NaN or infinity"
+        problem = embedding_problem(record.embedding, dim)
+        if problem is not None:
+            return problem
     try:
         size = _payload_size(record)
     except (TypeError, ValueError) as exc:
@@ -195,33 +189,48 @@ def record_problem(
     return None
 
 
-def _finite_rows(records: Sequence[Record], dim: int | None) -> list[bool]:
-    """Per record: a numeric 1-D vector of the right dimension with only finite values.
+def _valid_dim(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
 
-    One vectorised check over the batch instead of one numpy call per record.
+
+def _expected_dim(store: VectorStore, kind: EmbeddingKind, records: Sequence[Record]) -> int | None:
+    """The dimension the store holds embeddings of ``kind`` in.
+
+    ``<kind>_dim`` where the store names one per kind, its ``dim`` when it holds this kind only;
+    a store that does not know yet takes the batch's most common width.
     """
-    vecs = [np.asarray(r.vector) for r in records]
-    shape_ok = [
-        v.ndim == 1 and (dim is None or v.shape[0] == dim) and np.issubdtype(v.dtype, np.number)
-        for v in vecs
-    ]
-    idx = [i for i, ok in enumerate(shape_ok) if ok]
-    if not idx or len({vecs[i].shape[0] for i in idx}) != 1:
-        return [False] * len(records)  # mixed shapes: check one by one
-    finite = np.isfinite(np.stack([vecs[i] for i in idx])).all(axis=1)
-    out = [False] * len(records)
-    for i, ok in zip(idx, finite, strict=True):
-        out[i] = bool(ok)
-    return out
-
-
-def _expected_dim(store: VectorStore, records: Sequence[Record]) -> int | None:
+    named: Any = getattr(store, f"{kind}_dim", None)
+    if _valid_dim(named):
+        return int(named)
+    capabilities = getattr(store, "capabilities", None)
+    kinds = getattr(capabilities, "kinds", frozenset({"dense"}))
     dim: Any = getattr(store, "dim", None)
-    if isinstance(dim, int) and dim > 0:
-        return dim
-    # A store that does not know its dimension yet takes the batch's most common one.
-    sizes = [int(np.asarray(r.vector).shape[0]) for r in records if np.asarray(r.vector).ndim == 1]
+    if set(kinds) == {kind} and _valid_dim(dim):
+        return int(dim)
+    sizes = [embedding_width(r.embedding) for r in records]
     return max(set(sizes), key=sizes.count) if sizes else None
+
+
+def _problems(store: VectorStore, records: Sequence[Record]) -> list[str | None]:
+    """The vector problem of each record (``None`` when fine), kind by kind, a batch at a time."""
+    kinds = getattr(getattr(store, "capabilities", None), "kinds", None)
+    out: list[str | None] = [None] * len(records)
+    groups: dict[EmbeddingKind, list[int]] = {}
+    for i, r in enumerate(records):
+        groups.setdefault(r.embedding.kind, []).append(i)
+    for kind, idx in groups.items():
+        if kinds is not None and kind not in kinds:
+            held = " and ".join(sorted(kinds))
+            for i in idx:
+                out[i] = f"{_where(store)} holds {held} embeddings, not {kind}"
+            continue
+        group = [records[i] for i in idx]
+        dim = _expected_dim(store, kind, group)
+        for i, problem in zip(
+            idx, embedding_problems([r.embedding for r in group], dim), strict=True
+        ):
+            out[i] = problem
+    return out
 
 
 def write_with_retry(
@@ -253,11 +262,10 @@ def write_with_retry(
         started=clock(),
     )
     records = list(records)
-    dim = _expected_dim(store, records)
-    checked = _finite_rows(records, dim)
     good: list[Record] = []
-    for record, ok in zip(records, checked, strict=True):
-        problem = record_problem(record, dim, max_bytes, vector_checked=ok)
+    for record, problem in zip(records, _problems(store, records), strict=True):
+        if problem is None:
+            problem = record_problem(record, None, max_bytes, vector_checked=True)
         if problem is None:
             good.append(record)
         else:

@@ -26,21 +26,27 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ConfigError, RecordRejectedError, StoreError
+from .._dipr import threshold
+from ..errors import ConfigError, RecordRejectedError
 from ..types import Hit, Record
 from ._common import (
     ID_FIELD,
+    SIDE_PREFIX,
+    AdapterOptions,
     RestClient,
     as_query,
     check_k,
+    check_range,
     hit_of,
-    host_port,
     last_wins,
-    pop_mode,
+    rest_client,
+    server_address,
+    side_name,
     uuid_for,
     where_items,
 )
-from .base import StoreCapabilities, Where
+from ._weaviate_side import WeaviateSideTable, _Enum, gql, graphql
+from .base import StoreCapabilities, Where, dipr_cut
 
 log = logging.getLogger("vectorstream.stores.weaviate")
 
@@ -58,25 +64,6 @@ FIXED = (
     "metadata_json",
 )
 NAME = re.compile(r"^[A-Z][_0-9A-Za-z]*$")
-
-
-class _Enum(str):
-    """A GraphQL enum value (rendered without quotes)."""
-
-
-def gql(value: Any) -> str:
-    """Render a Python value as a GraphQL input literal: bare keys, JSON strings, bare enums."""
-    if isinstance(value, _Enum):
-        return str(value)
-    if isinstance(value, dict):
-        return "{" + " ".join(f"{k}: {gql(v)}" for k, v in value.items()) + "}"
-    if isinstance(value, list | tuple):
-        return "[" + ", ".join(gql(v) for v in value) + "]"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, float):
-        return repr(float(value))
-    return json.dumps(value, ensure_ascii=False)
 
 
 def meta_property(key: str) -> str:
@@ -103,7 +90,7 @@ def _value_key(value: Any) -> str:
 class WeaviateStore:
     """A Weaviate class as a ``VectorStore``."""
 
-    capabilities = StoreCapabilities(dense=True, filters=True, range_search=True)
+    capabilities = StoreCapabilities(filters=True, range_search=True)
 
     def __init__(self, uri: str, collection: str, client: RestClient) -> None:
         self.uri = uri
@@ -120,26 +107,17 @@ class WeaviateStore:
     def open(
         cls, uri: str, collection: str, *, dim: int | None = None, **options: Any
     ) -> WeaviateStore:
-        pop_mode(options)
-        _, _, rest = uri.partition(":")
-        if not rest.startswith("//"):
-            raise ConfigError(f"Weaviate URIs look like weaviate://HOST:PORT, got {uri!r}")
-        host, port = host_port(rest[2:], 8080)
-        scheme = "https" if options.pop("https", False) else "http"
-        headers = {"Accept": "application/json"}
-        api_key = options.pop("api_key", None)
-        if api_key:
-            headers["Authorization"] = f"Bearer {api_key}"
-        client = RestClient(
+        opts = AdapterOptions("Weaviate", options)
+        host, port = server_address(uri, "Weaviate", 8080)
+        scheme = "https" if opts.take("https", False) else "http"
+        api_key = opts.take("api_key")
+        client = rest_client(
+            opts,
             f"{scheme}://{host}:{port}",
-            vendor="Weaviate",
             extra="weaviate",
-            headers=headers,
-            timeout=float(options.pop("timeout", 30.0)),
-            transport=options.pop("transport", None),
+            headers={"Authorization": f"Bearer {api_key}"} if api_key else None,
         )
-        if options:
-            raise ConfigError(f"unknown Weaviate options: {sorted(options)}")
+        opts.finish()
         store = cls(uri, collection, client)
         store._open(dim)
         return store
@@ -251,7 +229,7 @@ class WeaviateStore:
             "class": self.class_name,
             "id": uuid_for(r.id),
             "properties": props,
-            "vector": np.asarray(r.vector, dtype=np.float32).tolist(),
+            "vector": np.asarray(r.embedding.as_dense(), dtype=np.float32).tolist(),
         }
 
     def upsert(self, records: Sequence[Record]) -> None:
@@ -259,7 +237,7 @@ class WeaviateStore:
             return
         batch = last_wins(records)
         if not self._exists:
-            self._create(int(np.asarray(batch[0].vector).shape[0]))
+            self._create(int(np.asarray(batch[0].embedding.as_dense()).shape[0]))
         self._ensure_meta_properties(batch)
         answer = self._http.request(
             "POST",
@@ -314,21 +292,14 @@ class WeaviateStore:
         )
 
     def _graphql(self, query: str, action: str) -> dict[str, Any]:
-        answer = self._http.request(
-            "POST", "/v1/graphql", json_body={"query": query}, action=action
-        )
-        if answer.get("errors"):
-            messages = "; ".join(str(e.get("message", e)) for e in answer["errors"])
-            raise StoreError(f"Weaviate failed to {action}: {messages}")
-        data: dict[str, Any] = answer.get("data") or {}
-        return data
+        return graphql(self._http, query, action)
 
     def _near(
         self, vector: np.ndarray, limit: int, where: Where | None, max_distance: float | None
     ) -> list[Hit]:
+        q = as_query(vector, self.dim)
         if not self._exists:
             return []
-        q = as_query(vector, self.dim)
         near: dict[str, Any] = {"vector": [float(x) for x in q]}
         if max_distance is not None:
             near["distance"] = max_distance
@@ -355,14 +326,14 @@ class WeaviateStore:
     def range_search(
         self, vector: np.ndarray, beta: float, *, limit: int = 1000, where: Where | None = None
     ) -> list[Hit]:
-        if beta < 0:
-            raise ConfigError(f"beta must be >= 0, got {beta}")
-        check_k(limit)
+        beta = check_range(beta, limit)
         best = self._near(vector, 1, where, None)
         if not best:
             return []
-        # Cosine distance = 1 - similarity: "within beta of the best" is a distance bound.
-        return self._near(vector, limit, where, 1.0 - (best[0].score - beta))
+        # Cosine distance = 1 - similarity: "within beta of the best" is a distance bound (a hair
+        # wide, as Weaviate computes in float32); the cut then applies the rule exactly.
+        bound = 1.0 - threshold(best[0].score, beta) + 1e-6
+        return dipr_cut(self._near(vector, limit, where, bound), beta)
 
     def ids(self, source: str | None = None) -> set[str]:
         if not self._exists:
@@ -393,6 +364,10 @@ class WeaviateStore:
         rows = (data.get("Aggregate") or {}).get(self.class_name) or [{}]
         return int((rows[0].get("meta") or {}).get("count", 0))
 
+    def side_table(self, name: str) -> WeaviateSideTable:
+        """The side table ``name``: a vector-less class ``<Class>__vs_<name>``."""
+        return WeaviateSideTable(self._http, f"{self.class_name}{SIDE_PREFIX}{side_name(name)}")
+
     def flush(self) -> None:
         """Weaviate acknowledges a batch once it is written to its write-ahead log."""
 
@@ -406,4 +381,4 @@ class WeaviateStore:
         self.close()
 
 
-__all__ = ["WeaviateStore", "gql", "meta_property"]
+__all__ = ["WeaviateSideTable", "WeaviateStore", "gql", "meta_property"]

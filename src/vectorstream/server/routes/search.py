@@ -9,6 +9,7 @@ import anyio
 import numpy as np
 from fastapi import APIRouter, Request
 
+from ...errors import ConfigError
 from ...types import Hit
 from ..errors import APIError
 from ..responses import FastJSONResponse as JSONResponse
@@ -39,8 +40,13 @@ class _EmbeddedQuery:
 
 
 async def _search(state: ServiceState, body: SearchRequest) -> list[Hit]:
-    if body.mode == "range" and body.beta is None and body.alpha is None:
-        raise APIError(400, "mode 'range' needs beta or alpha", param="mode")
+    from ...search._search import range_width
+
+    try:
+        # The library's rule for mode, beta and alpha, checked before any embedding work.
+        range_width(body.mode, body.beta, body.alpha)
+    except ConfigError as exc:
+        raise APIError(400, str(exc), param="mode") from exc
     # A query longer than the model's limit is cut, as the library's search would.
     encodings = await tokenize_checked(state, [body.query], truncate=True, param="query")
     vector = (await state.batcher.submit(encodings))[0]

@@ -1,0 +1,454 @@
+"""The local executor: the four stages on one machine, with processes, threads and bounded queues.
+
+    feeder ──Task──▶ workers (processes) ──messages──▶ reader ──Encoded──▶ inference ──RecordBatch──▶ writer
+    (plan)           (process: parse + chunk)          (encode)            (embed)                   (commit)
+
+Every queue is bounded (items and bytes), so memory depends on ``buffer`` and never on the corpus.
+The model runs in this process on one inference thread (ONNX Runtime releases the GIL and uses the
+cores itself); tokenising the next window overlaps inference of the current one. With
+``inference_cpus`` / ``io_cpus`` the inference thread and everything else run on separate cores.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import logging
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import psutil
+
+from ...errors import PipelineError
+from ...types import Chunk, Source
+from ..queues import BoundedQueue, Closed
+from ..report import IngestReport, Progress, ProgressEvent, SourceFailure
+from ..stages.commit import Committer
+from ..stages.embed import EmbedStage
+from ..stages.messages import (
+    ChunkBatch,
+    Encoded,
+    RecordBatch,
+    Skip,
+    SourceDone,
+    SourceFailed,
+    SourceStarted,
+    SourceUnchanged,
+    SourceWarning,
+    Task,
+    WorkerError,
+)
+from ..stages.plan import Planner
+from ..stages.process import ProcessConfig
+from .pool import WorkerPool, pin
+
+if TYPE_CHECKING:
+    from ..engine import Pipeline
+
+log = logging.getLogger("vectorstream.pipeline")
+
+PLAN_BATCH = 32  # sources planned with one manifest query
+
+
+def default_workers() -> int:
+    """One parsing process per core beyond the one the model mostly uses, at least one."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        cores = os.cpu_count() or 1
+    return max(1, cores - 1)
+
+
+@dataclass
+class _Counters:
+    files_seen: int = 0
+    files_done: int = 0
+    files_skipped: int = 0
+    files_failed: int = 0
+    files_pruned: int = 0
+    chunks: int = 0
+    tokens: int = 0
+    bytes_read: int = 0
+    sources_exhausted: bool = False
+    tokenize_s: float = 0.0
+    embed_s: float = 0.0
+
+
+class LocalRun:
+    """One ``Pipeline.run`` on this machine: threads, queues and the stages they drive."""
+
+    def __init__(self, pipe: Pipeline, sources: Iterable[Source], roots: Sequence[str]) -> None:
+        self.pipe = pipe
+        self.opts = pipe.options
+        self.sources = sources
+        self.roots = [os.path.abspath(r) for r in roots]
+        self.counters = _Counters()
+        self.lock = threading.Lock()
+        self.errors: list[SourceFailure] = []
+        self.warnings: list[str] = []
+        self.seen: set[str] = set()
+        self.active: set[str] = set()  # dispatched, no terminal message yet
+        self.events: queue.SimpleQueue[ProgressEvent] = queue.SimpleQueue()
+        self.abort = threading.Event()
+        self.fatal: BaseException | None = None
+        self.feeding_done = threading.Event()
+        buffer = self.opts.buffer
+        window = max(8, min(self.opts.window, buffer // 4))
+        self.window_size = window
+        # Byte bounds: a chunk is at most a few KB of text; records carry an embedding as well.
+        self.infer_q: BoundedQueue[Encoded] = BoundedQueue(
+            max_items=2, max_bytes=max(1, 2 * window * 8192)
+        )
+        self.write_q: BoundedQueue[Any] = BoundedQueue(
+            max_items=max(4, buffer // window + 2), max_bytes=max(1, buffer * 12288)
+        )
+        self.workers = default_workers() if self.opts.workers is None else self.opts.workers
+        self.result_slots = max(4, buffer // 64)
+        self.start_time = time.perf_counter()
+        self.peak_rss = 0
+        self.proc = psutil.Process()
+        self.embed = EmbedStage(pipe.embedder)
+        self.committer: Committer | None = (
+            None  # built on the writer thread (the store may be opening)
+        )
+        self.planner: Planner | None = None
+        self.ready = threading.Event()  # manifest and committer are built
+
+    # ------------------------------------------------------------------ events
+
+    def _emit(self, kind: str, source: str | None = None, message: str | None = None) -> None:
+        if self.pipe.on_event is not None:
+            self.events.put(ProgressEvent(kind, self._snapshot(), source, message))
+
+    def _snapshot(self) -> Progress:
+        c = self.counters
+        vectors = self.committer.counters.vectors if self.committer is not None else 0
+        return Progress(
+            files_seen=c.files_seen,
+            files_done=c.files_done,
+            files_skipped=c.files_skipped,
+            files_failed=c.files_failed,
+            chunks=c.chunks,
+            vectors=vectors,
+            tokens=c.tokens,
+            bytes_read=c.bytes_read,
+            elapsed=time.perf_counter() - self.start_time,
+            rss_bytes=self.peak_rss,
+            sources_exhausted=c.sources_exhausted,
+        )
+
+    def _sample_rss(self) -> None:
+        try:
+            rss = self.proc.memory_info().rss
+            for child in self.proc.children(recursive=True):
+                with contextlib.suppress(psutil.Error):
+                    rss += child.memory_info().rss
+        except psutil.Error:
+            return
+        self.peak_rss = max(self.peak_rss, rss)
+
+    def _drain_events(self) -> None:
+        if self.pipe.on_event is None:
+            return
+        while True:
+            try:
+                event = self.events.get_nowait()
+            except queue.Empty:
+                return
+            self.pipe.on_event(event)
+
+    # ------------------------------------------------------------------ main
+
+    def execute(self) -> IngestReport:
+        embedder = self.pipe.embedder
+        cfg = ProcessConfig(
+            tokenizer_path=str(embedder.tokenizer_path),
+            max_tokens=embedder.max_tokens,
+            num_special_tokens=embedder.num_special_tokens,
+            chunk_options=self.opts.chunk,
+            parse_options=self.opts.parse,
+            semantic_model=self.opts.semantic_model,
+            parsers=self.opts.parsers,
+            chunker_factory=self.opts.chunker_factory,
+        )
+        pool = WorkerPool(
+            cfg, self.workers, self.result_slots, nice=self.opts.worker_nice, cpus=self.opts.io_cpus
+        )
+        threads = [
+            threading.Thread(target=self._guard(self._feed, pool), name="vs-feeder", daemon=True),
+            threading.Thread(target=self._guard(self._read, pool), name="vs-reader", daemon=True),
+            threading.Thread(target=self._guard(self._infer), name="vs-inference", daemon=True),
+            threading.Thread(target=self._guard(self._write_loop), name="vs-writer", daemon=True),
+        ]
+        interrupted = False
+        try:
+            pool.start()
+            for t in threads:
+                t.start()
+            writer = threads[-1]
+            next_progress = 0.0
+            while writer.is_alive():
+                writer.join(0.1)
+                self._sample_rss()
+                self._drain_events()
+                now = time.perf_counter()
+                if self.pipe.on_event is not None and now >= next_progress:
+                    self.pipe.on_event(ProgressEvent("progress", self._snapshot()))
+                    next_progress = now + 0.25
+        except KeyboardInterrupt:
+            interrupted = True
+            self._stop()
+        finally:
+            if self.fatal is not None:
+                self._stop()
+            pool.shutdown(force=interrupted or self.abort.is_set())
+            for t in threads:
+                if t.ident is not None:  # started
+                    t.join(timeout=10)
+            self._sample_rss()
+            self._drain_events()
+        if self.fatal is not None and not interrupted:
+            raise self.fatal
+        if not interrupted and self.opts.prune and self.committer and self.planner:
+            pruned = self.planner.prune(self.seen, self.roots)
+            self.counters.files_pruned = self.committer.prune(pruned)
+        report = self._report(interrupted)
+        if self.pipe.on_event is not None:
+            self.pipe.on_event(ProgressEvent("finished", self._snapshot()))
+        return report
+
+    def _guard(self, fn: Callable[..., None], *args: Any) -> Callable[[], None]:
+        def run() -> None:
+            try:
+                fn(*args)
+            except Closed:
+                pass
+            except BaseException as exc:
+                log.debug("pipeline thread failed", exc_info=True)
+                if self.fatal is None:
+                    self.fatal = exc
+                self._stop()
+
+        return run
+
+    def _stop(self) -> None:
+        self.abort.set()
+        self.ready.set()  # nobody waits for a committer that will never come
+        self.infer_q.close()
+        self.write_q.close()
+
+    # ------------------------------------------------------------------ feeder: plan
+
+    def _feed(self, pool: WorkerPool) -> None:
+        pin(self.opts.io_cpus)
+        try:
+            self.ready.wait()
+            planner = self.planner
+            if planner is None or self.abort.is_set():
+                return
+            it = iter(self.sources)
+            while not self.abort.is_set():
+                batch = list(itertools.islice(it, PLAN_BATCH))
+                if not batch:
+                    return
+                fresh: list[Source] = []
+                for source in batch:
+                    with self.lock:
+                        self.counters.files_seen += 1
+                        if self.opts.prune:
+                            self.seen.add(source.uri)
+                        duplicate = source.uri in self.active or any(
+                            s.uri == source.uri for s in fresh
+                        )
+                    if not duplicate:  # the same source twice in one run counts once
+                        fresh.append(source)
+                for decision in planner.plan(fresh):
+                    if self.abort.is_set():
+                        return
+                    if isinstance(decision, Skip):
+                        with self.lock:
+                            self.counters.files_skipped += 1
+                        self._emit("source_skipped", decision.uri, decision.reason)
+                        continue
+                    self._dispatch(decision, pool)
+        finally:
+            with self.lock:
+                self.counters.sources_exhausted = True
+            self.feeding_done.set()
+            pool.close_tasks()
+
+    def _dispatch(self, task: Task, pool: WorkerPool) -> None:
+        assert self.committer is not None
+        self.committer.begin(task)
+        with self.lock:
+            self.active.add(task.source.uri)
+        pool.submit(task, self.abort)
+
+    # ------------------------------------------------------------------ reader: encode
+
+    def _all_terminal(self) -> bool:
+        with self.lock:
+            return self.feeding_done.is_set() and not self.active
+
+    def _read(self, pool: WorkerPool) -> None:
+        pin(self.opts.io_cpus)
+        window: list[Chunk] = []
+        try:
+            while not self.abort.is_set():
+                if self._all_terminal():
+                    break
+                msg = pool.get(timeout=0.05)
+                if msg is None:
+                    for failure in pool.check_crashed():
+                        window = self._handle(failure, window)
+                    # Nothing arriving: do not let the model starve on a half-full window.
+                    if window and len(self.infer_q) == 0:
+                        self._flush_window(window)
+                        window = []
+                    continue
+                window = self._handle(msg, window)
+                if len(window) >= self.window_size:
+                    self._flush_window(window)
+                    window = []
+            if window and not self.abort.is_set():
+                self._flush_window(window)
+        finally:
+            self.infer_q.close()
+
+    def _handle(self, msg: Any, window: list[Chunk]) -> list[Chunk]:
+        if isinstance(msg, WorkerError):
+            raise PipelineError(
+                f"a parsing worker could not start: {msg.error_type}: {msg.message}"
+            )
+        if isinstance(msg, SourceStarted):
+            return window
+        with self.lock:
+            if msg.uri not in self.active:
+                return window  # a late message of a source that already failed
+        if isinstance(msg, ChunkBatch):
+            window.extend(msg.chunks)
+        elif isinstance(msg, SourceWarning):
+            with self.lock:
+                self.warnings.append(f"{msg.uri}: {msg.message}")
+            self._emit("warning", msg.uri, msg.message)
+        elif isinstance(msg, SourceDone):
+            with self.lock:
+                self.active.discard(msg.uri)
+                self.counters.bytes_read += msg.nbytes
+            self.write_q.put(msg, 64)
+        elif isinstance(msg, SourceUnchanged):
+            with self.lock:
+                self.active.discard(msg.uri)
+                self.counters.files_skipped += 1
+            self.write_q.put(msg, 64)
+            self._emit("source_skipped", msg.uri, "unchanged")
+        elif isinstance(msg, SourceFailed):
+            window = [c for c in window if c.source != msg.uri]
+            with self.lock:
+                self.active.discard(msg.uri)
+                self.errors.append(SourceFailure(msg.uri, msg.stage, msg.error_type, msg.message))
+                self.counters.files_failed += 1
+            self._emit("source_failed", msg.uri, f"{msg.stage}: {msg.error_type}: {msg.message}")
+            self.write_q.put(msg, 64)
+        return window
+
+    def _flush_window(self, window: list[Chunk]) -> None:
+        t0 = time.perf_counter()
+        encoded = self.embed.encode(window)
+        self.counters.tokenize_s += time.perf_counter() - t0
+        self.infer_q.put(encoded, encoded.nbytes)
+
+    # ------------------------------------------------------------------ inference: embed
+
+    def _infer(self) -> None:
+        pin(self.opts.inference_cpus)
+        try:
+            while True:
+                encoded = self.infer_q.get()
+                t0 = time.perf_counter()
+                batch = self.embed.embed(encoded)
+                self.counters.embed_s += time.perf_counter() - t0
+                with self.lock:
+                    self.counters.chunks += len(batch.records)
+                    self.counters.tokens += batch.tokens
+                self.write_q.put(batch, batch.nbytes)
+        finally:
+            self.write_q.close()
+
+    # ------------------------------------------------------------------ writer: commit
+
+    def _write_loop(self) -> None:
+        pin(self.opts.io_cpus)
+        try:
+            self.planner, self.committer = self.pipe.stages()
+        finally:
+            self.ready.set()
+        committer = self.committer
+        rows, seconds = self.opts.commit_rows, self.opts.commit_seconds
+        closed = False
+        while not closed:
+            # Wake up for the commit deadline only; sources finish right after a commit or right
+            # after their SourceDone arrives, so there is nothing to poll for in between.
+            try:
+                item = self.write_q.get(timeout=committer.seconds_until_due(seconds))
+            except TimeoutError:
+                item = None
+            except Closed:
+                closed = True
+                item = None
+                if self.abort.is_set():
+                    return
+            if isinstance(item, RecordBatch):
+                committer.add(item)
+            elif isinstance(item, SourceDone):
+                committer.source_done(item)
+            elif isinstance(item, SourceUnchanged):
+                committer.source_unchanged(item)
+            elif isinstance(item, SourceFailed):
+                committer.source_failed(item)
+            if closed or committer.due(rows, seconds):
+                finished = committer.commit()
+            else:
+                finished = committer.finalize_ready()
+            for uri in finished:
+                with self.lock:
+                    self.counters.files_done += 1
+                self._emit("source_done", uri)
+
+    # ------------------------------------------------------------------ report
+
+    def _report(self, interrupted: bool) -> IngestReport:
+        c = self.counters
+        cc = self.committer.counters if self.committer is not None else None
+        stage_seconds = {"tokenize": c.tokenize_s, "embed": c.embed_s}
+        if cc is not None:
+            stage_seconds.update(cc.seconds)
+        return IngestReport(
+            files_seen=c.files_seen,
+            files_ok=c.files_done,
+            files_skipped=c.files_skipped,
+            files_failed=c.files_failed,
+            files_pruned=c.files_pruned,
+            chunks=c.chunks,
+            vectors=cc.vectors if cc else 0,
+            tokens=c.tokens,
+            records_deleted=cc.deleted if cc else 0,
+            seconds=time.perf_counter() - self.start_time,
+            peak_rss_bytes=self.peak_rss,
+            store=getattr(self.pipe.store, "uri", ""),
+            collection=getattr(self.pipe.store, "collection", ""),
+            model=self.pipe.embedder.model_id,
+            interrupted=interrupted,
+            errors=tuple(sorted(self.errors, key=lambda e: e.source)),
+            warnings=tuple(self.warnings),
+            rejected=tuple(cc.rejected) if cc else (),
+            stage_seconds={k: round(v, 3) for k, v in stage_seconds.items()},
+        )
+
+
+__all__ = ["LocalRun", "default_workers"]

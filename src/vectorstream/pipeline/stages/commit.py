@@ -1,0 +1,240 @@
+"""Commit: write records, delete each finished source's stale records, then write its manifest row.
+
+That order is the resume invariant: a source's manifest row says "done" only after all its records
+are in the store and its old records are gone, so a run killed at any moment, started again, ends
+with exactly the records of an uninterrupted run. Every store call goes through the retry policy.
+
+Records of one source may arrive in any order and interleaved with other sources; a source is
+finished once its ``SourceDone`` has arrived and as many of its records have been committed.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
+
+from ...errors import StoreError
+from ...stores.base import VectorStore
+from ...stores.retry import RetryPolicy, write_with_retry
+from ...types import Record
+from ..manifest import Manifest, ManifestEntry
+from ._retry import call_with_retry
+from .messages import RecordBatch, SourceDone, SourceFailed, SourceUnchanged, Task
+
+log = logging.getLogger("vectorstream.pipeline.commit")
+
+
+@dataclass
+class _Source:
+    task: Task
+    expected: int | None = None  # known once SourceDone arrives
+    content_hash: str | None = None
+    committed: int = 0
+    failed: bool = False
+    marked: bool = False  # marked pending in the manifest before its first write
+    new_ids: set[str] = field(default_factory=set)
+
+
+@dataclass
+class CommitCounters:
+    vectors: int = 0  # records written
+    deleted: int = 0  # stale, failed and pruned records removed
+    seconds: dict[str, float] = field(default_factory=lambda: {"write": 0.0, "finalize": 0.0})
+    rejected: list[tuple[str, str]] = field(default_factory=list)  # (record id, reason)
+
+
+class Committer:
+    """The commit stage of one run. ``begin`` may be called from any thread; the rest from one."""
+
+    def __init__(
+        self,
+        store: VectorStore,
+        manifest: Manifest | None,
+        settings: str,
+        policy: RetryPolicy | None = None,
+        *,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.store = store
+        self.manifest = manifest
+        self.settings = settings
+        self.policy = policy or RetryPolicy()
+        self._sleep = sleep
+        self._sources: dict[str, _Source] = {}
+        self._lock = threading.Lock()
+        self._pending: list[Record] = []
+        self._first_pending = 0.0
+        self.counters = CommitCounters()
+
+    # ------------------------------------------------------------------ messages in
+
+    def begin(self, task: Task) -> None:
+        with self._lock:
+            self._sources[task.source.uri] = _Source(task)
+
+    def add(self, batch: RecordBatch) -> None:
+        if not self._pending:
+            self._first_pending = time.perf_counter()
+        self._pending.extend(batch.records)
+
+    def source_done(self, msg: SourceDone) -> None:
+        state = self._state(msg.uri)
+        if state is not None:
+            state.expected = msg.chunks
+            state.content_hash = msg.content_hash
+
+    def source_unchanged(self, msg: SourceUnchanged) -> None:
+        """Same bytes, new stat: refresh the row so the next run skips without hashing."""
+        state = self._forget(msg.uri)
+        if state is None or self.manifest is None or state.task.known is None:
+            return
+        src, known = state.task.source, state.task.known
+        entry = ManifestEntry(
+            src.uri, src.size, src.mtime_ns, msg.content_hash, known.settings, known.chunks
+        )
+        manifest = self.manifest
+        self._retry("update the manifest", lambda: manifest.put(entry))
+
+    def source_failed(self, msg: SourceFailed) -> None:
+        """A failed source contributes nothing: drop its records, written or not."""
+        state = self._state(msg.uri)
+        if state is None:
+            return
+        state.failed = True
+        self._pending = [r for r in self._pending if r.source != msg.uri]
+        self._forget(msg.uri)
+        uri = msg.uri
+        try:
+            removed = self._retry(
+                "remove a failed source's records", lambda: self.store.delete(source=uri)
+            )
+        except StoreError as exc:
+            # Keep its manifest row: a later run still knows the source may have records.
+            log.warning("could not remove records of failed source %s: %s", uri, exc)
+            return
+        self.counters.deleted += removed
+        if self.manifest is not None:
+            manifest = self.manifest
+            self._retry("update the manifest", lambda: manifest.remove(uri))
+
+    # ------------------------------------------------------------------ commits
+
+    @property
+    def pending_rows(self) -> int:
+        return len(self._pending)
+
+    def due(self, rows: int, seconds: float) -> bool:
+        """Whether the pending records should be written now (``rows`` or ``seconds`` reached)."""
+        if not self._pending:
+            return False
+        return len(self._pending) >= rows or time.perf_counter() - self._first_pending >= seconds
+
+    def seconds_until_due(self, seconds: float) -> float | None:
+        if not self._pending:
+            return None
+        return max(0.001, self._first_pending + seconds - time.perf_counter())
+
+    def commit(self) -> list[str]:
+        """Write the pending records, then finish every source that is complete.
+
+        Returns the sources finished by this call (their manifest rows are written).
+        """
+        self._write_pending()
+        return self.finalize_ready()
+
+    def _write_pending(self) -> None:
+        records, self._pending = self._pending, []
+        live = [r for r in records if (s := self._state(r.source)) is not None and not s.failed]
+        if not live:
+            return
+        t0 = time.perf_counter()
+        if self.manifest is not None:
+            unmarked = sorted({r.source for r in live if not self._sources[r.source].marked})
+            if unmarked:
+                manifest = self.manifest
+                self._retry("mark sources pending", lambda: manifest.mark_pending(unmarked))
+                for uri in unmarked:
+                    self._sources[uri].marked = True
+        result = write_with_retry(self.store, live, self.policy, sleep=self._sleep)
+        self.counters.seconds["write"] += time.perf_counter() - t0
+        rejected = {rid for rid, _ in result.rejected}
+        self.counters.rejected.extend(result.rejected)
+        for r in live:
+            state = self._sources[r.source]
+            state.committed += 1
+            if r.id not in rejected:
+                state.new_ids.add(r.id)
+                self.counters.vectors += 1
+
+    def finalize_ready(self) -> list[str]:
+        with self._lock:
+            ready = [
+                (uri, s)
+                for uri, s in sorted(self._sources.items())
+                if not s.failed and s.expected is not None and s.committed >= s.expected
+            ]
+        if not ready:
+            return []
+        t0 = time.perf_counter()
+        for uri, state in ready:
+            old = self._retry("list a source's records", partial(self.store.ids, source=uri))
+            stale = sorted(old - state.new_ids)
+            if stale:
+                self.counters.deleted += self._retry(
+                    "delete stale records", partial(self.store.delete, ids=stale)
+                )
+        if self.manifest is not None:
+            entries = [
+                ManifestEntry(
+                    uri,
+                    s.task.source.size,
+                    s.task.source.mtime_ns,
+                    s.content_hash or "",
+                    self.settings,
+                    s.expected or 0,
+                )
+                for uri, s in ready
+                if s.content_hash is not None
+            ]
+            manifest = self.manifest
+            self._retry("write the manifest", lambda: manifest.put(entries))
+        for uri, _ in ready:
+            self._forget(uri)
+        self.counters.seconds["finalize"] += time.perf_counter() - t0
+        return [uri for uri, _ in ready]
+
+    def prune(self, uris: Sequence[str]) -> int:
+        """Remove every record and the manifest row of ``uris`` (sources that are gone)."""
+        for uri in uris:
+            self.counters.deleted += self._retry(
+                "prune a removed source", partial(self.store.delete, source=uri)
+            )
+            if self.manifest is not None:
+                self._retry("update the manifest", partial(self.manifest.remove, uri))
+        return len(uris)
+
+    # ------------------------------------------------------------------ helpers
+
+    def _state(self, uri: str) -> _Source | None:
+        with self._lock:
+            return self._sources.get(uri)
+
+    def _forget(self, uri: str) -> _Source | None:
+        with self._lock:
+            return self._sources.pop(uri, None)
+
+    def _retry(self, what: str, fn: Callable[[], Any]) -> Any:
+        return call_with_retry(self.policy, what, fn, sleep=self._sleep)
+
+    @property
+    def open_sources(self) -> int:
+        with self._lock:
+            return len(self._sources)
+
+
+__all__ = ["CommitCounters", "Committer"]

@@ -1,0 +1,100 @@
+"""Embed: chunks → records, in two halves an executor may run on different threads or machines.
+
+``encode`` tokenises (the ``tokenizers`` batch API, which releases the GIL) and ``embed`` runs the
+model and builds the records, so tokenising the next window overlaps inference of this one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from ...types import Chunk, Embedding, EmbeddingKind, Record
+from ..ids import record_id
+from .messages import Encoded, RecordBatch
+
+
+class EmbedderLike(Protocol):
+    """What the engine needs from a model (``vectorstream.models.Embedder`` provides it)."""
+
+    model_id: str
+    fingerprint: str
+    dim: int
+    max_tokens: int
+    num_special_tokens: int
+    tokenizer_path: Path
+
+    def tokenize(self, texts: Sequence[str]) -> list[Any]: ...
+
+    def embed_tokenized(self, encodings: Sequence[Any]) -> Any: ...
+
+
+def kind_of(embedder: Any) -> EmbeddingKind:
+    """The kind of embeddings a model makes (models that do not say make dense vectors)."""
+    kind: EmbeddingKind = getattr(embedder, "kind", "dense")
+    return kind
+
+
+class EmbedStage:
+    def __init__(self, embedder: EmbedderLike) -> None:
+        self.embedder = embedder
+        self.kind = kind_of(embedder)
+        self._fp = embedder.fingerprint
+        self._model_id = embedder.model_id
+
+    def encode(self, chunks: Sequence[Chunk]) -> Encoded:
+        encodings = self.embedder.tokenize([c.text for c in chunks])
+        nbytes = sum(len(c.text) for c in chunks) * 2 + 64 * len(chunks)
+        return Encoded(tuple(chunks), tuple(encodings), nbytes)
+
+    def embed(self, encoded: Encoded) -> RecordBatch:
+        out = self.embedder.embed_tokenized(list(encoded.encodings))
+        embeddings = _as_embeddings(out, self.kind, len(encoded.chunks))
+        fp, model_id = self._fp, self._model_id
+        records = tuple(
+            Record(
+                id=record_id(c.source, c.chunk_index, c.text, fp),
+                embedding=e,
+                text=c.text,
+                source=c.source,
+                chunk_index=c.chunk_index,
+                start=c.start,
+                end=c.end,
+                model=model_id,
+                page=c.page,
+                headings=c.headings,
+                metadata=c.metadata,
+            )
+            for c, e in zip(encoded.chunks, embeddings, strict=True)
+        )
+        tokens = sum(n_tokens(e) for e in encoded.encodings)
+        nbytes = sum(len(r.text) * 2 + r.embedding.nbytes + 200 for r in records)
+        return RecordBatch(records, tokens, nbytes)
+
+
+def _as_embeddings(out: Any, kind: EmbeddingKind, n: int) -> list[Embedding]:
+    """A model's batch output as one ``Embedding`` per input.
+
+    Dense models return an ``(n, dim)`` array; other kinds return a list of ``Embedding``s.
+    """
+    if isinstance(out, np.ndarray) and kind == "dense":
+        if out.ndim != 2 or out.shape[0] != n:
+            raise ValueError(f"the model returned shape {out.shape} for {n} inputs")
+        return [Embedding(dense=row) for row in out]
+    items = list(out)
+    if len(items) != n or not all(isinstance(e, Embedding) and e.kind == kind for e in items):
+        raise ValueError(f"the model must return {n} {kind} embeddings")
+    return items
+
+
+def n_tokens(encoding: Any) -> int:
+    mask = getattr(encoding, "attention_mask", None)
+    if mask is not None:
+        return int(sum(mask))
+    return len(encoding)
+
+
+__all__ = ["EmbedStage", "EmbedderLike", "kind_of", "n_tokens"]
