@@ -27,7 +27,6 @@ Prints tables and writes benchmarks/results/free_core.json. The same file is the
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import os
 import shutil
@@ -66,7 +65,7 @@ def _log(message: str) -> None:
 
 
 # ======================================================================== child side
-# Each function runs in its own subprocess; vectorstream is imported inside, after pinning.
+# Each function runs in its own subprocess and imports vectorstream itself.
 
 
 def _load(model_dir: Path) -> tuple[Any, float]:
@@ -110,19 +109,6 @@ def _child_limit(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def _placement(ingest: Callable[..., Any], inference: int, io: int) -> tuple[dict[str, Any], str]:
-    """The ``ingest`` keywords that put inference on one core and the rest on the other.
-
-    An ``ingest`` without per-stage placement can only be confined to the two cores as a whole;
-    the result says which layout ran (``pinning``), so the figures are never mistaken.
-    """
-    params = inspect.signature(ingest).parameters
-    if "inference_cpus" in params and "io_cpus" in params:
-        return {"inference_cpus": (inference,), "io_cpus": (io,)}, "per-stage"
-    os.sched_setaffinity(0, {inference, io})
-    return {}, "process"
-
-
 class _AffinityProbe:
     """Records, once a second, the cores each named thread and each child process may run on.
 
@@ -133,6 +119,7 @@ class _AffinityProbe:
     def __init__(self, interval: float = 1.0) -> None:
         self.interval = interval
         self.seen: dict[str, set[tuple[int, ...]]] = {}
+        self._roles: dict[int, str] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="bench-affinity", daemon=True)
 
@@ -165,7 +152,13 @@ class _AffinityProbe:
                 continue
             for child in children:
                 try:
-                    self._note("child processes", set(child.cpu_affinity()))
+                    role = self._roles.get(child.pid)
+                    if role is None:
+                        cmdline = child.cmdline()
+                        if not cmdline:
+                            continue  # still starting or already gone: nothing to tell yet
+                        role = self._roles[child.pid] = _role(cmdline, child.pid)
+                    self._note(role, set(child.cpu_affinity()))
                 except psutil.Error:
                     continue
 
@@ -173,10 +166,19 @@ class _AffinityProbe:
         return {name: [list(c) for c in sorted(cpus)] for name, cpus in sorted(self.seen.items())}
 
 
+def _role(cmdline: Sequence[str], pid: int) -> str:
+    """A child process's part in the run, from its command line."""
+    line = " ".join(cmdline)
+    if "resource_tracker" in line:
+        return "process: multiprocessing resource tracker"
+    if "spawn_main" in line or "forkserver" in line:
+        return f"process: worker {pid}"
+    return f"process: {pid} {line[:60]}"
+
+
 def _child_pipeline(args: argparse.Namespace) -> dict[str, Any]:
     import vectorstream
 
-    placement, pinning = _placement(vectorstream.ingest, args.inference_cpu, args.io_cpu)
     embedder, load_s = _load(args.model_dir)
     with _AffinityProbe() as probe:
         start = time.perf_counter()
@@ -186,7 +188,8 @@ def _child_pipeline(args: argparse.Namespace) -> dict[str, Any]:
             collection=COLLECTION,
             model=embedder,
             workers=1,
-            **placement,
+            inference_cpus=(args.inference_cpu,),
+            io_cpus=(args.io_cpu,),
         )
         seconds = time.perf_counter() - start
     return {
@@ -200,7 +203,6 @@ def _child_pipeline(args: argparse.Namespace) -> dict[str, Any]:
         "report_peak_rss_mib": mib(report.peak_rss_bytes),
         "stage_seconds": dict(report.stage_seconds),
         "ort_threads": embedder.threads,
-        "pinning": pinning,
         "affinity_seen": probe.report(),
     }
 
@@ -358,7 +360,6 @@ def parent_main(args: argparse.Namespace) -> int:
         for stage in pipes[0]["stage_seconds"]
     }
     ratio = statistics.median(r["ratio"] for r in rounds)
-    pinning = sorted({p["pinning"] for p in pipes})
     data: dict[str, Any] = {
         "benchmark": "free_core",
         "machine": machine,
@@ -374,7 +375,6 @@ def parent_main(args: argparse.Namespace) -> int:
             "precision": "fp32",
             "parsing_workers": 1,
             "limit_window": args.limit_window or "all",
-            "pinning": pinning,
             "bench_seconds": time.perf_counter() - started,
             "loadavg_end": round(os.getloadavg()[0], 2),
         },
@@ -410,9 +410,7 @@ def parent_main(args: argparse.Namespace) -> int:
     print(format_table(data["rounds"], list(data["rounds"][0])))
     print()
     print("pipeline busy seconds per stage (median): " + json.dumps(stage_seconds))
-    print(
-        f"placement: {', '.join(pinning)}; affinity seen: {json.dumps(pipes[-1]['affinity_seen'])}"
-    )
+    print(f"cores seen per thread and process: {json.dumps(pipes[-1]['affinity_seen'])}")
     print(
         f"pipeline ÷ limit: {ratio:.3f} (goal ≥ {GOAL}) in {data['config']['bench_seconds']:.0f} s"
     )
@@ -436,7 +434,9 @@ def _parser() -> argparse.ArgumentParser:
     child.add_argument("--texts", type=Path)
     child.add_argument("--window", type=int, default=0)
 
-    parser.add_argument("--documents", type=int, default=40, help="source documents (x1)")
+    parser.add_argument(
+        "--documents", type=int, default=None, help="source documents of the x1 corpus (40)"
+    )
     parser.add_argument("--scale", type=int, default=10, help="corpus multiplier (goal: 10)")
     parser.add_argument("--repeats", type=int, default=3, help="rounds of pipeline + limit")
     parser.add_argument(
@@ -462,7 +462,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.mode == "child":
         return child_main(args)
     if args.quick:
-        args.documents, args.scale, args.repeats = 5, 1, 1
+        args.scale, args.repeats = 1, 1
+    args.documents = args.documents or (5 if args.quick else 40)
     args.model_dir = args.model_dir or minilm_dir()
     return parent_main(args)
 

@@ -349,17 +349,24 @@ def check_side_table(store: object) -> None:
     table = store.side_table("manifest")  # type: ignore[attr-defined]
     keys = [f"/data/file-{i}.txt" for i in range(30)] + ["odd key é ' \" ;", "x" * 300]
     docs = {
-        k: {"state": "done", "size": i, "mtime_ns": 1_700_000_000_123_456_789 + i,
-            "content_hash": f"h{i}", "settings": "s", "chunks": i % 7, "none": None,
-            "nested": [1, "a", {"b": 2.5}]}
+        k: {
+            "state": "done",
+            "size": i,
+            "mtime_ns": 1_700_000_000_123_456_789 + i,
+            "content_hash": f"h{i}",
+            "settings": "s",
+            "chunks": i % 7,
+            "none": None,
+            "nested": [1, "a", {"b": 2.5}],
+        }
         for i, k in enumerate(keys)
     }
     table.put_many(docs)
-    assert table.get_many(keys[:3] + ["missing"]) == {k: docs[k] for k in keys[:3]}
+    assert table.get_many([*keys[:3], "missing"]) == {k: docs[k] for k in keys[:3]}
     assert dict(table.scan()) == docs
     table.put_many({keys[0]: {"state": "pending"}})
     assert table.get_many([keys[0]]) == {keys[0]: {"state": "pending"}}
-    table.delete_many(keys[1:5] + ["missing"])
+    table.delete_many([*keys[1:5], "missing"])
     left = {k: d for k, d in docs.items() if k not in keys[1:5]}
     left[keys[0]] = {"state": "pending"}
     assert dict(table.scan()) == left

@@ -20,12 +20,13 @@ import vectorstream.chunking as chunking
 from _chunking_support import check_chunks, count_tokens, minilm_tokenizer, minilm_tokenizer_path
 from vectorstream.chunking import (
     Chunker,
+    ChunkerFactory,
     ChunkOptions,
     load_tokenizer,
     make_chunker,
     split_sentences,
 )
-from vectorstream.errors import ChunkingError, ModelError
+from vectorstream.errors import ChunkingError, ConfigError, ModelError
 from vectorstream.types import Chunk, Section
 
 # --- fixtures ------------------------------------------------------------------------------------
@@ -507,6 +508,20 @@ def test_make_chunker_validation() -> None:
     with pytest.raises(ChunkingError, match="no room"):
         make_chunker(ChunkOptions(), tok, 2)
     assert chunking.effective_limit(ChunkOptions(chunk_tokens=512), 256) == 254
+
+
+def test_bad_chunking_options_are_config_errors() -> None:
+    """One category for bad options: the CLI exits 2 and the service answers 400 for these."""
+    with pytest.raises(ConfigError, match="unknown splitter"):
+        ChunkOptions(splitter="foo")
+    with pytest.raises(ConfigError, match="lower --overlap"):
+        make_chunker(ChunkOptions("tokens", 512, 200), tok, 128)
+
+
+def test_make_chunker_is_a_chunker_factory() -> None:
+    assert isinstance(make_chunker, ChunkerFactory)
+    chunker = make_chunker(ChunkOptions("tokens", 64, 8), tok, 128, num_special_tokens=2)
+    assert isinstance(chunker, Chunker)
 
 
 def test_load_tokenizer(tmp_path: object) -> None:

@@ -654,6 +654,43 @@ def test_registry_is_immutable_and_extensible(tmp_path: Path) -> None:
     assert isinstance(pickle.loads(pickle.dumps(DEFAULT_REGISTRY)), ParserRegistry)
 
 
+def test_registry_routes_media_types_and_extensions_on_its_own_instance(tmp_path: Path) -> None:
+    shout = DEFAULT_REGISTRY.with_parser(
+        "shout", _ShoutParser(), extensions=("SHOUT",), media_types=("Text/X-Shout; charset=utf-8",)
+    )
+    assert shout.extension_map == {".shout": "shout"}
+    assert shout.media_type_map == {"text/x-shout": "shout"}
+    path = tmp_path / "note.txt"
+    path.write_text("by media type")
+    typed = Source(uri=str(path), path=str(path), media_type="text/x-shout")
+    (section,) = list(shout.parse(typed))
+    assert section.text == "BY MEDIA TYPE" and section.metadata["format"] == "shout"
+    # The default registry never learnt anything: it detects by content as before.
+    assert next(DEFAULT_REGISTRY.parse(typed)).metadata["format"] == "text"
+    # An extension rule wins over a media-type rule.
+    both = shout.with_parser("text", _FailingParser(), extensions=(".txt",))
+    assert both.detect(typed, b"") == "text"
+    # Registries pickle with their rules, for worker processes.
+    back = pickle.loads(pickle.dumps(shout))
+    assert back.media_type_map == shout.media_type_map and back.key == shout.key
+    assert "_ShoutParser" in shout.key and shout.key != DEFAULT_REGISTRY.key
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error"),
+    [
+        ({"extensions": ".x"}, TypeError),
+        ({"extensions": ("",)}, ValueError),
+        ({"media_types": ("shout",)}, ValueError),
+    ],
+)
+def test_registry_rules_are_checked(kwargs: dict[str, object], error: type[Exception]) -> None:
+    with pytest.raises(error):
+        DEFAULT_REGISTRY.with_parser("shout", _ShoutParser(), **kwargs)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="no parse"):
+        DEFAULT_REGISTRY.with_parser("shout", object())  # type: ignore[arg-type]
+
+
 def test_vendor_exceptions_are_wrapped(tmp_path: Path) -> None:
     path = tmp_path / "x.txt"
     path.write_text("x")

@@ -136,21 +136,19 @@ def test_in_memory_sources_through_pipeline(tmp_path: Path) -> None:
 
     emb = FakeEmbedder()
     store = open_store(_store_uri(tmp_path), "documents", dim=emb.dim)
-    manifest = Manifest(tmp_path / "m.sqlite")
     events: list[str] = []
     try:
         report = Pipeline(
             emb,
             store,
             PipelineOptions(workers=0),
-            manifest=manifest,
             on_event=lambda e: events.append(e.kind),
         ).run(from_texts({"a": TOPICS["cooking"], "b": TOPICS["sailing"]}))
         assert report.files_ok == 2 and store.count() == 2
         assert events.count("source_done") == 2 and events[-1] == "finished"
         assert threading.current_thread() is threading.main_thread()
+        assert {e.uri for e in Manifest.of(store).get_many(["a", "b"]).values()} == {"a", "b"}
     finally:
-        manifest.close()
         store.close()
 
 
@@ -271,9 +269,7 @@ def test_partial_records_of_a_killed_run_are_replaced_when_the_file_changed(
         end=8,
         model=emb.model_id,
     )
-    m = Manifest(tmp_path / "store" / "_manifests" / "documents.sqlite")
-    m.mark_pending([src])
-    m.close()
+    Manifest.of(store).mark_pending([src])
     store.upsert([ghost])
     store.close()
     Path(src).write_text("New text about kites and wind.\n", encoding="utf-8")
@@ -297,3 +293,64 @@ def test_a_locked_store_fails_the_run_with_a_clear_error(
         holder.close()
     # Once the other writer is gone, the same run succeeds.
     assert ingest([tmp_path / "corpus"], store=uri, model=FakeEmbedder(), workers=1).ok
+
+
+def test_a_lost_manifest_leaves_exactly_the_current_records(
+    tmp_path: Path, corpus: dict[str, Path]
+) -> None:
+    """The manifest wiped (another machine, a new container): old chunks of a changed file go."""
+    uri = _store_uri(tmp_path)
+    emb = FakeEmbedder()
+    ingest([tmp_path / "corpus"], store=uri, model=emb, workers=0)
+    store = open_store(uri, "documents", dim=emb.dim)
+    manifest = Manifest.of(store)
+    manifest.remove(list(manifest.uris()))
+    store.close()
+    corpus["cooking"].write_text(
+        "A new recipe: steam the dumplings over bamboo.\n", encoding="utf-8"
+    )
+    again = ingest([tmp_path / "corpus"], store=uri, model=emb, workers=0)
+    fresh = f"lancedb://{tmp_path / 'fresh'}"
+    ingest([tmp_path / "corpus"], store=fresh, model=emb, workers=0)
+    assert _rows(uri) == _rows(fresh)
+    assert again.files_ok == len(TOPICS)  # no row: every source is checked for old records
+
+
+def test_a_per_machine_manifest_of_an_older_release_is_taken_over(
+    tmp_path: Path, corpus: dict[str, Path]
+) -> None:
+    import sqlite3
+
+    from vectorstream.config import load_settings
+    from vectorstream.pipeline.api import legacy_manifest_path
+
+    uri = _store_uri(tmp_path)
+    emb = FakeEmbedder()
+    ingest([tmp_path / "corpus"], store=uri, model=emb, workers=0)
+    store = open_store(uri, "documents", dim=emb.dim)
+    manifest = Manifest.of(store)
+    rows = {u: manifest.get(u) for u in manifest.uris()}
+    manifest.remove(list(rows))
+    store.close()
+    # Write them where an older release kept them, in its schema.
+    legacy = legacy_manifest_path(uri, "documents", load_settings().cache_path)
+    legacy.parent.mkdir(parents=True, exist_ok=True)
+    db = sqlite3.connect(legacy)
+    db.executescript(
+        "CREATE TABLE sources (uri TEXT PRIMARY KEY, size INTEGER, mtime_ns INTEGER,"
+        " content_hash TEXT, settings TEXT, chunks INTEGER, updated_at REAL);"
+        "CREATE TABLE pending (uri TEXT PRIMARY KEY)"
+    )
+    db.executemany(
+        "INSERT INTO sources VALUES (?, ?, ?, ?, ?, ?, 0)",
+        [
+            (e.uri, e.size, e.mtime_ns, e.content_hash, e.settings, e.chunks)
+            for e in rows.values()
+            if e
+        ],
+    )
+    db.commit()
+    db.close()
+    again = ingest([tmp_path / "corpus"], store=uri, model=emb, workers=0)
+    assert again.files_skipped == len(TOPICS) and again.chunks == 0
+    assert not legacy.exists() and legacy.with_name(legacy.name + ".taken-over").exists()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import stat
 import threading
@@ -9,6 +10,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from vectorstream.errors import ConfigError
 from vectorstream.server.jobs import JobManager, TextItem, Upload, safe_name
 
 
@@ -109,3 +113,74 @@ def test_safe_names() -> None:
     assert safe_name("C:\\Users\\me\\report.pdf", 0) == "report.pdf"
     assert safe_name("../..", 3) == "upload-3"
     assert safe_name("we?ird*name.md", 0) == "we_ird_name.md"
+
+
+@pytest.mark.parametrize(
+    ("collection", "options", "message"),
+    [
+        ("bad/name", {}, "collection must be"),
+        ("has space", {}, "LanceDB collection names"),
+        ("c", {"splitter": "foo"}, "unknown splitter"),
+        ("c", {"overlap": 300, "chunk_tokens": 256}, "must be smaller"),
+        ("c", {"buffer": 1}, "buffer must be at least 16"),
+        ("c", {"no_such_option": 1}, "unknown ingest option"),
+        ("c", {"store": "lancedb:///elsewhere"}, "the service fixes them"),
+    ],
+)
+def test_bad_job_options_are_refused_before_anything_is_saved(
+    collection: str, options: dict[str, Any], message: str, tmp_path: Path
+) -> None:
+    calls: list[Any] = []
+    manager = JobManager(
+        store=f"lancedb://{tmp_path}", model=None, ingest_fn=lambda *a, **k: calls.append(a)
+    )
+    with pytest.raises(ConfigError, match=message):
+        manager.submit(collection, texts=[TextItem("t", "text")], options=options)
+    assert manager.counts()["queued"] == 0 and not manager._folders
+    manager.close()
+    assert calls == []
+
+
+def test_good_job_options_reach_ingest(tmp_path: Path) -> None:
+    seen: dict[str, Any] = {}
+
+    def ingest(sources: list[Any], **kwargs: Any) -> Report:
+        seen.update(kwargs)
+        return Report()
+
+    manager = JobManager(store=f"lancedb://{tmp_path}", model="M", ingest_fn=ingest)
+    state = manager.submit(
+        "docs", texts=[TextItem("t", "x")], options={"splitter": "tokens", "overlap": 8}
+    )
+    assert wait(manager, state["id"])["state"] == "done"
+    assert seen["splitter"] == "tokens" and seen["overlap"] == 8
+    manager.close()
+
+
+def test_the_service_answers_400_for_a_bad_job_before_any_model_work(tmp_path: Path) -> None:
+    from _server_support import FakeEmbedder, client_for
+    from vectorstream.server import ServerSettings, create_app
+
+    calls: list[Any] = []
+    model = FakeEmbedder()
+    settings = ServerSettings(store=f"lancedb://{tmp_path / 'store'}", collection="docs")
+    # An open store handed in: the service need not import LanceDB to answer this.
+    app = create_app(
+        settings, model=model, store=object(), ingest_fn=lambda *a, **k: calls.append(a)
+    )
+
+    async def check() -> None:
+        async with client_for(app) as client:
+            body = {"texts": [{"text": "hello"}], "collection": "no/slashes"}
+            r = await client.post("/v1/ingest", json=body)
+            assert r.status_code == 400, r.text
+            assert "collection must be" in r.json()["error"]["message"]
+            files = {"files": ("a.txt", b"hello", "text/plain")}
+            r = await client.post("/v1/ingest", data={"collection": "a b"}, files=files)
+            assert r.status_code == 400, r.text
+
+    asyncio.run(check())
+    assert calls == [] and model.calls == []  # no job ran, nothing was embedded
+
+    with pytest.raises(ConfigError, match="LanceDB collection names"):
+        create_app(ServerSettings(store=settings.store, collection="two words"), model=model)

@@ -8,8 +8,19 @@ import sys
 import numpy as np
 import pytest
 
-from _servers_support import check_contract, make_records, recall_at_10
-from vectorstream.errors import ConfigError, MissingDependencyError, RecordRejectedError
+from _servers_support import (
+    check_contract,
+    check_side_table,
+    make_records,
+    recall_at_10,
+    wait_for,
+)
+from vectorstream.errors import (
+    ConfigError,
+    MissingDependencyError,
+    RecordRejectedError,
+    StoreError,
+)
 from vectorstream.stores import open_store
 from vectorstream.types import Record
 
@@ -92,3 +103,86 @@ def test_a_second_writer_fails_fast_and_readers_are_not_blocked(tmp_path) -> Non
     again = open_store(f"chroma:{tmp_path}", "docs")  # the lock went with close()
     assert again.count() == 3
     again.close()
+
+
+# -- side tables, and readers beside a writer in another process ------------------------------
+
+
+def test_side_table_contract(tmp_path) -> None:
+    store = open_store(f"chroma:{tmp_path}", "docs", dim=16)
+    check_side_table(store)  # before any record: the side table needs no collection
+    store.upsert(make_records(20))
+    check_side_table(store)
+    store.side_table("manifest").put_many({"a": {"n": 1}})
+    store.close()
+    # It is a Chroma collection beside the records', and comes back on reopening.
+    from chromadb.config import Settings
+
+    client = chromadb.PersistentClient(
+        path=str(tmp_path), settings=Settings(anonymized_telemetry=False)
+    )
+    assert sorted(c.name for c in client.list_collections()) == ["docs", "docs__vs_manifest"]
+    again = open_store(f"chroma:{tmp_path}", "docs", mode="r")
+    assert again.count() == 20
+    table = again.side_table("manifest")
+    assert dict(table.scan()) == {"a": {"n": 1}}
+    with pytest.raises(StoreError, match="read-only"):
+        table.put_many({"b": {}})
+    again.close()
+
+
+def test_side_table_names_are_checked(tmp_path) -> None:
+    with pytest.raises(ConfigError, match="__vs_"):
+        open_store(f"chroma:{tmp_path}", "docs__vs_manifest", dim=4)
+    store = open_store(f"chroma:{tmp_path}", "docs", dim=4)
+    with pytest.raises(ConfigError, match="side table names"):
+        store.side_table("Bad Name")
+    store.close()
+
+
+def test_search_and_the_server_answer_while_another_process_writes(tmp_path) -> None:
+    """The defect: readers took the writer's lock, so a search failed during an ingest."""
+    import asyncio
+
+    from _hold_store import held
+    from _server_support import FakeEmbedder, client_for
+    from vectorstream import search
+    from vectorstream.server import ServerSettings, create_app
+
+    uri = f"chroma:{tmp_path}"
+    with held(uri, "docs", "write") as writer:
+        # (a) the library's search, opening the folder by URI.
+        hits = search(
+            "how do I bake bread in the oven",
+            store=uri,
+            collection="docs",
+            model=FakeEmbedder(),
+            k=3,
+        )
+        assert hits and hits[0].source == "cooking-bread"
+
+        # (b) the service, in process, with its read-only handle on the same folder.
+        async def main() -> None:
+            app = create_app(ServerSettings(store=uri, collection="docs"), model=FakeEmbedder())
+            async with client_for(app) as client:
+                for _ in range(3):
+                    r = await client.post(
+                        "/v1/search",
+                        json={
+                            "query": "ripe tomatoes, onions and garlic simmered in olive oil",
+                            "k": 3,
+                        },
+                    )
+                    assert r.status_code == 200, r.text
+                    assert r.json()["data"][0]["source"] == "cooking-soup"
+                    await asyncio.sleep(0.1)
+
+        asyncio.run(main())
+        # The reader sees the writer's progress, records and side table alike.
+        reader = open_store(uri, "docs", mode="r")
+        before = reader.count()
+        rounds = reader.side_table("manifest").get_many(["corpus"])["corpus"]["rounds"]
+        assert writer.poll() is None  # still writing
+        assert wait_for(lambda: reader.count() > before, timeout=30)
+        assert reader.side_table("manifest").get_many(["corpus"])["corpus"]["rounds"] > rounds
+        reader.close()

@@ -12,7 +12,8 @@ import httpx
 import numpy as np
 import pytest
 
-from _servers_support import FakeServer, make_records
+from _servers_support import FakeServer, check_contract, check_side_table, make_records
+from _vendor_fakes import FakeSearchEngine
 from vectorstream.errors import ConfigError, RecordRejectedError, StoreError, StoreUnavailableError
 from vectorstream.stores import open_store
 from vectorstream.stores.retry import RetryPolicy, write_with_retry
@@ -207,7 +208,7 @@ def test_es_range_search_uses_the_native_similarity_bound() -> None:
     hits = store.range_search(np.ones(4, dtype=np.float32), 0.25, limit=50)
     first, second = server.sent("POST", "/docs/_search")
     assert first["knn"]["k"] == 1
-    assert second["knn"]["k"] == 50 and second["knn"]["similarity"] == pytest.approx(0.55)
+    assert second["knn"]["k"] == 50 and second["knn"]["similarity"] == pytest.approx(0.55, abs=2e-6)
     assert [h.id for h in hits] == ["a", "b"]
 
 
@@ -236,7 +237,7 @@ def test_os_search_and_range_use_the_knn_query_and_min_score() -> None:
     radial = r2["query"]["knn"]["embedding"]
     assert (
         "k" not in radial
-        and radial["min_score"] == pytest.approx((1 + 0.4) / 2)
+        and radial["min_score"] == pytest.approx((1 + 0.4) / 2, abs=2e-6)
         and r2["size"] == 9
     )
 
@@ -304,3 +305,45 @@ def test_api_key_header_and_bad_names() -> None:
         open_store("es://es.test:9200", "Docs", dim=4, transport=httpx.MockTransport(server))
     with pytest.raises(ConfigError, match="unknown"):
         open_es(server, colour="red")
+
+
+@pytest.mark.parametrize("flavor", ["elasticsearch", "opensearch"])
+def test_contract_and_side_table_against_a_stateful_engine(flavor: str) -> None:
+    engine = FakeSearchEngine(flavor)
+    transport = httpx.MockTransport(engine)
+    store = open_store(f"{flavor}://es.test:9200", "docs", dim=16, transport=transport)
+    left = check_contract(store)
+    check_side_table(store)
+    # The side table is its own hidden index; the collection's index holds only records.
+    side = engine.indices["docs__vs_manifest"]
+    assert side["body"]["settings"] == {"index": {"hidden": True}}
+    assert side["body"]["mappings"]["properties"]["doc"] == {"type": "object", "enabled": False}
+    assert len(engine.indices["docs"]["docs"]) == len(left)
+    # Every side-table write waits for the refresh that makes it visible to every reader.
+    side_writes = [
+        req
+        for _m, path, lines, req in engine.requests
+        if path == "/_bulk" and next(iter(lines[0].values()))["_index"] == "docs__vs_manifest"
+    ]
+    assert len(side_writes) == 4  # put, overwrite, delete, clear
+    assert all(req.url.params["refresh"] == "wait_for" for req in side_writes)
+    store.close()
+
+
+def test_side_table_on_a_fresh_store_and_long_keys() -> None:
+    engine = FakeSearchEngine()
+    transport = httpx.MockTransport(engine)
+    store = open_store("es://es.test:9200", "fresh", transport=transport)
+    table = store.side_table("manifest")
+    assert table.get_many(["a"]) == {} and list(table.scan()) == [] and store.count() == 0
+    table.delete_many(["a"])  # nothing there: no index is created for it
+    assert "fresh__vs_manifest" not in engine.indices
+    long_key = "/deep/" + "é" * 400  # over Elasticsearch's 512-byte _id bound
+    table.put_many({long_key: {"n": 1}, "~tilde": {"n": 2}})
+    again = store.side_table("manifest")
+    assert again.get_many([long_key, "~tilde"]) == {long_key: {"n": 1}, "~tilde": {"n": 2}}
+    assert dict(again.scan()) == {long_key: {"n": 1}, "~tilde": {"n": 2}}
+    ids = set(engine.indices["fresh__vs_manifest"]["docs"])
+    assert long_key not in ids and all(len(i.encode()) <= 512 for i in ids)
+    with pytest.raises(ConfigError, match="side table names"):
+        store.side_table("Bad-Name")

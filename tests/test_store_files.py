@@ -12,6 +12,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
+from _servers_support import check_side_table
 from _store_support import make_records, unit_rows
 from vectorstream.errors import ConfigError, RecordRejectedError, StoreError, StoreLockedError
 from vectorstream.stores import open_store
@@ -34,7 +35,9 @@ def _same(a: Record, b: Record) -> None:
     )
     assert tuple(a.headings) == tuple(b.headings)
     assert dict(a.metadata) == dict(b.metadata)
-    np.testing.assert_array_equal(np.asarray(a.embedding.as_dense(), np.float32), b.embedding.as_dense())
+    np.testing.assert_array_equal(
+        np.asarray(a.embedding.as_dense(), np.float32), b.embedding.as_dense()
+    )
 
 
 def test_parquet_folder_round_trip(tmp_path: Path) -> None:
@@ -232,6 +235,47 @@ def test_every_adapter_here_satisfies_the_protocol(tmp_path: Path) -> None:
     ):
         store = open_store(uri, "docs", dim=DIM)
         assert isinstance(store, VectorStore), uri
-        assert store.capabilities.embedded and store.capabilities.dense
+        assert "dense" in store.capabilities.kinds
         assert (store.uri, store.collection) == (uri, "docs")
         store.close()
+
+
+@pytest.mark.parametrize(
+    ("uri", "beside"),
+    [
+        ("parquet:{tmp}/out", "out/docs.vs-manifest.sqlite"),
+        ("parquet:{tmp}/all.parquet", "all.parquet.vs-manifest.sqlite"),
+        ("jsonl:{tmp}", "docs.jsonl.vs-manifest.sqlite"),
+    ],
+)
+def test_side_tables_live_beside_the_output(tmp_path: Path, uri: str, beside: str) -> None:
+    uri = uri.format(tmp=tmp_path)
+    writer = open_store(uri, "docs", dim=DIM, mode="w")
+    # A reader before the side table exists sees it empty, and never writes to it.
+    early = open_store(uri, "docs", mode="r")
+    assert early.side_table("manifest").get_many(["k"]) == {}
+    assert list(early.side_table("manifest").scan()) == []
+    if not uri.endswith(".parquet"):  # a single Parquet file cannot be read before close
+        writer.upsert(make_records(unit_rows(5, DIM)))
+    check_side_table(writer)
+    writer.side_table("manifest").put_many({"/a.txt": {"state": "done", "chunks": 2}})
+    assert (tmp_path / beside).is_file()
+    # A reader opens while the writer holds its lock, and reads the writer's rows.
+    reader = open_store(uri, "docs", mode="r")
+    assert reader.side_table("manifest").get_many(["/a.txt"]) == {
+        "/a.txt": {"state": "done", "chunks": 2}
+    }
+    assert dict(early.side_table("manifest").scan()) == {"/a.txt": {"state": "done", "chunks": 2}}
+    with pytest.raises(StoreError, match="read-only"):
+        reader.side_table("manifest").put_many({"/b.txt": {}})
+    with pytest.raises(ConfigError, match="side table names"):
+        writer.side_table("../escape")
+    for store in (early, reader, writer):
+        store.close()
+    with pytest.raises(StoreError, match="closed"):
+        writer.side_table("manifest")
+    # The manifest outlives the writer: whoever opens the files next finds it with them.
+    with open_store(uri, "docs", mode="r") as again:
+        assert again.side_table("manifest").get_many(["/a.txt"]) == {
+            "/a.txt": {"state": "done", "chunks": 2}
+        }

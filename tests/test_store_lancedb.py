@@ -14,6 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from _servers_support import check_contract, check_side_table
 from _store_support import exact_topk, make_records, unit_rows
 from vectorstream.errors import (
     ConfigError,
@@ -22,8 +23,8 @@ from vectorstream.errors import (
     StoreLockedError,
 )
 from vectorstream.stores import dipr_cut, open_store
-from vectorstream.stores.lancedb import LanceDBStore, path_of, translate_where
-from vectorstream.types import Hit, Record
+from vectorstream.stores.lancedb import LanceDBStore, list_collections, path_of, translate_where
+from vectorstream.types import Embedding, Hit, Record
 
 DIM = 16
 
@@ -147,8 +148,10 @@ def test_duplicate_ids_in_one_batch_keep_the_last(store: LanceDBStore) -> None:
 
 def test_bad_vectors_are_rejected_and_neighbours_written(store: LanceDBStore) -> None:
     records = make_records(unit_rows(4, DIM))
-    nan = Record(**{**_as_kwargs(records[1]), "vector": np.full(DIM, np.nan, np.float32)})
-    short = Record(**{**_as_kwargs(records[2]), "vector": np.ones(DIM - 1, np.float32)})
+    nan_vector = Embedding(dense=np.full(DIM, np.nan, np.float32))
+    nan = Record(**{**_as_kwargs(records[1]), "embedding": nan_vector})
+    short_vector = Embedding(dense=np.ones(DIM - 1, np.float32))
+    short = Record(**{**_as_kwargs(records[2]), "embedding": short_vector})
     with pytest.raises(RecordRejectedError) as info:
         store.upsert([records[0], nan, short, records[3]])
     assert set(info.value.rejected) == {records[1].id, records[2].id}
@@ -231,11 +234,14 @@ def test_search_edge_cases(store: LanceDBStore) -> None:
     assert store.search(unit_rows(1, DIM)[0], 5) == []  # empty table
     store.upsert(make_records(unit_rows(3, DIM)))
     assert len(store.search(unit_rows(1, DIM)[0], 10)) == 3
-    assert store.search(unit_rows(1, DIM)[0], 0) == []
-    with pytest.raises(ConfigError, match="16-dimensional"):
+    with pytest.raises(ConfigError, match="k must be"):
+        store.search(unit_rows(1, DIM)[0], 0)
+    with pytest.raises(ConfigError, match="dimension 17"):
         store.search(np.ones(DIM + 1, np.float32))
-    with pytest.raises(ConfigError, match="non-zero"):
+    with pytest.raises(ConfigError, match="all zeros"):
         store.search(np.zeros(DIM, np.float32))
+    with pytest.raises(ConfigError, match="limit must be"):
+        store.range_search(unit_rows(1, DIM)[0], 0.1, limit=0)
 
 
 FILTERS: list[dict[str, object]] = [
@@ -394,6 +400,9 @@ _SECOND_WRITER = textwrap.dedent(
         open_store(sys.argv[1], "docs", dim=16)
     except StoreLockedError as exc:
         print("LOCKED", exc)
+        # A reader in another process reads the side table while the writer holds the lock.
+        reader = open_store(sys.argv[1], "docs", mode="r")
+        print("SIDE", dict(reader.side_table("manifest").scan()))
         sys.exit(0)
     print("NOT LOCKED")
     sys.exit(1)
@@ -406,6 +415,7 @@ def test_second_writer_fails_fast_while_readers_work(tmp_path: Path) -> None:
     writer = open_store(uri, "docs", dim=DIM)
     records = make_records(unit_rows(50, DIM))
     writer.upsert(records)
+    writer.side_table("manifest").put_many({"/x.txt": {"chunks": 3}})
     child = subprocess.run(
         [sys.executable, "-c", _SECOND_WRITER, uri],
         capture_output=True,
@@ -414,6 +424,7 @@ def test_second_writer_fails_fast_while_readers_work(tmp_path: Path) -> None:
     )
     assert child.returncode == 0, child.stdout + child.stderr
     assert "LOCKED" in child.stdout and "mode='r'" in child.stdout
+    assert "SIDE {'/x.txt': {'chunks': 3}}" in child.stdout
     # A reader opens and searches while the writer holds the lock, and sees its commits.
     reader = open_store(uri, "docs", mode="r")
     assert _ids(reader.search(records[3].embedding.as_dense(), 1)) == ["r3"]
@@ -441,7 +452,7 @@ def test_auto_mode_locks_on_first_write(tmp_path: Path) -> None:
 def test_sync_fallback_gives_the_same_answers(
     store: LanceDBStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import vectorstream.stores.lancedb as module
+    import vectorstream.stores._lance_search as module
 
     records = make_records(unit_rows(300, DIM))
     store.upsert(records)
@@ -583,3 +594,104 @@ def test_a_killed_writer_leaves_no_lock(tmp_path: Path) -> None:
     proc.wait(timeout=30)
     with open_store(uri, "docs", dim=DIM) as store:  # the kernel dropped the flock
         assert store.count() == 200
+
+
+# -- the shared contracts, side tables -----------------------------------------------------------
+
+
+def test_contract(store: LanceDBStore) -> None:
+    check_contract(store, dim=DIM)
+
+
+def test_side_table_contract(store: LanceDBStore) -> None:
+    store.upsert(make_records(unit_rows(20, DIM)))
+    check_side_table(store)
+
+
+def test_reader_reads_the_side_table_without_the_lock(tmp_path: Path) -> None:
+    uri = f"lancedb://{tmp_path}"
+    writer = open_store(uri, "docs", dim=DIM, mode="w")
+    # A reader opened before the side table exists sees it empty, and cannot write to it.
+    early = open_store(uri, "docs", mode="r", refresh_interval=0)
+    assert early.side_table("manifest").get_many(["a"]) == {}
+    assert list(early.side_table("manifest").scan()) == []
+    with pytest.raises(StoreError, match="read-only"):
+        early.side_table("manifest").put_many({"a": {"state": "done"}})
+    writer.side_table("manifest").put_many({"a": {"state": "done", "n": 1}, "b": {"n": 2}})
+    # The writer holds the lock: a reader that took it would fail with StoreLockedError here.
+    reader = open_store(uri, "docs", mode="r")
+    assert reader.side_table("manifest").get_many(["a", "zz"]) == {"a": {"state": "done", "n": 1}}
+    assert dict(early.side_table("manifest").scan()) == {
+        "a": {"state": "done", "n": 1},
+        "b": {"n": 2},
+    }
+    writer.side_table("manifest").delete_many(["a"])
+    assert dict(early.side_table("manifest").scan()) == {"b": {"n": 2}}  # refresh_interval=0
+    with pytest.raises(StoreError, match="read-only"):
+        reader.side_table("manifest").delete_many(["b"])
+    early.close()
+    reader.close()
+    writer.close()
+
+
+def test_side_tables_are_not_collections(tmp_path: Path) -> None:
+    import lancedb
+
+    uri = f"lancedb://{tmp_path}"
+    with open_store(uri, "docs", dim=DIM) as store:
+        store.side_table("manifest").put_many({"k": {"v": 1}})
+    assert "docs__vs_manifest" in lancedb.connect(str(tmp_path)).table_names()  # it is there,
+    assert list_collections(uri) == ["docs"]  # but not a collection
+    assert list_collections(f"lancedb://{tmp_path / 'none'}") == []
+    with pytest.raises(StoreError, match=r"found: \['docs'\]"):
+        open_store(uri, "other")
+    with pytest.raises(ConfigError, match="side tables"):
+        open_store(uri, "docs__vs_manifest", dim=DIM)
+    with open_store(uri, "docs") as store, pytest.raises(ConfigError, match="side table names"):
+        store.side_table("Bad-Name")
+
+
+def test_drop_takes_the_side_tables_along(tmp_path: Path) -> None:
+    import lancedb
+
+    uri = f"lancedb://{tmp_path}"
+    keep = open_store(uri, "keep", dim=DIM)
+    keep.side_table("manifest").put_many({"k": {"v": 1}})
+    store = open_store(uri, "docs", dim=DIM)
+    store.upsert(make_records(unit_rows(5, DIM)))
+    store.side_table("manifest").put_many({"k": {"v": 2}})
+    store.side_table("other").put_many({"k": {"v": 3}})
+    store.drop()
+    assert sorted(lancedb.connect(str(tmp_path)).table_names()) == ["keep", "keep__vs_manifest"]
+    with pytest.raises(StoreError, match="closed"):
+        store.side_table("manifest")
+    # The lock was released; a new collection of that name starts empty, side tables too.
+    with open_store(uri, "docs", dim=DIM) as fresh:
+        assert fresh.count() == 0 and fresh.side_table("manifest").get_many(["k"]) == {}
+    assert keep.side_table("manifest").get_many(["k"]) == {"k": {"v": 1}}
+    keep.close()
+
+
+def test_many_small_side_table_writes_are_compacted(tmp_path: Path) -> None:
+    from vectorstream.stores._lance_side import COMPACT_EVERY
+
+    assert COMPACT_EVERY >= 16  # the default; a few here to keep the test fast
+    store = open_store(str(tmp_path), "docs", dim=DIM, cleanup_older_than=0.001)
+    side = store.side_table("manifest")
+    side.compact_every = 8  # type: ignore[attr-defined]
+    writes = 2 * 8 + 5
+    for i in range(writes):  # one source at a time, as the pipeline's manifest writes
+        side.put_many({f"/src/{i}.txt": {"state": "pending"}})
+    raw = side._table  # type: ignore[attr-defined]
+    assert len(raw.list_versions()) <= 8 + 2  # compacted on the way
+    assert raw.stats()["fragment_stats"]["num_fragments"] <= 8
+    assert store.optimize().rows == 0
+    assert raw.stats()["fragment_stats"]["num_fragments"] == 1
+    assert len(dict(side.scan())) == writes
+    side.put_many({"/src/0.txt": {"state": "done"}})
+    store.close()  # compacts what was written since
+    assert len(raw.list_versions()) == 1
+    with open_store(str(tmp_path), "docs", mode="r") as reader:
+        assert reader.side_table("manifest").get_many(["/src/0.txt"]) == {
+            "/src/0.txt": {"state": "done"}
+        }

@@ -61,7 +61,7 @@ def test_memory_path_answers_as_lancedb_does(uri: str) -> None:
         ]
         ra, rb = memory.range_search(q, 0.15, limit=500), direct.range_search(q, 0.15, limit=500)
         assert [h.id for h in ra] == [h.id for h in rb]
-    assert memory._resident is not None and len(memory._resident) == 2000
+    assert memory._memory.snapshot is not None and len(memory._memory.snapshot) == 2000
     # A filter goes to LanceDB (a prefilter there) and is still honoured.
     hits = memory.search(rows(1, 3)[0], 5, where={"source": "r3.md"})
     assert hits and all(h.source == "r3.md" for h in hits)
@@ -102,7 +102,7 @@ def test_a_collection_over_the_budget_is_searched_by_lancedb(uri: str) -> None:
     vectors = rows(100, 7)
     store.upsert(records(vectors))
     assert [h.id for h in store.search(vectors[3], 1)] == ["r3"]
-    assert store._resident is None  # type: ignore[attr-defined]
+    assert store._memory.snapshot is None  # type: ignore[attr-defined]
     store.close()
 
 
@@ -112,10 +112,10 @@ def test_snapshot_follows_versions_at_most_every_refresh(uri: str) -> None:
     reader = open_store(uri, "docs", mode="r", refresh_interval=0.2)
     assert isinstance(reader, LanceDBStore)
     reader.search(rows(1, 9)[0], 3)
-    first = reader._resident
+    first = reader._memory.snapshot
     assert first is not None
     reader.search(rows(1, 9)[0], 3)
-    assert reader._resident is first  # same version: the snapshot is reused
+    assert reader._memory.snapshot is first  # same version: the snapshot is reused
     writer.upsert(records(rows(1, 10), prefix="x"))
     time.sleep(0.3)
     assert reader.search(rows(1, 10)[0], 1)[0].id == "x0"

@@ -9,12 +9,18 @@ import pytest
 from _servers_support import (
     MilvusLiteServer,
     check_contract,
+    check_side_table,
     free_port,
     make_records,
     recall_at_10,
     unique_name,
 )
-from vectorstream.errors import ConfigError, MissingDependencyError, StoreUnavailableError
+from vectorstream.errors import (
+    ConfigError,
+    MissingDependencyError,
+    StoreError,
+    StoreUnavailableError,
+)
 from vectorstream.stores import open_store
 
 pymilvus = pytest.importorskip("pymilvus")
@@ -59,7 +65,10 @@ def test_rows_are_read_back_by_the_native_client(lite_server) -> None:
     )
     assert rows[0]["headings"] == list(records[3].headings)
     res = client.search(
-        name, data=[records[3].embedding.as_dense().tolist()], limit=1, search_params={"metric_type": "COSINE"}
+        name,
+        data=[records[3].embedding.as_dense().tolist()],
+        limit=1,
+        search_params={"metric_type": "COSINE"},
     )
     assert res[0][0]["id"] == records[3].id and res[0][0]["distance"] == pytest.approx(
         1.0, abs=1e-4
@@ -144,3 +153,52 @@ def test_server_killed_mid_ingest_and_restarted_loses_nothing(tmp_path) -> None:
         store.close()
     finally:
         server.stop()
+
+
+# -- side tables, and a second process on a Milvus Lite file ----------------------------------
+
+
+def test_side_table_contract_on_a_lite_file(tmp_path) -> None:
+    path = tmp_path / "v.db"
+    store = open_store(f"milvus:{path}", "docs", dim=16)
+    check_side_table(store)  # before any record
+    store.upsert(make_records(20))
+    check_side_table(store)
+    store.side_table("manifest").put_many({"a": {"n": 2**62 + 1, "s": 'q"\\'}})
+    store.close()
+    again = open_store(f"milvus:{path}", "docs", mode="r")
+    assert again.count() == 20
+    table = again.side_table("manifest")
+    assert dict(table.scan()) == {"a": {"n": 2**62 + 1, "s": 'q"\\'}}
+    with pytest.raises(StoreError, match="read-only"):
+        table.put_many({"b": {}})
+    again.close()
+
+
+def test_side_table_on_a_lite_server_is_a_collection_beside(lite_server) -> None:
+    name = unique_name("side")
+    store = open_store(lite_server, name, dim=16)
+    check_side_table(store)
+    store.side_table("manifest").put_many({"k": {"v": 1}})
+    store.close()
+    client = pymilvus.MilvusClient(uri=lite_server.replace("milvus://", "http://"))
+    assert f"{name}__vs_manifest" in client.list_collections()
+    client.load_collection(f"{name}__vs_manifest")
+    rows = client.query(f"{name}__vs_manifest", filter='id != ""', output_fields=["key", "doc"])
+    assert [(r["key"], r["doc"]) for r in rows] == [("k", '{"v": 1}')]
+    client.close()
+
+
+def test_a_second_process_on_a_lite_file_is_told_to_use_a_server(tmp_path) -> None:
+    from _hold_store import held
+    from vectorstream.errors import StoreLockedError
+
+    uri = f"milvus:{tmp_path / 'v.db'}"
+    with held(uri, "docs"):
+        for mode in ("r", "w"):
+            with pytest.raises(StoreLockedError, match="another process") as info:
+                open_store(uri, "docs", mode=mode)
+            assert "milvus://HOST:PORT" in str(info.value)
+    again = open_store(uri, "docs", mode="r")  # the holder is gone
+    assert again.count() == 5
+    again.close()

@@ -8,11 +8,18 @@ import time
 import numpy as np
 import pytest
 
-from _servers_support import check_contract, make_records, pg_server, recall_at_10, unique_name
-from vectorstream.errors import ConfigError, MissingDependencyError, RecordRejectedError
+from _servers_support import (
+    check_contract,
+    check_side_table,
+    make_records,
+    pg_server,
+    recall_at_10,
+    unique_name,
+)
+from vectorstream.errors import ConfigError, MissingDependencyError, RecordRejectedError, StoreError
 from vectorstream.stores import open_store
 from vectorstream.stores.retry import write_with_retry
-from vectorstream.types import Record
+from vectorstream.types import Embedding, Record
 
 psycopg = pytest.importorskip("psycopg")
 
@@ -34,6 +41,62 @@ def store(server):
 
 def test_contract(store) -> None:
     check_contract(store)
+
+
+def test_side_table_contract(server, store) -> None:
+    check_side_table(store)  # before any record
+    store.upsert(make_records(20))
+    check_side_table(store)
+    lazy = open_store(server.uri, unique_name("lazy"))  # no table yet, no dimension known
+    check_side_table(lazy)
+    lazy.close()
+
+
+def test_side_table_is_a_table_beside_seen_by_every_connection(server, store) -> None:
+    table = store.side_table("manifest")
+    table.put_many({"/a.txt": {"state": "done", "n": 2**62 + 1}, "/b.txt": {"state": "pending"}})
+    with psycopg.connect(server.uri) as conn:
+        rows = conn.execute(
+            f'SELECT key, doc FROM "{store.collection}__vs_manifest" ORDER BY key'
+        ).fetchall()
+        assert rows == [
+            ("/a.txt", {"state": "done", "n": 2**62 + 1}),
+            ("/b.txt", {"state": "pending"}),
+        ]
+        kind = conn.execute(
+            "SELECT format_type(atttypid, atttypmod) FROM pg_attribute "
+            "WHERE attrelid = %s::regclass AND attname = 'doc'",
+            [f'"{store.collection}__vs_manifest"'],
+        ).fetchone()[0]
+        assert kind == "jsonb"
+    reader = open_store(server.uri, store.collection, mode="r")
+    assert reader.side_table("manifest").get_many(["/b.txt"]) == {"/b.txt": {"state": "pending"}}
+    with pytest.raises(StoreError, match="read-only"):
+        reader.side_table("manifest").put_many({"/c.txt": {}})
+    reader.close()
+    assert store.count() == 0 and store.ids() == set()
+
+
+def test_side_table_of_a_long_table_name_fits_postgres_identifiers(server) -> None:
+    long_a = unique_name("a" * 50)  # 61 bytes: the side table's name would pass 63
+    long_b = long_a[:-1] + ("0" if long_a[-1] != "0" else "1")
+    a = open_store(server.uri, long_a, dim=4)
+    b = open_store(server.uri, long_b, dim=4)
+    a.side_table("manifest").put_many({"k": {"of": "a"}})
+    b.side_table("manifest").put_many({"k": {"of": "b"}})
+    assert dict(a.side_table("manifest").scan()) == {"k": {"of": "a"}}
+    assert dict(b.side_table("manifest").scan()) == {"k": {"of": "b"}}
+    with psycopg.connect(server.uri) as conn:
+        names = [
+            r[0]
+            for r in conn.execute(
+                "SELECT relname FROM pg_class WHERE relname LIKE %s AND relkind = 'r'",
+                [long_a[:30] + "%\\_\\_vs\\_manifest%"],
+            ).fetchall()
+        ]
+    assert len(names) == 2 and all(len(n.encode()) <= 63 for n in names)
+    a.close()
+    b.close()
 
 
 def test_rows_are_found_by_plain_sql_with_pgvector_operators(server, store) -> None:
@@ -90,7 +153,7 @@ def test_server_rejections_become_record_rejected_and_writer_bisects(store) -> N
         **{
             **{f: getattr(good[0], f) for f in Record.__dataclass_fields__},
             "id": "bad",
-            "vector": np.ones(3, dtype=np.float32),
+            "embedding": Embedding(dense=np.ones(3, dtype=np.float32)),
         }
     )
     with pytest.raises(RecordRejectedError) as info:
@@ -277,7 +340,6 @@ def test_postgres_restarted_mid_ingest_pipeline_run_completes_with_nothing_lost(
         model=support.FakeEmbedder(delay=0.02),
         workers=1,
         buffer=64,
-        manifest=tmp_path / "manifest",
     )
     stopped_during_run = outage.is_set()
     breaker.join(30)

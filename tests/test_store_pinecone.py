@@ -8,7 +8,8 @@ import httpx
 import numpy as np
 import pytest
 
-from _servers_support import FakeServer, make_records
+from _servers_support import FakeServer, check_contract, check_side_table, make_records
+from _vendor_fakes import FakePinecone
 from vectorstream.errors import ConfigError, StoreError, StoreUnavailableError
 from vectorstream.stores import open_store
 from vectorstream.stores.retry import RetryPolicy, write_with_retry
@@ -62,7 +63,9 @@ def test_upsert_sends_flat_metadata_in_batches_of_100() -> None:
     assert [len(b["vectors"]) for b in bodies] == [100, 100, 50]
     assert all(b["namespace"] == "docs" for b in bodies)
     v = bodies[0]["vectors"][3]
-    assert v["id"] == records[3].id and v["values"] == pytest.approx(records[3].embedding.as_dense().tolist())
+    assert v["id"] == records[3].id and v["values"] == pytest.approx(
+        records[3].embedding.as_dense().tolist()
+    )
     meta = v["metadata"]
     assert meta["text"] == records[3].text and meta["source"] == records[3].source
     assert meta["metadata.lang"] == "en" and meta["metadata"] == '{"lang": "en", "n": 3}'
@@ -197,3 +200,28 @@ def test_ids_delete_and_errors() -> None:
         open_store(
             f"pinecone://{HOST}", "docs", dim=4, api_key="k", transport=httpx.MockTransport(down)
         )
+
+
+def test_contract_and_side_table_against_a_stateful_index() -> None:
+    fake = FakePinecone(dim=16)
+    store = open_p(fake, dim=16)  # type: ignore[arg-type]
+    left = check_contract(store)
+    check_side_table(store)
+    assert set(fake.namespaces["docs"]) == {r.id for r in left}
+    # The rows live in a reserved namespace, each with the same unit vector (never all zeros).
+    table = store.side_table("manifest")
+    table.put_many({"odd key é": {"big": 2**62}})
+    (row,) = fake.namespaces["__vs_docs_manifest"].values()
+    assert row["values"] == [1.0] + [0.0] * 15
+    assert row["metadata"] == {"key": "odd key é", "doc": '{"big": 4611686018427387904}'}
+    assert table.get_many(["odd key é"]) == {"odd key é": {"big": 2**62}}
+    assert store.count() == len(left)
+    store.close()
+
+
+def test_side_table_rows_over_the_metadata_limit_are_refused() -> None:
+    fake = FakePinecone(dim=4)
+    table = open_p(fake).side_table("manifest")  # type: ignore[arg-type]
+    with pytest.raises(StoreError, match="40960 bytes"):
+        table.put_many({"big": {"blob": "x" * 41_000}})
+    assert fake.namespaces == {}

@@ -8,8 +8,8 @@ import uuid
 import numpy as np
 import pytest
 
-from _servers_support import check_contract, make_records, recall_at_10
-from vectorstream.errors import ConfigError, MissingDependencyError, StoreLockedError
+from _servers_support import check_contract, check_side_table, make_records, recall_at_10
+from vectorstream.errors import ConfigError, MissingDependencyError, StoreError, StoreLockedError
 from vectorstream.stores import open_store
 from vectorstream.stores._common import uuid_for
 
@@ -42,7 +42,9 @@ def test_points_are_read_back_by_the_native_client(tmp_path) -> None:
     assert uuid.UUID(str(point.id)) == uuid.UUID(uuid_for(records[4].id))
     assert point.payload["vs_id"] == records[4].id and point.payload["source"] == records[4].source
     assert point.payload["metadata"] == dict(records[4].metadata)
-    hits = client.query_points("docs", query=records[4].embedding.as_dense().tolist(), limit=1).points
+    hits = client.query_points(
+        "docs", query=records[4].embedding.as_dense().tolist(), limit=1
+    ).points
     assert hits[0].id == point.id and hits[0].score == pytest.approx(1.0, abs=1e-5)
     client.close()
 
@@ -55,7 +57,9 @@ def test_edge_shard_is_read_back_natively_and_reopens(tmp_path) -> None:
     store.close()
     shard = edge.EdgeShard.load(str(tmp_path / "docs"))
     req = edge.QueryRequest(
-        limit=1, query=edge.Query.Nearest(records[6].embedding.as_dense().tolist(), using=""), with_payload=True
+        limit=1,
+        query=edge.Query.Nearest(records[6].embedding.as_dense().tolist(), using=""),
+        with_payload=True,
     )
     top = shard.query(req)[0]
     assert top.payload["vs_id"] == records[6].id and top.score == pytest.approx(1.0, abs=1e-5)
@@ -130,4 +134,69 @@ def test_a_second_edge_writer_fails_fast(tmp_path) -> None:
     writer.close()
     again = open_store(f"qdrant-edge:{tmp_path}", "docs")
     assert again.count() == 2
+    again.close()
+
+
+# -- side tables, and a second process on a local-mode folder ---------------------------------
+
+
+def test_side_table_contract(scheme, tmp_path) -> None:
+    store = open_store(f"{scheme}:{tmp_path}", "docs", dim=16)
+    check_side_table(store)  # before any record
+    store.upsert(make_records(20))
+    check_side_table(store)
+    store.side_table("manifest").put_many({"a": {"n": 2**62 + 1}})
+    store.close()
+    again = open_store(f"{scheme}:{tmp_path}", "docs", mode="r")
+    assert again.count() == 20
+    table = again.side_table("manifest")
+    assert dict(table.scan()) == {"a": {"n": 2**62 + 1}}
+    with pytest.raises(StoreError, match="read-only"):
+        table.delete_many(["a"])
+    again.close()
+
+
+def test_local_side_table_is_a_collection_without_vectors(tmp_path) -> None:
+    store = open_store(f"qdrant:{tmp_path}", "docs", dim=4)
+    store.side_table("manifest").put_many({"k": {"v": 1}})
+    store.close()
+    client = qdrant_client.QdrantClient(path=str(tmp_path))
+    info = client.get_collection("docs__vs_manifest")
+    assert info.config.params.vectors == {} and info.points_count == 1
+    point = client.scroll("docs__vs_manifest", with_payload=True)[0][0]
+    assert point.payload == {"key": "k", "doc": '{"v": 1}'}
+    client.close()
+
+
+def test_edge_side_table_lives_in_the_shard_folder(tmp_path) -> None:
+    pytest.importorskip("qdrant_edge")
+    uri = f"qdrant-edge:{tmp_path}"
+    store = open_store(uri, "docs")  # no shard yet: the side table comes first
+    store.side_table("manifest").put_many({"k": {"v": 1}})
+    store.upsert(make_records(3, dim=4))  # the shard is created beside it
+    store.close()
+    assert (tmp_path / "docs" / "vectorstream.manifest.sqlite").is_file()
+    again = open_store(uri, "docs", mode="r")
+    assert again.count() == 3 and dict(again.side_table("manifest").scan()) == {"k": {"v": 1}}
+    # A reader of a collection with no side table yet creates no file.
+    assert dict(again.side_table("other").scan()) == {}
+    assert not (tmp_path / "docs" / "vectorstream.other.sqlite").exists()
+    again.close()
+
+
+def test_a_second_process_on_a_local_folder_is_told_to_use_a_server(tmp_path) -> None:
+    from _hold_store import held
+    from _server_support import FakeEmbedder
+    from vectorstream import search
+
+    uri = f"qdrant:{tmp_path}"
+    with held(uri, "docs"):
+        for mode in ("r", "w"):
+            with pytest.raises(StoreLockedError, match="another process") as info:
+                open_store(uri, "docs", mode=mode)
+            assert "qdrant://HOST:PORT" in str(info.value)
+        with pytest.raises(StoreLockedError, match=r"qdrant://HOST:PORT"):
+            search("anything", store=uri, collection="docs", model=FakeEmbedder(dim=4))
+    again = open_store(uri, "docs", mode="r")  # the holder is gone
+    assert again.count() == 5
     again.close()

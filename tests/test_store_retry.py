@@ -14,7 +14,7 @@ from _servers_support import make_records, pg_server, unique_name
 from vectorstream.errors import ConfigError, RecordRejectedError, StoreError, StoreUnavailableError
 from vectorstream.stores.base import StoreCapabilities
 from vectorstream.stores.retry import RetryPolicy, record_problem, write_with_retry
-from vectorstream.types import Record
+from vectorstream.types import Embedding, Record
 
 
 class VirtualClock:
@@ -118,9 +118,15 @@ def test_invalid_records_are_set_aside_before_sending() -> None:
     store = FlakyStore()
     good = make_records(6)
     nan = Record(
-        **{**_fields(good[0]), "id": "nan", "vector": np.full(16, np.nan, dtype=np.float32)}
+        **{
+            **_fields(good[0]),
+            "id": "nan",
+            "embedding": Embedding(dense=np.full(16, np.nan, dtype=np.float32)),
+        }
     )
-    short = Record(**{**_fields(good[0]), "id": "short", "vector": np.ones(3, dtype=np.float32)})
+    short = Record(
+        **{**_fields(good[0]), "id": "short", "embedding": Embedding(dense=np.ones(3, np.float32))}
+    )
     huge = Record(**{**_fields(good[0]), "id": "huge", "text": "x" * 2000})
     seen: list[tuple[str, str]] = []
     result = write_with_retry(

@@ -13,7 +13,8 @@ import httpx
 import numpy as np
 import pytest
 
-from _servers_support import FakeServer, make_records
+from _servers_support import FakeServer, check_contract, check_side_table, make_records
+from _vendor_fakes import FakeWeaviate
 from vectorstream.errors import ConfigError, RecordRejectedError, StoreError
 from vectorstream.stores import open_store
 from vectorstream.stores._common import uuid_for
@@ -196,7 +197,7 @@ def test_range_search_bounds_the_distance() -> None:
     first, second = server.sent("POST", "/v1/graphql")
     assert "limit: 1" in first["query"] and "distance:" not in first["query"]
     bound = float(re.search(r"distance: ([0-9.]+)", second["query"]).group(1))
-    assert bound == pytest.approx(1 - (0.8 - 0.15)) and "limit: 20" in second["query"]
+    assert bound == pytest.approx(1 - (0.8 - 0.15), abs=2e-6) and "limit: 20" in second["query"]
     assert [h.id for h in hits] == ["a", "b"]
 
 
@@ -263,3 +264,34 @@ def test_api_key_is_a_bearer_token() -> None:
     open_w(server, api_key="secret", https=True)
     req = server.requests[0][3]
     assert req.headers["authorization"] == "Bearer secret" and req.url.scheme == "https"
+
+
+def test_contract_and_side_table_against_a_stateful_weaviate() -> None:
+    fake = FakeWeaviate()
+    store = open_store(
+        "weaviate://wv.test:8080", "docs", dim=16, transport=httpx.MockTransport(fake)
+    )
+    left = check_contract(store)
+    check_side_table(store)
+    side = fake.classes["Docs__vs_manifest"]["schema"]
+    assert side["vectorIndexConfig"] == {"skip": True}
+    assert {p["name"] for p in side["properties"]} == {"key", "doc"}
+    assert len(fake.classes["Docs"]["objects"]) == len(left)
+    # Rows are stored under the UUID5 of their key, with no vector.
+    table = store.side_table("manifest")
+    table.put_many({"k": {"a": 1}})
+    row = fake.classes["Docs__vs_manifest"]["objects"][uuid_for("k")]
+    assert row["vector"] is None and row["properties"] == {"key": "k", "doc": '{"a": 1}'}
+    store.close()
+
+
+def test_side_table_before_the_class_exists() -> None:
+    fake = FakeWeaviate()
+    store = open_store("weaviate://wv.test:8080", "fresh", transport=httpx.MockTransport(fake))
+    table = store.side_table("manifest")
+    assert table.get_many(["a"]) == {} and list(table.scan()) == []
+    table.delete_many(["a"])
+    assert fake.classes == {}
+    table.put_many({"a": {"x": None}})
+    assert store.side_table("manifest").get_many(["a"]) == {"a": {"x": None}}
+    assert store.count() == 0 and "Fresh" not in fake.classes

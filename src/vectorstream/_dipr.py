@@ -16,7 +16,7 @@ contrastive loss (MultipleNegativesRankingLoss, scale 20) has ``T = 0.05``, the 
 from __future__ import annotations
 
 import math
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 
@@ -25,8 +25,6 @@ from .errors import ConfigError
 __all__ = ["DEFAULT_TEMPERATURE", "alpha_to_beta", "check_beta", "threshold", "within"]
 
 DEFAULT_TEMPERATURE = 0.05
-
-_S = TypeVar("_S")
 
 
 def alpha_to_beta(alpha: float, temperature: float = DEFAULT_TEMPERATURE) -> float:
@@ -47,9 +45,9 @@ def check_beta(beta: Any) -> float:
     return float(beta)
 
 
-def threshold(best: _S, beta: float) -> _S:
+def threshold(best: Any, beta: float) -> Any:
     """The lowest score still in range: ``best - beta`` (``-inf`` when beta is infinite)."""
-    return best - beta  # type: ignore[operator,no-any-return]
+    return best - beta
 
 
 def within(scores: Any, best: Any, beta: float) -> Any:

@@ -43,7 +43,7 @@ def dense_problem(vector: Any, dim: int | None, what: str = "vector") -> str | N
     if not _numeric(v):
         return f"{what} must be numeric, got dtype {v.dtype}"
     if dim is not None and v.shape[0] != dim:
-        return f"{what} has dimension {v.shape[0]}, expected {dim}"
+        return f"{what} has dimension {v.shape[0]}; the store holds {dim}-dimensional vectors"
     if not np.isfinite(v).all():
         return f"{what} contains NaN or infinity"
     return None
@@ -59,11 +59,10 @@ def check_query(vector: Any, dim: int | None) -> np.ndarray:
 
 def embedding_width(embedding: Embedding) -> int:
     """The dimension an embedding is checked against: its length, vocabulary or row width."""
-    if embedding.dense is not None:
-        return int(np.shape(embedding.dense)[0])
     if embedding.sparse is not None:
         return int(embedding.sparse.dim)
-    return int(np.shape(embedding.multivector)[-1])
+    array = embedding.dense if embedding.dense is not None else embedding.multivector
+    return int(np.asarray(array).shape[-1])
 
 
 def embedding_problem(embedding: Embedding, dim: int | None) -> str | None:
@@ -73,7 +72,7 @@ def embedding_problem(embedding: Embedding, dim: int | None) -> str | None:
     if embedding.sparse is not None:
         sv = embedding.sparse
         if dim is not None and sv.dim != dim:
-            return f"sparse vector has a vocabulary of {sv.dim}, expected {dim}"
+            return f"sparse vector has a vocabulary of {sv.dim} terms; the store holds {dim}"
         idx = sv.indices
         if idx.size and (int(idx[0]) < 0 or int(idx[-1]) >= sv.dim):
             return f"sparse vector has term ids outside [0, {sv.dim})"
@@ -88,7 +87,9 @@ def embedding_problem(embedding: Embedding, dim: int | None) -> str | None:
     if not _numeric(m):
         return f"multivector must be numeric, got dtype {m.dtype}"
     if dim is not None and m.shape[1] != dim:
-        return f"multivector rows have dimension {m.shape[1]}, expected {dim}"
+        return (
+            f"multivector rows have dimension {m.shape[1]}; the store holds {dim}-dimensional rows"
+        )
     if not np.isfinite(m).all():
         return "multivector contains NaN or infinity"
     return None

@@ -18,7 +18,7 @@ import math
 import os
 import pickle
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -76,8 +76,19 @@ def _describe(obj: object) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
 
 
-def _check_pickles(name: str, value: object) -> None:
-    """Worker processes are spawned: what they need travels by pickle, so check it here."""
+def _check_pickles(name: str, value: object, classes: Iterable[object] = ()) -> None:
+    """Worker processes are spawned: what they need travels by pickle, so check it here.
+
+    ``classes``: objects inside ``value`` whose home module matters too (a registry's parsers).
+    """
+    for obj in (value, *classes):
+        module = getattr(obj, "__module__", None) or type(obj).__module__
+        if module == "__main__":
+            # Pickled by reference to ``__main__``, which a spawned worker does not import.
+            raise ConfigError(
+                f"{name}: {_describe(obj)} is defined in the __main__ script, which worker "
+                "processes do not import; move it to an importable module, or use workers=0"
+            )
     try:
         pickle.dumps(value)
     except Exception as exc:
@@ -85,13 +96,6 @@ def _check_pickles(name: str, value: object) -> None:
             f"{name} must pickle to reach the worker processes ({type(exc).__name__}: {exc}); "
             "define it at module level (not a lambda or a local function), or use workers=0"
         ) from exc
-    module = getattr(value, "__module__", None) or type(value).__module__
-    if module == "__main__":
-        # Pickled by reference to ``__main__``, which a spawned worker does not import.
-        raise ConfigError(
-            f"{name} is defined in the __main__ script, which worker processes do not import; "
-            "move it to an importable module, or use workers=0"
-        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,10 +178,7 @@ class PipelineOptions:
             )
         if self.workers != 0:
             if self.parsers is not None:
-                _check_pickles("parsers", self.parsers)
-                for fmt, parser in self.parsers.parsers:
-                    if type(parser).__module__ == "__main__":
-                        _check_pickles(f"the parser for {fmt!r}", parser)
+                _check_pickles("parsers", self.parsers, (p for _, p in self.parsers.parsers))
             if self.chunker_factory is not None:
                 _check_pickles("chunker_factory", self.chunker_factory)
 
@@ -251,7 +252,10 @@ _STORE_RULES: dict[str, tuple[re.Pattern[str], str]] = {
 
 
 def check_collection(store_uri: str, collection: str) -> None:
-    """Raise ``ConfigError`` unless ``collection`` is a name the store at ``store_uri`` takes."""
+    """Raise ``ConfigError`` unless ``collection`` is a name the store at ``store_uri`` takes.
+
+    Names every store takes are checked always; a store's own rules when its scheme is known.
+    """
     if not isinstance(collection, str) or not _PORTABLE.match(collection):
         raise ConfigError(
             f"collection must be 1-255 characters without '/', '\\' or control characters, "
@@ -259,7 +263,11 @@ def check_collection(store_uri: str, collection: str) -> None:
         )
     if collection in (".", ".."):
         raise ConfigError(f"collection cannot be {collection!r}")
-    rule = _STORE_RULES.get(store_kind(store_uri).name)
+    try:
+        kind = store_kind(store_uri).name
+    except ConfigError:
+        return  # the scheme is checked, and reported, where the store is chosen
+    rule = _STORE_RULES.get(kind)
     if rule is not None and not rule[0].match(collection):
         raise ConfigError(f"{rule[1]}: {collection!r}")
 

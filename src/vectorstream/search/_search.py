@@ -18,7 +18,7 @@ import numpy as np
 from .._dipr import DEFAULT_TEMPERATURE, alpha_to_beta, check_beta
 from ..config import load_settings
 from ..errors import ConfigError
-from ..stores import VectorStore, dipr_cut, open_store, scheme_of, validate_where
+from ..stores import VectorStore, dipr_cut, open_store, validate_where
 from ..stores._common import check_k
 from ..types import Hit
 from ._embedders import EMBEDDERS, QueryEmbedder
@@ -106,12 +106,14 @@ def search(
     filters = validate_where(where) or None
 
     embedder = _embedder(model)
-    if isinstance(store, VectorStore) and not isinstance(store, str):
+    if store is not None and not isinstance(store, str):
+        # An open store: searched as it is (a structural check against the protocol would
+        # refuse a store that answers searches but lacks an unrelated method).
         return _run(store, embedder, query, k, filters, width)
     settings = load_settings(store=store, collection=collection)
-    # Read-only for the embedded store: a search never takes the writer's lock.
-    options: dict[str, Any] = {"mode": "r"} if scheme_of(settings.store) == "lancedb" else {}
-    opened = open_store(settings.store, settings.collection, **options)
+    # Read-only, whatever the store: a search never takes the writer's lock, so it answers while
+    # an ingest (in this process or another) writes.
+    opened = open_store(settings.store, settings.collection, mode="r")
     try:
         return _run(opened, embedder, query, k, filters, width)
     finally:

@@ -39,9 +39,9 @@ def inference_lanes(settings: ServerSettings, cores: int | None = None) -> tuple
     On a CPU, two batches each on half the cores beat one batch on all of them: a
     single-threaded ONNX Runtime call never waits for a sibling thread (one that the event loop
     has just taken the core from), and it is nearly as efficient on 8 inputs as on 64, so a batch
-    can start while the next gathers. Measured on 2 cores (benchmarks/serve.py): about 1.05–1.35×
-    the inputs/s of one two-threaded batch at every batch size from 8 to 64. The torch backend
-    (a GPU, when there is one) keeps one lane: its device runs one batch at a time anyway.
+    can start while the next gathers (BENCHMARKS.md, *The HTTP service*, has the figures). The
+    torch backend (a GPU, when there is one) keeps one lane: its device runs one batch at a time
+    anyway.
     """
     from ..models._threads import available_cores
 
@@ -58,9 +58,9 @@ def inference_lanes(settings: ServerSettings, cores: int | None = None) -> tuple
 def solo_model(embedder: Any, lanes: int, settings: ServerSettings) -> Any:
     """The model on every core, for a request that finds the service idle; ``None`` if not worth it.
 
-    A single-threaded lane answers one short query about 1.25× slower than all the cores
-    together would; a second ONNX session on every core costs about the graph's size in memory,
-    so it is kept only for graphs up to ``solo_max_bytes``.
+    A single-threaded lane answers one short query more slowly than all the cores together
+    would; a second ONNX session on every core costs about the graph's size in memory, so it is
+    kept only for graphs up to ``solo_max_bytes``.
     """
     threads = embedder.threads if hasattr(embedder, "threads") else None
     if lanes <= 1 or not threads or settings.solo_max_bytes <= 0:
@@ -97,6 +97,12 @@ def create_app(
 
         settings = server_settings_from_env()
     settings = settings.resolved()
+    assert settings.store is not None and settings.collection is not None
+    # The same check as every ingest: a default collection the store cannot hold fails here,
+    # before the model loads (``vectorstream serve`` exits 2), not at the first request.
+    from ..pipeline.options import check_collection
+
+    check_collection(settings.store, settings.collection)
     metrics = make_metrics()
 
     @asynccontextmanager
@@ -104,8 +110,8 @@ def create_app(
         loop = asyncio.get_running_loop()
         # numpy's BLAS on one thread while serving: the service's own matrix products (pooling,
         # in-memory search) are small, and BLAS worker threads busy-wait after every call, taking
-        # the cores from inference. Measured: an in-memory search of 2,000 rows took 2.2 ms with
-        # two BLAS threads beside ONNX Runtime and 0.3 ms with one.
+        # the cores from inference (an in-memory search is several times slower with two BLAS
+        # threads beside ONNX Runtime than with one: BENCHMARKS.md, *The HTTP service*).
         from threadpoolctl import threadpool_limits
 
         blas = threadpool_limits(limits=1, user_api="blas")

@@ -130,10 +130,10 @@ def answer_for(exc: Exception, retry_after_s: int) -> JSONResponse:
         return error_response(503, f"the service is busy: {exc}", code="queue_full", headers=retry)
     if isinstance(exc, BatcherClosedError):
         return error_response(503, str(exc), code="shutting_down", headers=retry)
+    if isinstance(exc, ChunkingError):  # a ConfigError: checked first to name the parameter
+        return error_response(400, str(exc), param="chunking")
     if isinstance(exc, ConfigError):
         return error_response(400, str(exc))
-    if isinstance(exc, ChunkingError):
-        return error_response(400, str(exc), param="chunking")
     if isinstance(exc, ParseError):
         return error_response(400, f"cannot parse the upload: {exc}", param="files")
     if isinstance(exc, StoreUnavailableError):
@@ -163,8 +163,8 @@ def install_error_handlers(app: FastAPI, retry_after_s: int) -> None:
         StarletteHTTPException,
         QueueFullError,
         BatcherClosedError,
-        ConfigError,
         ChunkingError,
+        ConfigError,
         ParseError,
         StoreUnavailableError,
         StoreError,

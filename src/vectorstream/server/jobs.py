@@ -1,9 +1,12 @@
 """Ingest jobs: uploads saved to a private temporary folder, ingested in a worker thread.
 
 One job runs at a time (the model and the embedded store's writer lock are shared); others wait in
-order. A job's options (its collection, and any ingest options it carries) are validated when it
-is submitted, before anything is saved or queued: a bad one raises ``ConfigError`` (HTTP 400). The service never ingests a path of its own disk that a client names: only bytes the client
+order. The service never ingests a path of its own disk that a client names: only bytes the client
 sent, written under a folder made for the job (mode 0700) and removed when the job ends.
+
+A job's options (its collection, and any ingest options it carries) are checked when it is
+submitted, by the same code as every ingest and before anything is saved or queued: a bad one
+raises ``ConfigError``, which the service answers with 400.
 """
 
 from __future__ import annotations

@@ -78,15 +78,14 @@ class ServiceState:
             store = self._stores.get(name)
             if store is None:
                 from ..errors import StoreError, StoreUnavailableError
-                from ..stores import open_store, scheme_of
+                from ..stores import open_store
 
                 uri = self.settings.store
                 assert uri is not None
-                # Read-only for the embedded store: the service never takes the writer's lock, so
+                # Read-only, whatever the store: the service never takes the writer's lock, so
                 # ingest jobs (and other processes) can write while it answers searches.
-                options: dict[str, Any] = {"mode": "r"} if scheme_of(uri) == "lancedb" else {}
                 try:
-                    store = open_store(uri, name, **options)
+                    store = open_store(uri, name, mode="r")
                 except StoreUnavailableError:
                     raise
                 except StoreError as exc:

@@ -25,7 +25,7 @@ from typing import Any
 import pyarrow as pa
 
 from ._common import doc_json
-from ._lance_db import table_names, translated
+from ._lance_db import side_table_name, side_tables_of, table_names, translated
 from ._lance_filter import sql_in
 from ._lance_optimize import IndexPolicy, optimize_table
 from .base import Doc
@@ -158,4 +158,64 @@ class LanceSideTable:
         self._commits = 0
 
 
-__all__ = ["COMPACT_EVERY", "SCHEMA", "LanceSideTable"]
+class SideTables:
+    """The side tables of one collection, one handle per table, made on first use."""
+
+    def __init__(
+        self,
+        db: Any,
+        collection: str,
+        *,
+        check_writable: Callable[[], None],
+        cleanup_older_than: timedelta,
+        index_from: int,
+    ) -> None:
+        self.db = db
+        self.collection = collection
+        self._check_writable = check_writable
+        self._cleanup = cleanup_older_than
+        self._index_from = index_from
+        self._open: dict[str, LanceSideTable] = {}
+        self._lock = threading.Lock()
+
+    def get(self, name: str) -> LanceSideTable:
+        """Side table ``name`` (checked: lowercase letters, digits, ``_``)."""
+        return self._handle(side_table_name(self.collection, name))
+
+    def _handle(self, table: str) -> LanceSideTable:
+        with self._lock:
+            side = self._open.get(table)
+            if side is None:
+                side = LanceSideTable(
+                    self.db,
+                    table,
+                    check_writable=self._check_writable,
+                    cleanup_older_than=self._cleanup,
+                    index_from=self._index_from,
+                )
+                self._open[table] = side
+            return side
+
+    def optimize(self) -> None:
+        """Compact every side table of the collection, open here or not."""
+        for table in side_tables_of(self.db, self.collection):
+            self._handle(table).optimize(force=True)
+
+    def drop(self) -> None:
+        """Drop every side table of the collection."""
+        for table in side_tables_of(self.db, self.collection):
+            with translated(f"drop the side table {table!r}"):
+                self.db.drop_table(table, ignore_missing=True)
+        self._open.clear()
+
+    def close(self, *, compact: bool) -> None:
+        """Forget the handles; with ``compact``, first compact those written since the last time."""
+        try:
+            if compact:
+                for side in list(self._open.values()):
+                    side.optimize()
+        finally:
+            self._open.clear()
+
+
+__all__ = ["COMPACT_EVERY", "SCHEMA", "LanceSideTable", "SideTables"]

@@ -73,6 +73,13 @@ class PgSideTable:
         self._exists = found
         return found
 
+    def _exec(self, action: str, query: Any, args: list[Any], *, fetch: bool = False) -> Any:
+        def run(conn: Any) -> Any:
+            cur = conn.execute(query, args)
+            return cur.fetchall() if fetch else None
+
+        return self._run(action, run)
+
     def get_many(self, keys: Sequence[str]) -> dict[str, Doc]:
         out: dict[str, Doc] = {}
         wanted = list(dict.fromkeys(keys))
@@ -80,10 +87,7 @@ class PgSideTable:
             return out
         query = self._sql.SQL("SELECT key, doc FROM {} WHERE key = ANY(%s)").format(self._ident)
         for i in range(0, len(wanted), PAGE):
-            part = wanted[i : i + PAGE]
-            rows = self._run(
-                "read a side table", lambda conn, p=part: conn.execute(query, [p]).fetchall()
-            )
+            rows = self._exec("read a side table", query, [wanted[i : i + PAGE]], fetch=True)
             out.update((k, d) for k, d in rows)
         return out
 
@@ -99,7 +103,7 @@ class PgSideTable:
         ).format(self._ident)
         for i in range(0, len(keys), PAGE):
             args = [keys[i : i + PAGE], texts[i : i + PAGE]]
-            self._run("write side table rows", lambda conn, a=args: conn.execute(query, a))
+            self._exec("write side table rows", query, args)
 
     def delete_many(self, keys: Sequence[str]) -> None:
         wanted = list(dict.fromkeys(keys))
@@ -107,8 +111,7 @@ class PgSideTable:
             return
         query = self._sql.SQL("DELETE FROM {} WHERE key = ANY(%s)").format(self._ident)
         for i in range(0, len(wanted), PAGE):
-            part = wanted[i : i + PAGE]
-            self._run("delete side table rows", lambda conn, p=part: conn.execute(query, [p]))
+            self._exec("delete side table rows", query, [wanted[i : i + PAGE]])
 
     def scan(self) -> Iterator[tuple[str, Doc]]:
         if not self._present(create=False):
@@ -120,12 +123,9 @@ class PgSideTable:
         last: str | None = None
         while True:
             if last is None:
-                rows = self._run("scan a side table", lambda conn: conn.execute(first, [PAGE]).fetchall())
+                rows = self._exec("scan a side table", first, [PAGE], fetch=True)
             else:
-                rows = self._run(
-                    "scan a side table",
-                    lambda conn, k=last: conn.execute(after, [k, PAGE]).fetchall(),
-                )
+                rows = self._exec("scan a side table", after, [last, PAGE], fetch=True)
             yield from ((k, d) for k, d in rows)
             if len(rows) < PAGE:
                 return

@@ -281,10 +281,10 @@ class MilvusSideCollection:
         for i in range(0, len(id_list), PAGE):
             rows = self._call(
                 "read a side table",
-                self._client.get,
+                self._client.query,
                 self.name,
-                ids=id_list[i : i + PAGE],
-                output_fields=["key", "doc"],
+                filter=_milvus_ids(id_list[i : i + PAGE]),
+                output_fields=["id", "key", "doc"],
             )
             for row in rows:
                 key = ids.get(str(row["id"]))
@@ -298,7 +298,10 @@ class MilvusSideCollection:
         rows = []
         for k, d in docs.items():
             text = doc_json(k, d)
-            if len(text.encode("utf-8")) > MILVUS_VARCHAR or len(k.encode("utf-8")) > MILVUS_VARCHAR:
+            if (
+                len(text.encode("utf-8")) > MILVUS_VARCHAR
+                or len(k.encode("utf-8")) > MILVUS_VARCHAR
+            ):
                 raise StoreError(
                     f"side table row {k!r} does not fit Milvus' {MILVUS_VARCHAR}-byte text field"
                 )
@@ -313,7 +316,10 @@ class MilvusSideCollection:
             return
         for i in range(0, len(ids), PAGE):
             self._call(
-                "delete side table rows", self._client.delete, self.name, ids=ids[i : i + PAGE]
+                "delete side table rows",
+                self._client.delete,
+                self.name,
+                filter=_milvus_ids(ids[i : i + PAGE]),
             )
 
     def scan(self) -> Iterator[tuple[str, Doc]]:
@@ -337,6 +343,12 @@ class MilvusSideCollection:
                     yield key, _loads(key, row.get("doc"))
         finally:
             it.close()
+
+
+def _milvus_ids(ids: Sequence[str]) -> str:
+    # JSON string literals are valid Milvus ones, quotes and backslashes escaped (pymilvus' own
+    # ``ids=`` argument quotes with no escaping, which a key holding a quote breaks).
+    return f"id in [{', '.join(json.dumps(i, ensure_ascii=False) for i in ids)}]"
 
 
 class ChromaSideCollection:

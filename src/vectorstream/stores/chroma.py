@@ -34,7 +34,13 @@ from ._common import (
     where_items,
 )
 from ._flock import WriterLock
-from .base import StoreCapabilities, Where
+from ._side_collections import (
+    ChromaSideCollection,
+    ReadOnlySideTable,
+    refuse_side_marker,
+    side_collection_name,
+)
+from .base import SideTable, StoreCapabilities, Where
 
 log = logging.getLogger("vectorstream.stores.chroma")
 
@@ -59,24 +65,29 @@ def _translate(exc: Exception, action: str) -> StoreError:
     return StoreError(f"Chroma failed to {action}: {text}")
 
 
+def _check_name(collection: str) -> None:
+    if not NAME.match(collection):
+        raise ConfigError(
+            f"Chroma collection names have 3-512 characters from [a-zA-Z0-9._-], starting and "
+            f"ending with a letter or digit: {collection!r}"
+        )
+
+
 class ChromaStore:
     """A Chroma collection as a ``VectorStore``."""
 
     capabilities = StoreCapabilities(filters=True, range_search=True)
 
-    def __init__(self, uri: str, collection: str, client: Any, *, embedded: bool) -> None:
-        if not NAME.match(collection):
-            raise ConfigError(
-                f"Chroma collection names have 3-512 characters from [a-zA-Z0-9._-], starting and "
-                f"ending with a letter or digit: {collection!r}"
-            )
+    def __init__(self, uri: str, collection: str, client: Any, *, readonly: bool = False) -> None:
+        _check_name(collection)
+        refuse_side_marker(collection, "Chroma")
         self.uri = uri
         self.collection = collection
         self._client = client
         self._col: Any = None
         self._lock: WriterLock | None = None
         self.dim: int | None = None
-        self.capabilities = StoreCapabilities(filters=True, range_search=True)
+        self.readonly = readonly  # mode="r": no writer lock, and side tables refuse writes
 
     @classmethod
     def open(
@@ -94,12 +105,12 @@ class ChromaStore:
             if rest.startswith("//"):
                 host, port = host_port(rest[2:], 8000)
                 client = chromadb.HttpClient(host=host, port=port, settings=settings, **options)
-                embedded = False
             else:
                 if not rest:
                     raise ConfigError("chroma:PATH needs a directory (or chroma://HOST:PORT)")
                 if mode != "r":
-                    # A persistent Chroma folder is not safe for two writing processes.
+                    # A persistent Chroma folder is not safe for two writing processes; readers
+                    # (search, the server) open it beside a writer and never take the lock.
                     lock = WriterLock(
                         Path(os.path.expanduser(rest)) / "vectorstream.writer.lock",
                         f"Chroma folder {rest}",
@@ -108,7 +119,6 @@ class ChromaStore:
                 client = chromadb.PersistentClient(
                     path=os.path.expanduser(rest), settings=settings, **options
                 )
-                embedded = True
         except Exception as exc:
             if lock is not None:
                 lock.release()
@@ -116,7 +126,7 @@ class ChromaStore:
                 raise
             raise _translate(exc, f"open {uri!r}") from exc
         try:
-            store = cls(uri, collection, client, embedded=embedded)
+            store = cls(uri, collection, client, readonly=mode == "r")
             store._lock = lock
             store._open(dim)
         except BaseException:
@@ -188,7 +198,9 @@ class ChromaStore:
                 "upsert records",
                 self._col.upsert,
                 ids=[r.id for r in part],
-                embeddings=np.stack([np.asarray(r.embedding.as_dense(), dtype=np.float32) for r in part]),
+                embeddings=np.stack(
+                    [np.asarray(r.embedding.as_dense(), dtype=np.float32) for r in part]
+                ),
                 documents=[r.text for r in part],
                 metadatas=[flat_metadata(r) for r in part],
             )
@@ -256,6 +268,15 @@ class ChromaStore:
 
     def count(self) -> int:
         return 0 if self._col is None else int(self._call("count records", self._col.count))
+
+    def side_table(self, name: str) -> SideTable:
+        """The side table ``name``: the Chroma collection ``<collection>__vs_<name>``."""
+        table_name = side_collection_name(self.collection, name, max_bytes=512)
+        _check_name(table_name)
+        table = ChromaSideCollection(self._client, table_name, self._call, self.collection)
+        if self.readonly:
+            return ReadOnlySideTable(table, f"Chroma collection {self.collection!r}")
+        return table
 
     def flush(self) -> None:
         """Chroma persists each call before it returns."""

@@ -43,14 +43,12 @@ from ._lance_db import (
     list_collections,
     open_collection,
     path_of,
-    side_table_name,
-    side_tables_of,
     translated,
 )
 from ._lance_filter import Predicate, sql_in, sql_string, translate_where
 from ._lance_optimize import IndexPolicy, OptimizeReport, optimize_table
 from ._lance_search import VectorQuery
-from ._lance_side import LanceSideTable
+from ._lance_side import LanceSideTable, SideTables
 from ._records import HIT_COLUMNS, hit_from_row, records_to_arrow, table_schema
 from ._resident import ResidentCache, ResidentSnapshot
 from .base import StoreCapabilities, Where
@@ -103,10 +101,17 @@ class LanceDBStore:
         self._table = table
         self._lock = lock
         self._write_mutex = threading.Lock()
+        self._lock_mutex = threading.Lock()
         # (checked at, table version, models): search() checks the model on every query.
         self._models_cache: tuple[float, int, frozenset[str]] | None = None
         self._has_vector_index: bool | None = None
-        self._side: dict[str, LanceSideTable] = {}
+        self._sides = SideTables(
+            db,
+            collection,
+            check_writable=self._check_writable,
+            cleanup_older_than=cleanup_older_than,
+            index_from=scalar_index_threshold,
+        )
         self._closed = False
         # A snapshot is used this long before its version is compared with the table's: never
         # longer than the reader's own refresh interval (0: every query sees every commit).
@@ -212,7 +217,9 @@ class LanceDBStore:
             raise StoreError(
                 f"collection {self.collection!r} at {self.path} was opened read-only (mode='r')"
             )
-        self._lock.acquire()
+        if not self._lock.held:
+            with self._lock_mutex:  # two threads' first writes must not both open the lock file
+                self._lock.acquire()
 
     def _changed(self) -> None:
         """Forget what was cached about the rows: this store just wrote to them."""
@@ -280,8 +287,7 @@ class LanceDBStore:
         )
         with self._write_mutex:
             report = optimize_table(self._table, self.collection, policy, self.cleanup_older_than)
-        for table in side_tables_of(self._db, self.collection):
-            self._side_table(table).optimize(force=True)
+        self._sides.optimize()
         self._has_vector_index = None
         self._memory.invalidate()
         return report
@@ -295,28 +301,15 @@ class LanceDBStore:
         """
         if self._closed:
             raise StoreError(f"the store {self.uri} collection {self.collection!r} is closed")
-        return self._side_table(side_table_name(self.collection, name))
-
-    def _side_table(self, table: str) -> LanceSideTable:
-        side = self._side.get(table)
-        if side is None:
-            side = LanceSideTable(
-                self._db,
-                table,
-                check_writable=self._check_writable,
-                cleanup_older_than=self.self.cleanup_older_than,
-            )
-            side = self._side.setdefault(table, side)
-        return side
+        return self._sides.get(name)
 
     def drop(self) -> None:
         """Drop the collection and its side tables from the database, then close the store."""
         self._check_writable()
         with self._write_mutex:
-            for table in [*side_tables_of(self._db, self.collection), self.collection]:
-                with translated(f"drop table {table!r} at {self.path}"):
-                    self._db.drop_table(table, ignore_missing=True)
-            self._side.clear()
+            self._sides.drop()
+            with translated(f"drop table {self.collection!r} at {self.path}"):
+                self._db.drop_table(self.collection, ignore_missing=True)
         log.info("dropped collection %r at %s", self.collection, self.path)
         self.close()
 
@@ -443,11 +436,8 @@ class LanceDBStore:
         self._closed = True
         self._memory.invalidate()
         try:
-            if self._lock.held:
-                for side in list(self._side.values()):
-                    side.optimize()
+            self._sides.close(compact=self._lock.held)
         finally:
-            self._side.clear()
             self._lock.release()
 
     def __enter__(self) -> LanceDBStore:

@@ -10,6 +10,7 @@ Range search is native (``radius``/``range_filter`` search parameters).
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
@@ -20,11 +21,34 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ConfigError, RecordRejectedError, StoreError, StoreUnavailableError
+from .._dipr import threshold
+from ..errors import (
+    ConfigError,
+    RecordRejectedError,
+    StoreError,
+    StoreLockedError,
+    StoreUnavailableError,
+)
 from ..types import Hit, Record
-from ._common import as_query, check_k, hit_of, host_port, last_wins, pop_mode, require, where_items
+from ._common import (
+    as_query,
+    check_k,
+    check_range,
+    hit_of,
+    host_port,
+    last_wins,
+    pop_mode,
+    require,
+    where_items,
+)
 from ._flock import WriterLock
-from .base import StoreCapabilities, Where
+from ._side_collections import (
+    MilvusSideCollection,
+    ReadOnlySideTable,
+    refuse_side_marker,
+    side_collection_name,
+)
+from .base import SideTable, StoreCapabilities, Where
 
 log = logging.getLogger("vectorstream.stores.milvus")
 
@@ -66,6 +90,42 @@ def _translate(exc: Exception, action: str) -> StoreError:
     return StoreError(f"Milvus failed to {action}: {text}")
 
 
+def _lite_held_elsewhere(target: str) -> bool:
+    """Whether another process holds Milvus Lite's own lock on the data folder ``target``.
+
+    Milvus Lite serves a file from inside one process and locks it (``flock`` on ``LOCK`` in
+    the folder); when the lock is taken, pymilvus only says "Open local milvus failed".
+    """
+    with _LITE_LOCK:
+        if target in _LITE_USERS:
+            return False  # this process serves it (and so holds the lock)
+    path = os.path.join(target, "LOCK")
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    finally:
+        os.close(fd)
+
+
+def _lite_locked(target: str) -> StoreLockedError:
+    return StoreLockedError(
+        f"another process holds the Milvus Lite file {target}; Milvus Lite serves a file to one "
+        "process at a time, readers included: for concurrent access serve it (milvus-lite "
+        f"server --data-dir {target} --port PORT, or use a Milvus server) and use "
+        "milvus://HOST:PORT"
+    )
+
+
 def _needs_load(exc: Exception) -> bool:
     """Milvus' answer for a collection that exists but is not loaded (code 101)."""
     return getattr(exc, "code", None) == 101 or "call load()" in str(exc)
@@ -84,8 +144,9 @@ class MilvusStore:
     capabilities = StoreCapabilities(filters=True, range_search=True)
 
     def __init__(
-        self, uri: str, collection: str, client: Any, *, embedded: bool, index_type: str
+        self, uri: str, collection: str, client: Any, *, index_type: str, readonly: bool = False
     ) -> None:
+        refuse_side_marker(collection, "Milvus")
         self.uri = uri
         self.collection = collection
         self._client = client
@@ -95,7 +156,7 @@ class MilvusStore:
         self._lite_path: str | None = None
         self._closed = False
         self._lock: WriterLock | None = None
-        self.capabilities = StoreCapabilities(filters=True, range_search=True)
+        self.readonly = readonly  # mode="r": no writer lock, and side tables refuse writes
 
     @classmethod
     def open(
@@ -109,7 +170,7 @@ class MilvusStore:
         if rest.startswith("//"):
             host, port = host_port(rest[2:], 19530)
             target = f"http://{host}:{port}"
-            embedded = False
+            lite = False
         else:
             if not rest:
                 raise ConfigError(
@@ -119,20 +180,27 @@ class MilvusStore:
             target = os.path.abspath(os.path.expanduser(rest))
             if not target.endswith(".db"):
                 raise ConfigError(f"a Milvus Lite path must end in .db, got {rest!r}")
-            embedded = True
+            lite = True
             if mode != "r":
-                # Milvus Lite serves a file from inside one process: one writer at a time.
+                # Stores of one process share its Milvus Lite server: one writer among them.
                 lock = WriterLock(Path(target + ".writer.lock"), f"Milvus Lite file {target}")
-                lock.acquire()
+                try:
+                    lock.acquire()
+                except StoreLockedError as exc:
+                    if _lite_held_elsewhere(target):
+                        raise _lite_locked(target) from exc
+                    raise
         try:
             client = pymilvus.MilvusClient(uri=target, **options)
         except Exception as exc:
             if lock is not None:
                 lock.release()
+            if lite and _lite_held_elsewhere(target):
+                raise _lite_locked(target) from exc
             raise _translate(exc, f"connect to {uri!r}") from exc
-        store = cls(uri, collection, client, embedded=embedded, index_type=index_type)
+        store = cls(uri, collection, client, index_type=index_type, readonly=mode == "r")
         store._lock = lock
-        if embedded:
+        if lite:
             store._lite_path = target
             with _LITE_LOCK:
                 _LITE_USERS[target] = _LITE_USERS.get(target, 0) + 1
@@ -282,14 +350,13 @@ class MilvusStore:
     def range_search(
         self, vector: np.ndarray, beta: float, *, limit: int = 1000, where: Where | None = None
     ) -> list[Hit]:
-        if beta < 0:
-            raise ConfigError(f"beta must be >= 0, got {beta}")
-        check_k(limit)
+        beta = check_range(beta, limit)
         best = self._search(vector, 1, where, {})
         if not best:
             return []
         # Milvus range search with COSINE keeps radius < score <= range_filter.
-        radius = best[0].score - beta - 1e-6
+        # Cosine scores are >= -1, so a wider range (beta may be infinite) is all of them.
+        radius = max(threshold(best[0].score, beta), -1.0) - 1e-6
         hits = self._search(vector, limit, where, {"radius": radius, "range_filter": 1.0 + 1e-6})
         return sorted(hits, key=lambda h: -h.score)
 
@@ -330,6 +397,18 @@ class MilvusStore:
         if self.dim is None:
             return 0
         return self._count("")
+
+    def side_table(self, name: str) -> SideTable:
+        """The side table ``name``: the Milvus collection ``<collection>__vs_<name>``."""
+        table = MilvusSideCollection(
+            self._client,
+            side_collection_name(self.collection, name, max_bytes=255),
+            _translate,
+            _needs_load,
+        )
+        if self.readonly:
+            return ReadOnlySideTable(table, f"Milvus collection {self.collection!r}")
+        return table
 
     def flush(self) -> None:
         if self.dim is not None:

@@ -23,7 +23,9 @@ import numpy as np
 from ..errors import ConfigError, RecordRejectedError, StoreError, StoreUnavailableError
 from ..types import Hit, Record
 from ._common import adaptive_range, as_query, check_k, last_wins, pop_mode, require, where_items
-from .base import StoreCapabilities, Where
+from ._pg_side import PgSideTable, pg_side_table_name
+from ._side_collections import ReadOnlySideTable, refuse_side_marker
+from .base import SideTable, StoreCapabilities, Where
 
 log = logging.getLogger("vectorstream.stores.pgvector")
 
@@ -96,6 +98,7 @@ class PgVectorStore:
     ) -> None:
         self._psycopg = require("psycopg", "psycopg[binary]", "pgvector")
         require("pgvector.psycopg", "pgvector", "pgvector")
+        refuse_side_marker(collection, "pgvector")
         self.uri = uri
         self.collection = collection
         self.dim = dim
@@ -108,6 +111,7 @@ class PgVectorStore:
         self._staged = False
         self._iterative_scan = False
         self._table_ready = False
+        self.readonly = False  # mode="r": side tables refuse writes (the server guards the rest)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -116,8 +120,9 @@ class PgVectorStore:
         cls, uri: str, collection: str, *, dim: int | None = None, **options: Any
     ) -> PgVectorStore:
         """Connect, and create the table when ``dim`` is given and it does not exist yet."""
-        pop_mode(options)
+        mode = pop_mode(options)
         store = cls(uri, collection, dim=dim, **options)
+        store.readonly = mode == "r"
         store._connection()
         return store
 
@@ -399,6 +404,18 @@ class PgVectorStore:
             self._psycopg.sql.Identifier(self.collection)
         )
         return int(self._run("count records", lambda conn: conn.execute(query).fetchone()[0]))
+
+    def side_table(self, name: str) -> SideTable:
+        """The side table ``name``: the table ``<table>__vs_<name>`` beside this one."""
+        table = PgSideTable(
+            self._run,
+            self._psycopg.sql,
+            pg_side_table_name(self.collection, name),
+            self.collection,
+        )
+        if self.readonly:
+            return ReadOnlySideTable(table, f"PostgreSQL table {self.collection!r}")
+        return table
 
     def flush(self) -> None:
         """Nothing to do: every upsert is its own committed transaction."""

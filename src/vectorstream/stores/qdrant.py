@@ -10,7 +10,6 @@ a ``score_threshold`` of ``best - beta``.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Sequence
@@ -19,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from .._dipr import threshold
 from ..errors import (
     ConfigError,
     RecordRejectedError,
@@ -31,6 +31,7 @@ from ._common import (
     ID_FIELD,
     as_query,
     check_k,
+    check_range,
     hit_of,
     host_port,
     last_wins,
@@ -41,7 +42,14 @@ from ._common import (
     where_items,
 )
 from ._flock import WriterLock
-from .base import StoreCapabilities, Where
+from ._qdrant_edge import EdgeBackend
+from ._side_collections import (
+    QdrantSideCollection,
+    ReadOnlySideTable,
+    refuse_side_marker,
+    side_collection_name,
+)
+from .base import SideTable, StoreCapabilities, Where
 
 log = logging.getLogger("vectorstream.stores.qdrant")
 
@@ -74,9 +82,12 @@ def _translate(exc: Exception, action: str) -> StoreError:
     if isinstance(exc, ConnectionError | TimeoutError):
         return StoreUnavailableError(f"Qdrant unavailable while trying to {action}: {text}")
     if "already accessed by another instance" in text:
+        # Local mode serves a folder to one client at a time, readers included.
         return StoreLockedError(
-            f"another process holds the Qdrant local storage ({text}); use a Qdrant server for "
-            "concurrent writers"
+            f"another process (or another open store in this one) holds the Qdrant local-mode "
+            f"folder while trying to {action}; local mode serves a folder to one client at a "
+            "time, readers included: for concurrent access run a Qdrant server and use "
+            "qdrant://HOST:PORT"
         )
     if isinstance(exc, ValueError) and (
         "dimension" in text.lower() or "wrong input" in text.lower()
@@ -176,91 +187,8 @@ class _ClientBackend:
     def close(self) -> None:
         self.client.close()
 
-
-class _EdgeBackend:
-    """qdrant-edge-py: one shard directory per collection, in this process."""
-
-    def __init__(self, edge: Any, root: str, collection: str) -> None:
-        self.m = edge
-        self.path = os.path.join(root, collection)
-        self.shard: Any = None
-        if os.path.isdir(self.path) and os.listdir(self.path):
-            self.shard = edge.EdgeShard.load(self.path)
-
-    def dim(self) -> int | None:
-        if self.shard is None:
-            return None
-        # A loaded shard does not expose its config; Qdrant Edge keeps it in edge_config.json.
-        with open(os.path.join(self.path, "edge_config.json"), encoding="utf-8") as fh:
-            return int(json.load(fh)["vectors"][""]["size"])
-
-    def create(self, dim: int, hnsw_m: int, ef_construct: int) -> None:
-        m = self.m
-        config = m.EdgeConfig(
-            vectors={"": m.EdgeVectorParams(size=dim, distance=m.Distance.Cosine)},
-            # 10,000 KB is the Qdrant server default below which a segment is scanned exactly.
-            hnsw_config=m.HnswIndexConfig(
-                m=hnsw_m, ef_construct=ef_construct, full_scan_threshold=10_000
-            ),
-        )
-        os.makedirs(self.path, exist_ok=True)
-        self.shard = m.EdgeShard.create(self.path, config)
-
-    def upsert(
-        self, ids: list[str], vectors: list[list[float]], payloads: list[dict[str, Any]]
-    ) -> None:
-        points = [
-            self.m.Point(id=i, vector={"": v}, payload=p)
-            for i, v, p in zip(ids, vectors, payloads, strict=True)
-        ]
-        self.shard.update(self.m.UpdateOperation.upsert_points(points))
-
-    def delete_ids(self, ids: list[str]) -> None:
-        self.shard.update(self.m.UpdateOperation.delete_points(ids))
-
-    def delete_filter(self, flt: Any) -> None:
-        self.shard.update(self.m.UpdateOperation.delete_points_by_filter(flt))
-
-    def existing(self, ids: list[str]) -> int:
-        return len(self.shard.retrieve(ids, with_payload=False, with_vector=False))
-
-    def query(
-        self, vector: list[float], limit: int, flt: Any, threshold: float | None, ef: int
-    ) -> list[Any]:
-        m = self.m
-        req = m.QueryRequest(
-            limit=limit,
-            query=m.Query.Nearest(vector, using=""),
-            filter=flt,
-            score_threshold=threshold,
-            with_payload=True,
-            params=m.SearchParams(hnsw_ef=ef),
-        )
-        return list(self.shard.query(req))
-
-    def scroll(self, flt: Any) -> list[Any]:
-        out: list[Any] = []
-        offset = None
-        while True:
-            req = self.m.ScrollRequest(
-                offset=offset, limit=SCROLL_PAGE, filter=flt, with_payload=True, with_vector=False
-            )
-            page, offset = self.shard.scroll(req)
-            out.extend(page)
-            if offset is None or not page:
-                return out
-
-    def count(self, flt: Any) -> int:
-        return int(self.shard.count(self.m.CountRequest(exact=True, filter=flt)))
-
-    def flush(self) -> None:
-        self.shard.flush()
-
-    def close(self) -> None:
-        if self.shard is not None:
-            self.shard.flush()
-            self.shard.close()
-            self.shard = None
+    def side_table(self, name: str, call: Any) -> SideTable:
+        return QdrantSideCollection(self.client, self.m, name, call)
 
 
 class QdrantStore:
@@ -269,13 +197,14 @@ class QdrantStore:
     capabilities = StoreCapabilities(filters=True, range_search=True)
 
     def __init__(
-        self, uri: str, collection: str, backend: Any, *, hnsw_ef: int = 128, embedded: bool
+        self, uri: str, collection: str, backend: Any, *, hnsw_ef: int = 128, readonly: bool = False
     ) -> None:
+        refuse_side_marker(collection, "Qdrant")
         self.uri = uri
         self.collection = collection
         self._b = backend
         self.hnsw_ef = hnsw_ef
-        self.capabilities = StoreCapabilities(filters=True, range_search=True)
+        self.readonly = readonly  # mode="r": no writer lock, and side tables refuse writes
         self.dim: int | None = None
         self._lock: WriterLock | None = None
         self._m_hnsw = 16
@@ -306,8 +235,7 @@ class QdrantStore:
                         f"Qdrant Edge collection {collection!r} at {root}",
                     )
                     lock.acquire()
-                backend: Any = _EdgeBackend(edge, root, collection)
-                embedded = True
+                backend: Any = EdgeBackend(edge, root, collection)
             else:
                 qc = require("qdrant_client", "qdrant-client", "qdrant")
                 models = require("qdrant_client.models", "qdrant-client", "qdrant")
@@ -317,7 +245,6 @@ class QdrantStore:
                     options.setdefault("check_compatibility", False)
                     client = qc.QdrantClient(host=host, port=port, **options)
                     backend = _ClientBackend(client, models, collection, server=True)
-                    embedded = False
                 else:
                     if not rest:
                         raise ConfigError("qdrant:PATH needs a directory (or qdrant://HOST:PORT)")
@@ -326,7 +253,6 @@ class QdrantStore:
                     else:
                         client = qc.QdrantClient(path=os.path.expanduser(rest), **options)
                     backend = _ClientBackend(client, models, collection, server=False)
-                    embedded = True
         except (ConfigError, StoreError, ImportError):
             if lock is not None:
                 lock.release()
@@ -335,7 +261,7 @@ class QdrantStore:
             if lock is not None:
                 lock.release()
             raise _translate(exc, f"open {uri!r}") from exc
-        store = cls(uri, collection, backend, hnsw_ef=hnsw_ef, embedded=embedded)
+        store = cls(uri, collection, backend, hnsw_ef=hnsw_ef, readonly=mode == "r")
         store._m_hnsw, store._ef_construct = hnsw_m, ef_construct
         store._lock = lock
         try:
@@ -451,14 +377,14 @@ class QdrantStore:
     def range_search(
         self, vector: np.ndarray, beta: float, *, limit: int = 1000, where: Where | None = None
     ) -> list[Hit]:
-        if beta < 0:
-            raise ConfigError(f"beta must be >= 0, got {beta}")
-        check_k(limit)
+        beta = check_range(beta, limit)
         best = self._query(vector, 1, where, None)
         if not best:
             return []
-        # Qdrant's score_threshold is the native range bound: everything scoring >= best - beta.
-        return self._query(vector, limit, where, best[0].score - beta)
+        # Qdrant's score_threshold is the native range bound: everything scoring >= best - beta
+        # (none below -1, the lowest cosine: then there is no bound, and beta may be infinite).
+        cut = threshold(best[0].score, beta)
+        return self._query(vector, limit, where, cut if cut > -1.0 else None)
 
     def ids(self, source: str | None = None) -> set[str]:
         if self.dim is None:
@@ -470,6 +396,18 @@ class QdrantStore:
         if self.dim is None:
             return 0
         return int(self._call("count records", self._b.count, None))
+
+    def side_table(self, name: str) -> SideTable:
+        """The side table ``name``: the collection ``<collection>__vs_<name>`` (no vectors), or
+        with Qdrant Edge a SQLite file in the shard's folder."""
+        table_name = side_collection_name(self.collection, name, max_bytes=255)
+        if isinstance(self._b, EdgeBackend):
+            table = self._b.side_table(name, self.readonly)
+        else:
+            table = self._b.side_table(table_name, self._call)
+        if self.readonly:
+            return ReadOnlySideTable(table, f"Qdrant collection {self.collection!r}")
+        return table
 
     def flush(self) -> None:
         self._call("flush", self._b.flush)
