@@ -229,20 +229,18 @@ def test_script_without_main_guard_can_ingest(tmp_path: Path, corpus: dict[str, 
     assert f"files {len(TOPICS)}" in out.stdout
 
 
-def test_manifest_marks_sources_pending_before_their_records_land(tmp_path: Path) -> None:
-    """The invariant behind skipping stale-record queries: records only of finished or pending sources."""
-    m = Manifest(tmp_path / "m.sqlite")
-    try:
-        m.mark_pending(["a", "b"])
-        assert m.is_pending("a") and list(m.uris()) == ["a", "b"]
-        from vectorstream.pipeline import ManifestEntry
+def test_manifest_marks_sources_pending_before_their_records_land() -> None:
+    """Pending rows name the sources whose records may be in the store unfinished (for --prune)."""
+    from vectorstream.pipeline import ManifestEntry
+    from vectorstream.stores._sidetable import MemorySideTable
 
-        m.put(ManifestEntry("a", 1, 2, "h", "s", 3))
-        assert not m.is_pending("a") and m.get("a") is not None
-        m.remove("b")
-        assert list(m.uris()) == ["a"]
-    finally:
-        m.close()
+    m = Manifest(MemorySideTable())
+    m.mark_pending(["a", "b"])
+    assert m.is_pending("a") and list(m.uris()) == ["a", "b"] and m.get("a") is None
+    m.put(ManifestEntry("a", 1, 2, "h", "s", 3))
+    assert not m.is_pending("a") and m.get("a") == ManifestEntry("a", 1, 2, "h", "s", 3)
+    m.remove("b")
+    assert list(m.uris()) == ["a"] and len(m) == 1
 
 
 def test_partial_records_of_a_killed_run_are_replaced_when_the_file_changed(

@@ -347,3 +347,19 @@ def test_side_table_on_a_fresh_store_and_long_keys() -> None:
     assert long_key not in ids and all(len(i.encode()) <= 512 for i in ids)
     with pytest.raises(ConfigError, match="side table names"):
         store.side_table("Bad-Name")
+
+
+def test_a_reader_reads_side_tables_and_cannot_write_them() -> None:
+    reader = open_store(
+        "es://es.test:9200",
+        "docs",
+        dim=16,
+        mode="r",
+        transport=httpx.MockTransport(FakeSearchEngine()),
+    )
+    table = reader.side_table("manifest")
+    assert table.get_many(["a"]) == {} and list(table.scan()) == []
+    with pytest.raises(StoreError, match="read-only"):
+        table.put_many({"a": {"x": 1}})
+    with pytest.raises(StoreError, match="read-only"):
+        table.delete_many(["a"])

@@ -225,3 +225,13 @@ def test_side_table_rows_over_the_metadata_limit_are_refused() -> None:
     with pytest.raises(StoreError, match="40960 bytes"):
         table.put_many({"big": {"blob": "x" * 41_000}})
     assert fake.namespaces == {}
+
+
+def test_a_reader_reads_side_tables_and_cannot_write_them() -> None:
+    reader = open_p(FakePinecone(dim=4), mode="r")  # type: ignore[arg-type]
+    table = reader.side_table("manifest")
+    assert table.get_many(["a"]) == {} and list(table.scan()) == []
+    with pytest.raises(StoreError, match="read-only"):
+        table.put_many({"a": {"x": 1}})
+    with pytest.raises(StoreError, match="read-only"):
+        table.delete_many(["a"])

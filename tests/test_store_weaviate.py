@@ -295,3 +295,19 @@ def test_side_table_before_the_class_exists() -> None:
     table.put_many({"a": {"x": None}})
     assert store.side_table("manifest").get_many(["a"]) == {"a": {"x": None}}
     assert store.count() == 0 and "Fresh" not in fake.classes
+
+
+def test_a_reader_reads_side_tables_and_cannot_write_them() -> None:
+    reader = open_store(
+        "weaviate://wv.test:8080",
+        "docs",
+        dim=16,
+        mode="r",
+        transport=httpx.MockTransport(FakeWeaviate()),
+    )
+    table = reader.side_table("manifest")
+    assert table.get_many(["a"]) == {} and list(table.scan()) == []
+    with pytest.raises(StoreError, match="read-only"):
+        table.put_many({"a": {"x": 1}})
+    with pytest.raises(StoreError, match="read-only"):
+        table.delete_many(["a"])

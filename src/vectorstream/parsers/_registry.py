@@ -58,7 +58,7 @@ def _qualified(obj: object) -> str:
 
 @dataclass(frozen=True, slots=True)
 class ParserRegistry:
-    """Parsers by format name, plus extension and media-type rules for formats detection cannot know.
+    """Parsers by format name, with extension and media-type rules for formats detection misses.
 
     Immutable: :meth:`with_parser` returns a new registry, so a customised registry can be handed
     to worker processes (it pickles when its parsers do) and the default one can never be changed

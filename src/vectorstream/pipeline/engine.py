@@ -53,9 +53,11 @@ class Pipeline:
         self.manifest = manifest
         self.legacy_manifest = legacy_manifest
         self.on_event = on_event
-        self.settings = settings_key(
-            embedder.fingerprint, self.options.chunk, self.options.parse, "v1"
-        )
+        self.options.check_model(embedder.max_tokens, embedder.num_special_tokens)
+        parts: list[object] = [embedder.fingerprint, self.options.chunk, self.options.parse, "v1"]
+        if self.options.extensions_key:  # a custom parser or chunker changes what a source makes
+            parts.append(self.options.extensions_key)
+        self.settings = settings_key(*parts)
 
     def stages(self) -> tuple[Planner, Committer]:
         """The plan and commit stages over this pipeline's store (opens its manifest)."""

@@ -1,9 +1,9 @@
 """Every option of an ingest run, built from the arguments and validated in one place.
 
     ingest(...) / vectorstream ingest / POST /v1/ingest
-        └─ ingest_options(...) ─▶ IngestOptions(store, collection, model, ..., pipeline=PipelineOptions)
-              every check here, before any model is loaded or exported, any store opened,
-              any worker started; a bad option is a ConfigError (CLI exit 2, HTTP 400)
+      └─ ingest_options(...) ─▶ IngestOptions(store, collection, model, ..., pipeline=)
+           every check here, before any model is loaded or exported, any store opened, any
+           worker started; a bad option is a ConfigError (CLI exit 2, HTTP 400)
 
 ``PipelineOptions`` is what the engine reads; ``IngestOptions`` adds what ``ingest`` resolves
 around it (store URI, collection, model spec, backend, file selection). Both are frozen, and

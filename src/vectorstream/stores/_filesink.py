@@ -21,7 +21,7 @@ from ._common import side_name
 from ._flock import WriterLock
 from ._records import record_from_row, split_rejected, vector_problems
 from ._sidetable import SQLiteSideTable
-from .base import Doc, StoreCapabilities, Where
+from .base import Doc, SideTable, StoreCapabilities, Where
 
 log = logging.getLogger("vectorstream.stores.files")
 
@@ -146,7 +146,7 @@ class FileSink(ABC):
         """Where side table ``name`` lives: a SQLite file beside the output."""
         return self.target.with_name(f"{self.target.name}.vs-{side_name(name)}.sqlite")
 
-    def side_table(self, name: str) -> SQLiteSideTable | _ReadSideTable:
+    def side_table(self, name: str) -> SideTable:
         """Side table ``name`` (where the pipeline keeps its manifest), beside the output.
 
         A read-only sink reads it without the writer lock and cannot write to it.

@@ -113,6 +113,7 @@ class ResidentCache:
         self._checked = 0.0  # when the snapshot's version was last compared with the table's
         self._built = -math.inf  # when the last snapshot was loaded
         self._too_big: tuple[int, int] | None = None  # (version, rows) found over the budget
+        self._writes = 0  # invalidations so far: a load that overlapped one is not kept
         self._lock = threading.Lock()
 
     def fresh(self) -> ResidentSnapshot | None:
@@ -124,6 +125,7 @@ class ResidentCache:
 
     def invalidate(self) -> None:
         """Forget the snapshot (this process wrote to the table)."""
+        self._writes += 1
         self.snapshot = None
 
     def get(
@@ -145,6 +147,7 @@ class ResidentCache:
             return current
         with self._lock:
             now = time.monotonic()
+            writes = self._writes
             current = self.snapshot
             if current is not None and now - self._checked < self.ttl:
                 return current
@@ -174,7 +177,8 @@ class ResidentCache:
                 )
                 return None
             log.debug("%r (%d rows) searched from memory", self.name, len(snapshot))
-            self.snapshot = snapshot
+            if writes == self._writes:  # else a write landed meanwhile: this may predate it
+                self.snapshot = snapshot
             return snapshot
 
 

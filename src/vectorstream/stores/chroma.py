@@ -6,6 +6,11 @@ the text as the document, our id as the id, and metadata keys ``source``, ``mode
 ``metadata`` (the record's metadata as JSON text, read back exactly) and one flat
 ``metadata.<key>`` per scalar metadata value, which filters use. The collection uses the cosine
 space; Chroma returns distances, and the score is ``1 - distance``.
+
+Side tables (the manifest) are Chroma collections ``<collection>__vs_<name>`` beside this one
+(``_side_collections``). A persistent folder has one writer, guarded by a lock file; readers
+(``mode="r"``: search, the server) never take it and answer while a writer in another process
+works, and their side tables refuse writes.
 """
 
 from __future__ import annotations

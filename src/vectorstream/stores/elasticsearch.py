@@ -14,6 +14,9 @@ Writes use the ``_bulk`` API; a document that fails is reported with its reason.
 Both engines score cosine as ``(1 + cos) / 2``; hits carry the cosine itself. Range search is
 native: Elasticsearch's kNN ``similarity`` bound, OpenSearch's radial ``min_score``.
 
+Side tables (the manifest) are hidden indices ``<index>__vs_<name>`` (``_es_side``); a store
+opened with ``mode="r"`` reads them and refuses writes.
+
 These adapters have not been run against a live server on the development machine (neither
 engine runs there); their tests check the HTTP requests they build and the answers they parse.
 """
@@ -47,7 +50,8 @@ from ._common import (
     where_items,
 )
 from ._es_side import SideIndex, raise_bulk_errors
-from .base import StoreCapabilities, Where, dipr_cut
+from ._side_collections import ReadOnlySideTable, refuse_side_marker
+from .base import SideTable, StoreCapabilities, Where, dipr_cut
 
 log = logging.getLogger("vectorstream.stores.elasticsearch")
 
@@ -63,7 +67,9 @@ class _SearchEngineStore(ABC):
     default_port = 9200
     capabilities = StoreCapabilities(filters=True, range_search=True)
 
-    def __init__(self, uri: str, collection: str, client: RestClient) -> None:
+    def __init__(
+        self, uri: str, collection: str, client: RestClient, *, readonly: bool = False
+    ) -> None:
         if (
             collection != collection.lower()
             or not collection
@@ -72,7 +78,9 @@ class _SearchEngineStore(ABC):
             raise ConfigError(
                 f"{self.vendor} index names are lowercase and cannot start with _, - or +: {collection!r}"
             )
+        refuse_side_marker(collection, self.vendor)
         self.uri = uri
+        self.readonly = readonly  # mode="r": side tables refuse writes
         self.collection = collection
         self._http = client
         self.dim: int | None = None
@@ -91,7 +99,7 @@ class _SearchEngineStore(ABC):
             auth=opts.take("basic_auth"),
         )
         opts.finish()
-        store = cls(uri, collection, client)
+        store = cls(uri, collection, client, readonly=opts.mode == "r")
         store._open(dim)
         return store
 
@@ -285,9 +293,12 @@ class _SearchEngineStore(ABC):
         answer = self._http.request("GET", f"/{self.collection}/_count", action="count records")
         return int(answer.get("count", 0))
 
-    def side_table(self, name: str) -> SideIndex:
+    def side_table(self, name: str) -> SideTable:
         """The side table ``name``: its own hidden index ``<index>__vs_<name>``."""
-        return SideIndex(self._http, f"{self.collection}{SIDE_PREFIX}{side_name(name)}")
+        table = SideIndex(self._http, f"{self.collection}{SIDE_PREFIX}{side_name(name)}")
+        if self.readonly:
+            return ReadOnlySideTable(table, f"{self.vendor} index {self.collection!r}")
+        return table
 
     def flush(self) -> None:
         """Make acknowledged writes visible to searches (a refresh); they are already durable."""

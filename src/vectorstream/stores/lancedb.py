@@ -368,10 +368,7 @@ class LanceDBStore:
         return self._has_vector_index
 
     def _query_vector(self, vector: np.ndarray) -> np.ndarray:
-        q = np.asarray(vector, dtype=np.float32)
-        if q.ndim == 2 and q.shape[0] == 1:
-            q = q[0]  # one embedder output row
-        q = as_query(q, self.dim)
+        q = as_query(vector, self.dim)
         if not np.any(q):
             raise ConfigError("query vector is all zeros: cosine similarity needs non-zero")
         return q

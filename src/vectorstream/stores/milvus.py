@@ -6,6 +6,11 @@ key (our id, no mapping needed), ``vector`` FLOAT_VECTOR(dim) with a COSINE inde
 ``source``, ``model`` VARCHAR, ``page`` (−1 for none), ``start_offset``, ``end_offset``,
 ``chunk_index`` INT64, ``headings`` and ``metadata`` JSON. ``upsert`` replaces by primary key.
 Range search is native (``radius``/``range_filter`` search parameters).
+
+Side tables (the manifest) are collections ``<collection>__vs_<name>`` beside this one
+(``_side_collections``). Milvus Lite serves a file from inside one process, readers included:
+a second process is told to serve it and use ``milvus://HOST:PORT``. Readers (``mode="r"``)
+never take the writer lock, and their side tables refuse writes.
 """
 
 from __future__ import annotations

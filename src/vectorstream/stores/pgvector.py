@@ -10,6 +10,9 @@ with an HNSW index (``vector_cosine_ops``) and a b-tree on ``source``. An upsert
 transaction: a binary ``COPY`` into a temporary staging table, then ``INSERT … SELECT … ON
 CONFLICT (id) DO UPDATE`` — COPY is the fastest way into PostgreSQL, the merge makes it
 idempotent. Scores are cosine similarities (``1 - (embedding <=> query)``).
+
+Side tables (the manifest) are tables ``<table>__vs_<name>`` (``key text PRIMARY KEY, doc jsonb``)
+beside the collection's (``_pg_side``). Readers (``mode="r"``) get side tables that refuse writes.
 """
 
 from __future__ import annotations

@@ -11,6 +11,7 @@ metadata ``text``, ``source``, ``model``, ``page`` (absent when none), ``start_o
 ``end_offset``, ``chunk_index``, ``headings`` (JSON text), ``metadata`` (JSON text, read back
 exactly) and ``metadata.<key>`` for each scalar metadata value, which filters use. Scores are
 cosine similarities. Pinecone has no range query: ``range_search`` widens a top-k query.
+Side tables (the manifest) are the reserved namespaces ``__vs_<collection>_<name>`` of the index.
 
 Pinecone is eventually consistent: a write is durable when acknowledged but can take a moment to
 show in queries and counts. Not run against a live Pinecone from the development machine; the
@@ -45,7 +46,8 @@ from ._common import (
     side_name,
     where_items,
 )
-from .base import Doc, StoreCapabilities, Where
+from ._side_collections import ReadOnlySideTable, refuse_side_marker
+from .base import Doc, SideTable, StoreCapabilities, Where
 
 log = logging.getLogger("vectorstream.stores.pinecone")
 
@@ -160,8 +162,11 @@ class PineconeStore:
 
     capabilities = StoreCapabilities(filters=True, range_search=True)
 
-    def __init__(self, uri: str, collection: str, client: RestClient) -> None:
+    def __init__(
+        self, uri: str, collection: str, client: RestClient, *, readonly: bool = False
+    ) -> None:
         self.uri = uri
+        self.readonly = readonly  # mode="r": side tables refuse writes
         self.collection = collection
         self._http = client
         self.dim: int | None = None
@@ -188,9 +193,8 @@ class PineconeStore:
             headers={"Api-Key": api_key, "X-Pinecone-API-Version": API_VERSION},
         )
         opts.finish()
-        if collection.startswith(SIDE_PREFIX):
-            raise ConfigError(f"Pinecone namespaces starting {SIDE_PREFIX} hold side tables")
-        store = cls(uri, collection, client)
+        refuse_side_marker(collection, "Pinecone")
+        store = cls(uri, collection, client, readonly=opts.mode == "r")
         store._open(dim)
         return store
 
@@ -346,12 +350,15 @@ class PineconeStore:
         namespaces = self._stats().get("namespaces") or {}
         return int((namespaces.get(self.collection) or {}).get("vectorCount", 0))
 
-    def side_table(self, name: str) -> PineconeSideTable:
+    def side_table(self, name: str) -> SideTable:
         """The side table ``name``: the namespace ``__vs_<collection>_<name>`` of this index."""
         if self.dim is None:
             raise StoreError("the Pinecone index reports no dimension; cannot hold a side table")
         namespace = f"{SIDE_PREFIX}{self.collection}_{side_name(name)}"
-        return PineconeSideTable(self._http, namespace, self.dim)
+        table = PineconeSideTable(self._http, namespace, self.dim)
+        if self.readonly:
+            return ReadOnlySideTable(table, f"Pinecone namespace {self.collection!r}")
+        return table
 
     def flush(self) -> None:
         """Acknowledged writes are durable; Pinecone makes them visible to queries shortly after."""

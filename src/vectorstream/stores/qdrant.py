@@ -6,6 +6,12 @@ and the id itself is kept in the payload (``vs_id``); the other payload fields a
 ones (``text``, ``source``, ``page``, …), so Qdrant's own clients and dashboard show what we wrote.
 Vectors use the Cosine distance, whose score is the cosine similarity. Range search is native:
 a ``score_threshold`` of ``best - beta``.
+
+Side tables (the manifest) are collections ``<collection>__vs_<name>`` without vectors
+(``_side_collections``); with Qdrant Edge, SQLite files in the shard's folder (``_qdrant_edge``).
+Local mode serves a folder to one client at a time, readers included: a second process is told
+to run a Qdrant server (``qdrant://HOST:PORT``). Readers (``mode="r"``) never take the Edge
+writer lock, and their side tables refuse writes.
 """
 
 from __future__ import annotations

@@ -11,6 +11,7 @@ and ``metadata_json`` (the record's metadata, read back exactly). Weaviate canno
 object properties, so each scalar metadata value is also a property ``meta_<key>``; the adapter
 adds those properties to the class before the first write that needs them. Scores are
 ``1 - cosine distance``; range search is native (``nearVector`` with a ``distance`` bound).
+Side tables (the manifest) are vector-less classes ``<Class>__vs_<name>`` (``_weaviate_side``).
 
 Not run against a live Weaviate on the development machine; the tests check the HTTP requests
 and GraphQL queries it builds and the answers it parses.
@@ -45,8 +46,9 @@ from ._common import (
     uuid_for,
     where_items,
 )
+from ._side_collections import ReadOnlySideTable, refuse_side_marker
 from ._weaviate_side import WeaviateSideTable, _Enum, gql, graphql
-from .base import StoreCapabilities, Where, dipr_cut
+from .base import SideTable, StoreCapabilities, Where, dipr_cut
 
 log = logging.getLogger("vectorstream.stores.weaviate")
 
@@ -92,9 +94,13 @@ class WeaviateStore:
 
     capabilities = StoreCapabilities(filters=True, range_search=True)
 
-    def __init__(self, uri: str, collection: str, client: RestClient) -> None:
+    def __init__(
+        self, uri: str, collection: str, client: RestClient, *, readonly: bool = False
+    ) -> None:
         self.uri = uri
+        self.readonly = readonly  # mode="r": side tables refuse writes
         self.collection = collection
+        refuse_side_marker(collection, "Weaviate")
         self.class_name = collection[:1].upper() + collection[1:]
         if not NAME.match(self.class_name):
             raise ConfigError(f"Weaviate class names use letters, digits and _: {collection!r}")
@@ -118,7 +124,7 @@ class WeaviateStore:
             headers={"Authorization": f"Bearer {api_key}"} if api_key else None,
         )
         opts.finish()
-        store = cls(uri, collection, client)
+        store = cls(uri, collection, client, readonly=opts.mode == "r")
         store._open(dim)
         return store
 
@@ -364,9 +370,12 @@ class WeaviateStore:
         rows = (data.get("Aggregate") or {}).get(self.class_name) or [{}]
         return int((rows[0].get("meta") or {}).get("count", 0))
 
-    def side_table(self, name: str) -> WeaviateSideTable:
+    def side_table(self, name: str) -> SideTable:
         """The side table ``name``: a vector-less class ``<Class>__vs_<name>``."""
-        return WeaviateSideTable(self._http, f"{self.class_name}{SIDE_PREFIX}{side_name(name)}")
+        table = WeaviateSideTable(self._http, f"{self.class_name}{SIDE_PREFIX}{side_name(name)}")
+        if self.readonly:
+            return ReadOnlySideTable(table, f"Weaviate class {self.class_name!r}")
+        return table
 
     def flush(self) -> None:
         """Weaviate acknowledges a batch once it is written to its write-ahead log."""
