@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import sys
 
-from _pipeline_support import FakeEmbedder
-from vectorstream.pipeline import ingest
-
 if __name__ == "__main__":
     corpus, store, workers, delay = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
     try:
+        # Imports inside the try: on a loaded machine a Ctrl-C can land while they run.
+        from _pipeline_support import FakeEmbedder
+        from vectorstream.pipeline import ingest
+
         report = ingest(
             [corpus], store=store, model=FakeEmbedder(delay=delay), workers=workers, buffer=64
         )

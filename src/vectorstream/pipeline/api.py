@@ -20,6 +20,7 @@ from ..stores import open_store, scheme_of, store_kind
 from ..stores.base import VectorStore
 from ..types import Source
 from .engine import EventCallback, Pipeline
+from .executors.pool import pin
 from .options import ingest_options
 from .report import IngestReport, SourceFailure
 
@@ -155,7 +156,10 @@ def ingest(
     if opts.store is not None:
         # Importing a store client can take a second or more; do it while the model loads.
         prewarm = threading.Thread(
-            target=_import_adapter, args=(opts.store,), name="vs-prewarm", daemon=True
+            target=_import_adapter,
+            args=(opts.store, opts.pipeline.io_cpus),
+            name="vs-prewarm",
+            daemon=True,
         )
         prewarm.start()
     if model_given:
@@ -170,7 +174,7 @@ def ingest(
     if opts.store is not None and opts.collection is not None:
         # Opened on a thread: the parsing workers start meanwhile, and the writer waits for it
         # only at its first commit.
-        vstore = _StoreOpening(opts.store, opts.collection, embedder.dim)
+        vstore = _StoreOpening(opts.store, opts.collection, embedder.dim, opts.pipeline.io_cpus)
         uri, coll = opts.store, opts.collection
     else:
         vstore = store
@@ -197,7 +201,8 @@ def ingest(
             vstore.close()
 
 
-def _import_adapter(uri: str) -> None:
+def _import_adapter(uri: str, cpus: tuple[int, ...] | None) -> None:
+    pin(cpus)  # threads a client starts on import inherit this thread's CPUs
     with contextlib.suppress(Exception):  # a failure shows, clearly, when the store is opened
         importlib.import_module(store_kind(uri).target.partition(":")[0], "vectorstream.stores")
 
@@ -208,15 +213,21 @@ class _StoreOpening:
     ``uri`` and ``collection`` are known at once, so reports and manifests never wait.
     """
 
-    def __init__(self, uri: str, collection: str, dim: int) -> None:
+    def __init__(
+        self, uri: str, collection: str, dim: int, cpus: tuple[int, ...] | None = None
+    ) -> None:
         self.uri = uri
         self.collection = collection
         self._future: Future[VectorStore] = Future()
         threading.Thread(
-            target=self._open, args=(uri, collection, dim), name="vs-open-store", daemon=True
+            target=self._open,
+            args=(uri, collection, dim, cpus),
+            name="vs-open-store",
+            daemon=True,
         ).start()
 
-    def _open(self, uri: str, collection: str, dim: int) -> None:
+    def _open(self, uri: str, collection: str, dim: int, cpus: tuple[int, ...] | None) -> None:
+        pin(cpus)  # a store's own background threads inherit the CPUs of the thread opening it
         try:
             self._future.set_result(open_store(uri, collection, dim=dim, mode="w"))
         except BaseException as exc:

@@ -81,7 +81,7 @@ class SQLiteSideTable:
         except sqlite3.Error as exc:
             raise StoreError(f"side table {self.path}: {exc}") from exc
 
-    def _write(self, sql: str, rows: list[tuple[str, ...]]) -> None:
+    def _write(self, sql: str, rows: Sequence[tuple[str, ...]]) -> None:
         try:
             with self._db:
                 self._db.execute("BEGIN")

@@ -3,8 +3,8 @@
 ``INDEX_HOST`` is the index's host as the Pinecone console shows it (``name-xxxx.svc.….pinecone.io``);
 the index must exist and use the ``cosine`` metric. The collection is a *namespace* in it, which
 Pinecone creates on first write. Options: ``api_key=…`` (or the ``PINECONE_API_KEY`` environment
-variable), ``timeout=…``, ``transport=…`` (an ``httpx`` transport), ``https=False`` for Pinecone
-Local.
+variable), ``verify=…`` (TLS), ``timeout=…``, ``transport=…`` (an ``httpx`` transport),
+``https=False`` for Pinecone Local.
 
 Pinecone metadata is flat, so a record is stored as: id = our id, ``values`` = the vector, and
 metadata ``text``, ``source``, ``model``, ``page`` (absent when none), ``start_offset``,
@@ -37,6 +37,7 @@ from ._common import (
     adaptive_range,
     as_query,
     check_k,
+    check_range,
     doc_json,
     flat_metadata,
     hit_of,
@@ -178,6 +179,7 @@ class PineconeStore:
         cls, uri: str, collection: str, *, dim: int | None = None, **options: Any
     ) -> PineconeStore:
         opts = AdapterOptions("Pinecone", options)
+        refuse_side_marker(collection, "Pinecone")
         _, _, rest = uri.partition(":")
         host = rest.removeprefix("//").strip("/")
         if not host:
@@ -193,7 +195,6 @@ class PineconeStore:
             headers={"Api-Key": api_key, "X-Pinecone-API-Version": API_VERSION},
         )
         opts.finish()
-        refuse_side_marker(collection, "Pinecone")
         store = cls(uri, collection, client, readonly=opts.mode == "r")
         store._open(dim)
         return store
@@ -316,6 +317,7 @@ class PineconeStore:
     def range_search(
         self, vector: np.ndarray, beta: float, *, limit: int = 1000, where: Where | None = None
     ) -> list[Hit]:
+        beta = check_range(beta, limit)
         return adaptive_range(lambda k: self.search(vector, k, where), beta, min(limit, MAX_TOP_K))
 
     def ids(self, source: str | None = None) -> set[str]:

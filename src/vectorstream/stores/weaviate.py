@@ -1,7 +1,7 @@
 """Weaviate adapter over its REST and GraphQL APIs (``httpx``): ``weaviate://HOST:PORT``.
 
-Options: ``https=True``, ``api_key=…`` (a bearer token), ``timeout=…``, ``transport=…`` (an
-``httpx`` transport). The collection becomes a Weaviate class (first letter upper-cased, as
+Options: ``https=True``, ``api_key=…`` (a bearer token), ``verify=…`` (TLS), ``timeout=…``,
+``transport=…`` (an ``httpx`` transport). The collection becomes a Weaviate class (first letter upper-cased, as
 Weaviate requires) with ``vectorizer: none`` and the cosine distance; our vectors are supplied.
 
 Object ids must be UUIDs, so each record is stored under the UUID5 of its id and the id itself
