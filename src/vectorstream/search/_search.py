@@ -1,6 +1,6 @@
 """``search``: embed a query, ask a store, return ranked hits (top-k or a DIPR range).
 
-Range mode keeps every hit with ``score >= best - beta`` (DESIGN.md's Dynamic Inner Product Range);
+Range mode keeps every hit with ``score >= best - beta`` (the Dynamic Inner Product Range);
 ``alpha`` asks instead for every hit whose softmax weight is at least ``alpha`` times the best's,
 which is the same range with ``beta = -T * ln(alpha)``. The rule and the conversion (with its
 default temperature ``T = 0.05`` and why) live in ``vectorstream._dipr``, shared with the stores

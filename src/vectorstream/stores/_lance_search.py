@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from .._dipr import threshold, within
 from ..types import Hit
 from ._lance_db import translated
 from ._lance_filter import Predicate
@@ -101,13 +102,13 @@ class VectorQuery:
         if not first:
             return []
         best = first[0].score
-        if len(first) < page or first[-1].score < best - beta:
+        if len(first) < page or not within(first[-1].score, best, beta):
             return dipr_cut(first, beta)[:limit]
         # The first page is all inside the range: fetch up to ``limit``. Without an ANN index
         # LanceDB can bound the exact cosine distance itself (a hair of slack: dipr_cut makes
         # the exact cut); an index applies the bound to its own approximate distance, so there
         # the top ``limit`` are fetched and cut here.
-        bound = None if self.indexed else 1.0 - (best - beta) + 1e-6
+        bound = None if self.indexed else 1.0 - threshold(best, beta) + 1e-6
         return dipr_cut(self.top(q, limit, pred, max_distance=bound), beta)[:limit]
 
 

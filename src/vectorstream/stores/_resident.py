@@ -25,6 +25,8 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
+from .._dipr import within
+
 log = logging.getLogger("vectorstream.stores.resident")
 
 
@@ -89,7 +91,7 @@ class ResidentSnapshot:
         scores = self.scores(query)
         if scores.shape[0] == 0 or limit <= 0:
             return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
-        inside = np.flatnonzero(scores >= scores.max() - beta)
+        inside = np.flatnonzero(within(scores, scores.max(), beta))
         order = inside[np.argsort(-scores[inside], kind="stable")][:limit]
         return order, scores[order]
 
