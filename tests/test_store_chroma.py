@@ -181,8 +181,9 @@ def test_search_and_the_server_answer_while_another_process_writes(tmp_path) -> 
         # The reader sees the writer's progress, records and side table alike.
         reader = open_store(uri, "docs", mode="r")
         before = reader.count()
-        rounds = reader.side_table("manifest").get_many(["corpus"])["corpus"]["rounds"]
+        manifest = reader.side_table("manifest")
+        rounds = manifest.get_many(["corpus"])["corpus"]["rounds"]
         assert writer.poll() is None  # still writing
         assert wait_for(lambda: reader.count() > before, timeout=30)
-        assert reader.side_table("manifest").get_many(["corpus"])["corpus"]["rounds"] > rounds
+        assert wait_for(lambda: manifest.get_many(["corpus"])["corpus"]["rounds"] > rounds, 30)
         reader.close()
