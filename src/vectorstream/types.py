@@ -103,7 +103,9 @@ class SparseVector:
         idx = np.asarray(self.indices, dtype=np.int64)
         val = np.asarray(self.values, dtype=np.float32)
         if idx.ndim != 1 or val.shape != idx.shape:
-            raise ValueError(f"sparse indices and values must be 1-D of one length, got {idx.shape} and {val.shape}")
+            raise ValueError(
+                f"sparse indices and values must be 1-D of one length, got {idx.shape} and {val.shape}"
+            )
         object.__setattr__(self, "indices", idx)
         object.__setattr__(self, "values", val)
 
@@ -127,11 +129,15 @@ class Embedding:
     def __post_init__(self) -> None:
         given = [k for k in EMBEDDING_KINDS if getattr(self, k) is not None]
         if len(given) != 1:
-            raise ValueError(f"an Embedding holds exactly one of {list(EMBEDDING_KINDS)}, got {given}")
+            raise ValueError(
+                f"an Embedding holds exactly one of {list(EMBEDDING_KINDS)}, got {given}"
+            )
         if self.dense is not None and np.ndim(self.dense) != 1:
             raise ValueError(f"a dense embedding is 1-D, got shape {np.shape(self.dense)}")
         if self.multivector is not None and np.ndim(self.multivector) != 2:
-            raise ValueError(f"a multivector embedding is 2-D, got shape {np.shape(self.multivector)}")
+            raise ValueError(
+                f"a multivector embedding is 2-D, got shape {np.shape(self.multivector)}"
+            )
 
     @property
     def kind(self) -> EmbeddingKind:
