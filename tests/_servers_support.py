@@ -226,6 +226,35 @@ def row_of(r: Record) -> dict[str, object]:
     }
 
 
+def check_write_contract(store: object, *, dim: int = 16) -> None:
+    """What every store answers the same way, write-only sinks included: upsert is idempotent and
+    the last version wins, ``ids`` by source, deletes by source and by ids (unknown ids ignored,
+    an empty list deletes nothing), and a bad ``k`` is refused before anything else."""
+    from vectorstream.errors import ConfigError, StoreError
+
+    records = make_records(40, dim)
+    store.upsert(records)  # type: ignore[attr-defined]
+    store.upsert(records[5:15])  # type: ignore[attr-defined]
+    store.flush()  # type: ignore[attr-defined]
+    assert store.count() == 40 and store.ids() == {r.id for r in records}  # type: ignore[attr-defined]
+    src = records[1].source
+    assert store.ids(source=src) == {r.id for r in records if r.source == src}  # type: ignore[attr-defined]
+    assert store.delete(ids=[]) == 0  # type: ignore[attr-defined]
+    removed = store.delete(source=src)  # type: ignore[attr-defined]
+    assert removed == sum(r.source == src for r in records)
+    assert store.delete(ids=[records[0].id, "no-such-id"]) == 1  # type: ignore[attr-defined]
+    store.flush()  # type: ignore[attr-defined]
+    left = {r.id for r in records if r.source != src} - {records[0].id}
+    assert store.ids() == left and store.count() == len(left)  # type: ignore[attr-defined]
+    q = records[2].embedding.as_dense()
+    for k in (0, -1):
+        try:
+            store.search(q, k=k)  # type: ignore[attr-defined]
+        except (ConfigError, StoreError):
+            continue  # ConfigError, or a sink's StoreError that it cannot search at all
+        raise AssertionError(f"search(k={k}) must be refused")
+
+
 def check_contract(store: object, *, dim: int = 16) -> list[Record]:
     """Upsert, idempotence, search, filters, range search, ids and deletes on a fresh collection.
 

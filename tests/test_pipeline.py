@@ -352,3 +352,15 @@ def test_a_per_machine_manifest_of_an_older_release_is_taken_over(
     again = ingest([tmp_path / "corpus"], store=uri, model=emb, workers=0)
     assert again.files_skipped == len(TOPICS) and again.chunks == 0
     assert not legacy.exists() and legacy.with_name(legacy.name + ".taken-over").exists()
+
+
+@pytest.mark.parametrize("target", ["one.parquet", "folder"])
+def test_ingest_into_parquet_sinks(tmp_path: Path, corpus: dict[str, Path], target: str) -> None:
+    """A sink cannot list its ids cheaply while writing: a fresh one is never asked to."""
+    import pyarrow.parquet as pq
+
+    out = tmp_path / target
+    report = ingest([tmp_path / "corpus"], store=f"parquet:{out}", model=FakeEmbedder(), workers=0)
+    assert report.ok and report.vectors == report.chunks > 0
+    files = [out] if target.endswith(".parquet") else sorted(out.rglob("*.parquet"))
+    assert sum(pq.read_metadata(f).num_rows for f in files) == report.vectors

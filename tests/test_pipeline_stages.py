@@ -309,3 +309,21 @@ def test_pinning_options_are_checked_and_honoured(tmp_path: Path) -> None:
     report = Pipeline(FakeEmbedder(), store, opts).run(from_texts({"a": TOPICS["cooking"]}))
     assert report.ok and store.count() == 1 and time.perf_counter() - t0 < 60
     assert os.sched_getaffinity(0) == set(cpus)  # the caller's thread is left as it was
+
+
+def test_a_store_written_alone_and_empty_at_start_is_not_asked_for_stale_records(
+    tmp_path: Path,
+) -> None:
+    files = write_corpus(tmp_path / "c", copies=1)
+    store = FlakyStore(MemoryStore(), fail_at=None)
+    store.exclusive = True  # type: ignore[attr-defined]  # as an embedded store's writer says
+    _run(store, tmp_path / "c")
+    assert store.inner.count() > 0 and "ids" not in store.calls
+    # Not empty any more: a changed file's old records are looked up and replaced.
+    files["cooking"].write_text("Sourdough needs a lively starter.\n", encoding="utf-8")
+    store.calls.clear()
+    _run(store, tmp_path / "c")
+    assert store.calls.count("ids") == 1
+    fresh = MemoryStore()
+    _run(fresh, tmp_path / "c")
+    assert store.inner.texts() == fresh.texts()

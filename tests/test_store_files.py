@@ -12,7 +12,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from _servers_support import check_side_table
+from _servers_support import check_side_table, check_write_contract
 from _store_support import make_records, unit_rows
 from vectorstream.errors import ConfigError, RecordRejectedError, StoreError, StoreLockedError
 from vectorstream.stores import open_store
@@ -279,3 +279,12 @@ def test_side_tables_live_beside_the_output(tmp_path: Path, uri: str, beside: st
         assert again.side_table("manifest").get_many(["/a.txt"]) == {
             "/a.txt": {"state": "done", "chunks": 2}
         }
+
+
+@pytest.mark.parametrize("uri", ["parquet:{p}/out", "jsonl:{p}"])
+def test_sinks_satisfy_the_write_contract(tmp_path: Path, uri: str) -> None:
+    store = open_store(uri.format(p=tmp_path), "documents", mode="w")
+    try:
+        check_write_contract(store)
+    finally:
+        store.close()

@@ -61,7 +61,6 @@ class Pipeline:
 
     def stages(self) -> tuple[Planner, Committer]:
         """The plan and commit stages over this pipeline's store (opens its manifest)."""
-        require_kind(self.store, kind_of(self.embedder))
         manifest = self.manifest if self.manifest is not None else Manifest.of(self.store)
         if self.legacy_manifest is not None:
             manifest.take_over(self.legacy_manifest)
@@ -70,6 +69,8 @@ class Pipeline:
         return planner, committer
 
     def run(self, sources: Iterable[Source], *, roots: Sequence[str] = ()) -> IngestReport:
+        # A store that cannot hold this model's kind is refused before any worker starts.
+        require_kind(self.store, kind_of(self.embedder))
         return LocalRun(self, sources, roots).execute()
 
 

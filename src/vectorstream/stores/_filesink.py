@@ -124,6 +124,11 @@ class FileSink(ABC):
     def ids(self, source: str | None = None) -> set[str]:
         return {rid for rid, src in self._live().items() if source is None or src == source}
 
+    @property
+    def exclusive(self) -> bool:
+        """Whether this handle holds the writer lock: nobody else writes while it is open."""
+        return not self.read_only and not self._closed
+
     def count(self) -> int:
         return len(self._live())
 

@@ -128,7 +128,9 @@ class SideTable(Protocol):
 class VectorStore(Protocol):
     """What the pipeline, search and server need from a store.
 
-    ``upsert`` is idempotent on ``Record.id``. ``search`` returns up to ``k`` hits, best first.
+    ``upsert`` is idempotent on ``Record.id``. A store may also say ``exclusive = True`` while its
+    handle holds the only writer lock (embedded stores): the pipeline then knows that a store
+    empty when the run began holds no older records of any source, and skips looking for them. ``search`` returns up to ``k`` hits, best first.
     ``range_search`` returns every hit within ``beta`` of the best score (DIPR), at most ``limit``.
     """
 

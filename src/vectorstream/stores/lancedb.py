@@ -294,6 +294,11 @@ class LanceDBStore:
 
     # -- side tables ---------------------------------------------------------------------------
 
+    @property
+    def exclusive(self) -> bool:
+        """Whether this handle holds the writer lock: nobody else writes while it is open."""
+        return bool(self._lock.held)
+
     def side_table(self, name: str) -> LanceSideTable:
         """Side table ``name`` of this collection (created on the first write; see module doc).
 

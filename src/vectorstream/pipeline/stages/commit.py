@@ -70,6 +70,13 @@ class Committer:
         self._pending: list[Record] = []
         self._first_pending = 0.0
         self.counters = CommitCounters()
+        # A store this run writes alone and that started empty holds no older records: finishing
+        # a source then needs no query for stale ones (an append-only sink cannot answer it
+        # cheaply while writing). Sources finished once in this run are still looked up.
+        self._fresh = bool(getattr(store, "exclusive", False)) and (
+            self._retry("count the records", store.count) == 0
+        )
+        self._finished: set[str] = set()
 
     # ------------------------------------------------------------------ messages in
 
@@ -109,6 +116,9 @@ class Committer:
         self._pending = [r for r in self._pending if r.source != msg.uri]
         self._forget(msg.uri)
         uri = msg.uri
+        if self._fresh and not state.marked and uri not in self._finished:
+            return  # nothing of it was ever written, and the store held nothing before
+
         try:
             removed = self._retry(
                 "remove a failed source's records", lambda: self.store.delete(source=uri)
@@ -182,6 +192,9 @@ class Committer:
             return []
         t0 = time.perf_counter()
         for uri, state in ready:
+            if self._fresh and uri not in self._finished:
+                self._finished.add(uri)
+                continue
             old = self._retry("list a source's records", partial(self.store.ids, source=uri))
             stale = sorted(old - state.new_ids)
             if stale:
