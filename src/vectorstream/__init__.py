@@ -39,13 +39,14 @@ _LAZY: dict[str, str] = {
     "ingest": "vectorstream.pipeline",
     "IngestReport": "vectorstream.pipeline",
     "Pipeline": "vectorstream.pipeline",
+    "PipelineOptions": "vectorstream.pipeline",
     "search": "vectorstream.search",
     "highlights": "vectorstream.search",
 }
 
 if TYPE_CHECKING:
     from .models import Embedder, load_model
-    from .pipeline import IngestReport, Pipeline, ingest
+    from .pipeline import IngestReport, Pipeline, PipelineOptions, ingest
     from .search import highlights, search
     from .stores import VectorStore, open_store
 
@@ -76,6 +77,7 @@ __all__ = [
     "ParseError",
     "Pipeline",
     "PipelineError",
+    "PipelineOptions",
     "Record",
     "RecordRejectedError",
     "Section",

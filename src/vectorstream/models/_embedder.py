@@ -21,8 +21,10 @@ log = logging.getLogger("vectorstream.models.embedder")
 DEFAULT_TOKEN_BUDGET = 8192  # padded tokens per forward pass: 32 full MiniLM windows
 MAX_BATCH = 256  # caps a batch of very short texts (memory of the attention scores)
 # On CPU a forward pass costs about the same per padded token whatever the batch size, so small
-# batches of similar lengths beat big ones padded to their longest item.
-MIN_FILL = 0.75
+# batches of similar lengths beat big ones padded to their longest item. The pipeline sorts a
+# window of a few hundred chunks at a time, where a looser bound left about a tenth of the compute
+# on padding (BENCHMARKS.md, "With a free core").
+MIN_FILL = 0.9
 
 
 def _load_tokenizer(path: Path) -> tokenizers.Tokenizer:
