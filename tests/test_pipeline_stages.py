@@ -176,8 +176,12 @@ def test_commit_finishes_a_source_only_when_all_its_records_are_in() -> None:
     assert {"old one", "old two"} <= set(store.texts().values())
     c.add(RecordBatch(first.records[1:], 1, 1))
     c.add(_records(emb, "b", ["bee"]))
-    assert c.commit() == ["a"]  # b has no SourceDone yet
+    # a is complete (b has no SourceDone yet): its stale records go at once, its row waits for
+    # the next manifest write (one per commit)
+    assert c.commit() == []
     assert sorted(store.texts().values()) == ["bee", "new one", "new two"]
+    assert manifest.get("a") is None and c.due(rows=10**6, seconds=0.0)
+    assert c.flush() == ["a"]
     entry = manifest.get("a")
     assert entry is not None and (entry.content_hash, entry.chunks, entry.settings) == (
         "ha",

@@ -102,6 +102,14 @@ class Manifest:
         if docs:
             self.table.put_many(docs)
 
+    def record(self, done: Iterable[ManifestEntry], pending: Iterable[str]) -> None:
+        """Finished sources and new pending marks in one write (a mark wins over a row)."""
+        docs: dict[str, Doc] = {e.uri: e.to_doc() for e in done}
+        now = time.time()
+        docs.update((u, {"state": "pending", "updated_at": now}) for u in pending)
+        if docs:
+            self.table.put_many(docs)
+
     def mark_pending(self, uris: Iterable[str]) -> None:
         """Mark sources whose records are about to be written (before the write)."""
         now = time.time()

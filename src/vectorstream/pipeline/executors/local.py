@@ -411,10 +411,15 @@ class LocalRun:
                 committer.source_unchanged(item)
             elif isinstance(item, SourceFailed):
                 committer.source_failed(item)
-            if closed or committer.due(rows, seconds):
+            if closed:
+                finished = committer.commit() + committer.flush()
+            elif committer.due(rows, seconds):
                 finished = committer.commit()
             else:
-                finished = committer.finalize_ready()
+                # Sources whose records were all written before their SourceDone: their stale
+                # records go now, their rows with the next commit.
+                committer.finalize_ready()
+                finished = []
             for uri in finished:
                 with self.lock:
                     self.counters.files_done += 1

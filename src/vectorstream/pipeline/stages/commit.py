@@ -77,6 +77,8 @@ class Committer:
             self._retry("count the records", store.count) == 0
         )
         self._finished: set[str] = set()
+        self._rows: dict[str, ManifestEntry] = {}  # finished sources whose rows are not written
+        self._rows_since: float | None = None
 
     # ------------------------------------------------------------------ messages in
 
@@ -139,37 +141,71 @@ class Committer:
         return len(self._pending)
 
     def due(self, rows: int, seconds: float) -> bool:
-        """Whether the pending records should be written now (``rows`` or ``seconds`` reached)."""
-        if not self._pending:
+        """Whether a commit is due: ``rows`` records pending, or records or finished sources'
+        rows waiting for ``seconds``."""
+        since = self._oldest()
+        if since is None:
             return False
-        return len(self._pending) >= rows or time.perf_counter() - self._first_pending >= seconds
+        return len(self._pending) >= rows or time.perf_counter() - since >= seconds
 
     def seconds_until_due(self, seconds: float) -> float | None:
-        if not self._pending:
+        since = self._oldest()
+        if since is None:
             return None
-        return max(0.001, self._first_pending + seconds - time.perf_counter())
+        return max(0.001, since + seconds - time.perf_counter())
+
+    def _oldest(self) -> float | None:
+        times = []
+        if self._pending:
+            times.append(self._first_pending)
+        if self._rows and self._rows_since is not None:
+            times.append(self._rows_since)
+        return min(times) if times else None
 
     def commit(self) -> list[str]:
-        """Write the pending records, then finish every source that is complete.
+        """One commit: a single manifest write (the rows of sources finished since the last
+        commit, and pending marks for the sources about to get their first records), the pending
+        records, then the stale-record deletes of every source now complete (their rows go out
+        with the next commit, or with :meth:`flush`).
 
-        Returns the sources finished by this call (their manifest rows are written).
+        Returns the sources whose manifest rows this call wrote. Batching the rows keeps the
+        manifest to one store write per commit instead of one per source.
         """
-        self._write_pending()
-        return self.finalize_ready()
-
-    def _write_pending(self) -> None:
         records, self._pending = self._pending, []
         live = [r for r in records if (s := self._state(r.source)) is not None and not s.failed]
-        if not live:
-            return
+        unmarked = sorted({r.source for r in live if not self._sources[r.source].marked})
+        finished = self._write_rows(unmarked)
+        for uri in unmarked:
+            self._sources[uri].marked = True
+        if live:
+            self._write(live)
+        self.finalize_ready()
+        return finished
+
+    def flush(self) -> list[str]:
+        """Finish every complete source now (the end of a run): its stale deletes and its row."""
+        self.finalize_ready()
+        return self._write_rows([])
+
+    @property
+    def rows_waiting(self) -> bool:
+        return bool(self._rows)
+
+    def _write_rows(self, pending: list[str]) -> list[str]:
+        if self.manifest is None or (not self._rows and not pending):
+            finished = list(self._rows)
+            self._rows.clear()
+            self._rows_since = None
+            return finished
+        done, manifest = list(self._rows.values()), self.manifest
+        self._retry("write the manifest", lambda: manifest.record(done, pending))
+        finished = list(self._rows)
+        self._rows.clear()
+        self._rows_since = None
+        return finished
+
+    def _write(self, live: list[Record]) -> None:
         t0 = time.perf_counter()
-        if self.manifest is not None:
-            unmarked = sorted({r.source for r in live if not self._sources[r.source].marked})
-            if unmarked:
-                manifest = self.manifest
-                self._retry("mark sources pending", lambda: manifest.mark_pending(unmarked))
-                for uri in unmarked:
-                    self._sources[uri].marked = True
         result = write_with_retry(self.store, live, self.policy, sleep=self._sleep)
         self.counters.seconds["write"] += time.perf_counter() - t0
         rejected = {rid for rid, _ in result.rejected}
@@ -181,7 +217,8 @@ class Committer:
                 state.new_ids.add(r.id)
                 self.counters.vectors += 1
 
-    def finalize_ready(self) -> list[str]:
+    def finalize_ready(self) -> None:
+        """Delete the stale records of every complete source; queue its manifest row."""
         with self._lock:
             ready = [
                 (uri, s)
@@ -189,37 +226,30 @@ class Committer:
                 if not s.failed and s.expected is not None and s.committed >= s.expected
             ]
         if not ready:
-            return []
+            return
         t0 = time.perf_counter()
         for uri, state in ready:
             if self._fresh and uri not in self._finished:
                 self._finished.add(uri)
-                continue
-            old = self._retry("list a source's records", partial(self.store.ids, source=uri))
-            stale = sorted(old - state.new_ids)
-            if stale:
-                self.counters.deleted += self._retry(
-                    "delete stale records", partial(self.store.delete, ids=stale)
-                )
-        if self.manifest is not None:
-            entries = [
-                ManifestEntry(
-                    uri,
-                    s.task.source.size,
-                    s.task.source.mtime_ns,
-                    s.content_hash or "",
-                    self.settings,
-                    s.expected or 0,
-                )
-                for uri, s in ready
-                if s.content_hash is not None
-            ]
-            manifest = self.manifest
-            self._retry("write the manifest", lambda: manifest.put(entries))
-        for uri, _ in ready:
+            else:
+                old = self._retry("list a source's records", partial(self.store.ids, source=uri))
+                stale = sorted(old - state.new_ids)
+                if stale:
+                    self.counters.deleted += self._retry(
+                        "delete stale records", partial(self.store.delete, ids=stale)
+                    )
             self._forget(uri)
+            if self._rows_since is None:
+                self._rows_since = time.perf_counter()
+            self._rows[uri] = ManifestEntry(
+                uri,
+                state.task.source.size,
+                state.task.source.mtime_ns,
+                state.content_hash or "",
+                self.settings,
+                state.expected or 0,
+            )
         self.counters.seconds["finalize"] += time.perf_counter() - t0
-        return [uri for uri, _ in ready]
 
     def prune(self, uris: Sequence[str]) -> int:
         """Remove every record and the manifest row of ``uris`` (sources that are gone)."""
