@@ -40,25 +40,11 @@ def main() -> int:
         store.close()
         return 0
 
-    from _server_support import CORPUS, FakeEmbedder
+    from _server_support import CORPUS, FakeEmbedder, corpus_records
 
     model = FakeEmbedder()
     store = open_store(uri, collection, dim=model.dim, mode="w")
-    vectors = model.embed(list(CORPUS.values()))
-    corpus = [
-        Record(
-            id=f"{source}#0",
-            embedding=Embedding(dense=vector),
-            text=text,
-            source=source,
-            chunk_index=0,
-            start=0,
-            end=len(text),
-            model=model.model_id,
-            metadata={"topic": source.split("-")[0]},
-        )
-        for (source, text), vector in zip(CORPUS.items(), vectors, strict=True)
-    ]
+    corpus = corpus_records(model, CORPUS)
     store.upsert(corpus)
     store.side_table("manifest").put_many({"corpus": {"state": "done", "rounds": 0}})
     print("ready", flush=True)

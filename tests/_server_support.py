@@ -174,28 +174,34 @@ def serve_subprocess(
         yield base
 
 
+def corpus_records(model: Any, texts: dict[str, str]) -> list[Any]:
+    """One record per text (source = its key), with the model's real vectors."""
+    from vectorstream.types import Embedding, Record
+
+    vectors = model.embed(list(texts.values()))
+    return [
+        Record(
+            id=f"{source}#0",
+            embedding=Embedding(dense=vector),
+            text=text,
+            source=source,
+            chunk_index=0,
+            start=0,
+            end=len(text),
+            model=model.model_id,
+            metadata={"topic": source.split("-")[0]},
+        )
+        for (source, text), vector in zip(texts.items(), vectors, strict=True)
+    ]
+
+
 def build_store(uri: str, collection: str, model: Any, texts: dict[str, str]) -> None:
     """Write one record per text (source = its key) into a real store, with the real vectors."""
     from vectorstream.stores import open_store
-    from vectorstream.types import Embedding, Record
 
     store = open_store(uri, collection, dim=model.dim)
     try:
-        vectors = model.embed(list(texts.values()))
-        records = [
-            Record(
-                id=f"{source}#0",
-                embedding=Embedding(dense=vector),
-                text=text,
-                source=source,
-                chunk_index=0,
-                start=0,
-                end=len(text),
-                model=model.model_id,
-                metadata={"topic": source.split("-")[0]},
-            )
-            for (source, text), vector in zip(texts.items(), vectors, strict=True)
-        ]
+        records = corpus_records(model, texts)
         store.upsert(records)
         store.flush()
     finally:
