@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import functools
 import importlib.util
 import itertools
@@ -12,6 +13,7 @@ import numpy as np
 import tokenizers
 
 from vectorstream.chunking import MAX_CHARS_PER_TOKEN, load_tokenizer
+from vectorstream.parsers import document_text
 from vectorstream.types import Chunk, Section
 
 
@@ -59,22 +61,36 @@ def check_chunks(
         assert chunk.n_tokens == n, (chunk.text, chunk.n_tokens, n)
         assert n <= limit, (n, limit, chunk.text)
         assert len(chunk.text) <= limit * MAX_CHARS_PER_TOKEN
-    for section in sections:
-        mine = by_section.get(section.index, [])
-        text = section.text
+    # Sections placed by the parser (``start`` past the end of the one before) share one document
+    # text, which offsets point into; sections a test made by hand (all at 0) are checked each
+    # on its own.
+    placed = all(b.start >= a.start + len(a.text) for a, b in itertools.pairwise(sections))
+    if placed and sections:
+        groups = [(document_text(sections), 0, list(sections), list(chunks))]
+    else:
+        groups = [
+            (s.text, s.start, [s], by_section.get(s.index, []))
+            for s in sections
+        ]
+    for text, base, secs, mine in groups:
+        starts = [s.start for s in secs]
         covered = np.zeros(len(text), dtype=bool)
         for chunk in mine:
-            assert text[chunk.start : chunk.end] == chunk.text
-            assert chunk.source == section.source
-            assert chunk.page == section.page
-            assert chunk.headings[: len(section.headings)] == section.headings
-            assert dict(chunk.metadata) == dict(section.metadata)
-            covered[chunk.start : chunk.end] = True
+            a, b = chunk.start - base, chunk.end - base
+            assert text[a:b] == chunk.text, (chunk.start, chunk.end, chunk.text)
+            # The chunk's section fields are those of the section it starts in.
+            first = secs[bisect.bisect_right(starts, chunk.start) - 1]
+            assert chunk.section_index == first.index
+            assert chunk.source == first.source
+            assert chunk.page == first.page
+            assert chunk.headings[: len(first.headings)] == first.headings
+            assert dict(chunk.metadata) == dict(first.metadata)
+            covered[a:b] = True
         for prev, nxt in itertools.pairwise(mine):
             assert nxt.start > prev.start, "chunks out of order"
             if may_overlap:
                 # Overlap is allowed; a gap must hold only whitespace.
-                assert not text[prev.end : nxt.start].strip()
+                assert not text[prev.end - base : nxt.start - base].strip()
             else:
                 assert nxt.start >= prev.end, "unexpected overlap"
         missing = [i for i, ch in enumerate(text) if not covered[i] and not ch.isspace()]

@@ -115,18 +115,31 @@ FRAGMENTS = [
 _text = st.lists(st.one_of(st.sampled_from(FRAGMENTS), st.text(max_size=12)), max_size=40).map(
     "".join
 )
-_sections = st.lists(_text, min_size=1, max_size=3).map(
-    lambda texts: [
-        Section(
-            t,
-            "mem://doc",
-            index=i,
-            page=i + 1,
-            headings=("Doc",) if i % 2 else (),
-            metadata={"i": i},
+
+
+def _placed(texts: list[str], shared: bool) -> list[Section]:
+    """Sections of one document as the parser registry makes them: each starts where the one
+    before ends; with ``shared`` metadata consecutive sections may share a chunk."""
+    out: list[Section] = []
+    at = 0
+    for i, t in enumerate(texts):
+        out.append(
+            Section(
+                t,
+                "mem://doc",
+                index=i,
+                page=i + 1,
+                headings=("Doc",) if i % 2 else (),
+                metadata={"i": 0 if shared else i},
+                start=at,
+            )
         )
-        for i, t in enumerate(texts)
-    ]
+        at += len(t)
+    return out
+
+
+_sections = st.builds(
+    _placed, st.lists(_text, min_size=1, max_size=3), st.booleans()
 )
 # A deeper run: VECTORSTREAM_TEST_EXAMPLES=500 pytest tests/test_chunking.py
 _EXAMPLES = int(os.environ.get("VECTORSTREAM_TEST_EXAMPLES", "40"))
@@ -352,9 +365,15 @@ The end.
 
 
 def test_markdown_heading_paths() -> None:
+    # A budget too small for two sections together: each heading starts a chunk.
     section = Section(MARKDOWN, "doc.md", page=1, headings=("Manual",))
-    chunks = _chunks(make_chunker(ChunkOptions("markdown", 200, 0), tok, 256), [section])
-    by_text = {c.text.splitlines()[0]: c.headings for c in chunks}
+    chunks = _chunks(make_chunker(ChunkOptions("markdown", 12, 0), tok, 256), [section])
+    check_chunks([section], chunks, tok, 12, may_overlap=False)
+    by_text = {
+        c.text.splitlines()[0]: c.headings
+        for c in chunks
+        if c.text.startswith(("#", "Setext")) and "a comment" not in c.text
+    }
     assert by_text == {
         "# Guide": ("Manual", "Guide"),
         "## Install": ("Manual", "Guide", "Install"),
@@ -362,16 +381,43 @@ def test_markdown_heading_paths() -> None:
         "Setext Title": ("Manual", "Guide", "Setext Title"),
         "# Appendix": ("Manual", "Appendix"),
     }
-    code = next(c for c in chunks if c.headings[-1] == "Install")
-    assert "# a comment, not a heading" in code.text and 'print("hi")' in code.text
+    # A "#" line inside fenced code is not a heading.
+    code = [c for c in chunks if "a comment" in c.text or "print(" in c.text]
+    assert code and all(c.headings == ("Manual", "Guide", "Install") for c in code)
+
+
+def test_markdown_small_sections_join_up_to_the_budget() -> None:
+    section = Section(MARKDOWN, "doc.md", headings=("Manual",))
+    chunks = _chunks(make_chunker(ChunkOptions("markdown", 200, 0), tok, 256), [section])
+    # The whole document fits the budget: one chunk, with the path of its first heading.
+    assert [c.text for c in chunks] == [MARKDOWN.strip()]
+    assert chunks[0].headings == ("Manual", "Guide")
+
+
+def test_markdown_joins_siblings_not_a_sibling_and_part_of_the_next_section() -> None:
+    # Three short sections, then one too long to join whole: the short ones share a chunk,
+    # the long one is cut in even parts of its own.
+    short = "\n\n".join(f"## Short {i}\n\nA brief note number {i}." for i in range(3))
+    long = "## Long\n\n" + _prose(30, seed=3)
+    text = f"# Doc\n\n{short}\n\n{long}\n"
+    section = Section(text, "doc.md")
+    chunks = _chunks(make_chunker(ChunkOptions("markdown", 64, 0), tok, 256), [section])
+    check_chunks([section], chunks, tok, 64, may_overlap=False)
+    assert chunks[0].text.startswith("# Doc") and chunks[0].text.endswith("number 2.")
+    rest = chunks[1:]
+    assert rest[0].text.startswith("## Long") and all(c.headings[-1] == "Long" for c in rest)
+    sizes = [c.n_tokens or 0 for c in rest]
+    assert min(sizes) >= 64 // 4, sizes  # no small rest: the long section's parts are even
 
 
 def test_markdown_does_not_repeat_the_sections_own_heading() -> None:
     section = Section(
         "## Install\n\nRun it.\n\n### Linux\n\nApt.", "d", headings=("Guide", "Install")
     )
-    chunks = _chunks(make_chunker(ChunkOptions("markdown", 200, 0), tok, 256), [section])
+    chunks = _chunks(make_chunker(ChunkOptions("markdown", 6, 0), tok, 256), [section])
     assert [c.headings for c in chunks] == [("Guide", "Install"), ("Guide", "Install", "Linux")]
+    merged = _chunks(make_chunker(ChunkOptions("markdown", 200, 0), tok, 256), [section])
+    assert [c.headings for c in merged] == [("Guide", "Install")]
 
 
 def test_markdown_packs_small_paragraphs_and_splits_large_ones() -> None:

@@ -2,8 +2,11 @@
 
     Source ──parse──▶ Section ──chunk──▶ Chunk ──embed──▶ Record ──store──▶ Hit
 
-Offsets (``start``/``end``) are character offsets into the *section* text, so that
-``section.text[chunk.start:chunk.end] == chunk.text`` always holds.
+Offsets (``start``/``end``) are character offsets into the *document text*: the concatenation of
+the texts of a source's sections, in order (for text, markdown and code that is the file's decoded
+text). A section starts at ``section.start``, so
+``document[chunk.start:chunk.end] == chunk.text`` always holds, and for a chunk of one section
+``section.text[chunk.start - section.start:chunk.end - section.start] == chunk.text``.
 """
 
 from __future__ import annotations
@@ -47,8 +50,10 @@ class Source:
 class Section:
     """A contiguous piece of a document: a page, a heading's body, a CSV row, a paragraph group.
 
-    ``index`` is the position of the section within its source (0, 1, 2, …). ``image`` holds the
-    bytes of an image section (``text`` is then empty).
+    ``index`` is the position of the section within its source (0, 1, 2, …); ``start`` is the
+    offset of its text in the document text (the sections' texts concatenated in order; the
+    parser registry sets both). ``image`` holds the bytes of an image section (``text`` is then
+    empty).
     """
 
     text: str
@@ -58,6 +63,7 @@ class Section:
     headings: tuple[str, ...] = ()
     metadata: Mapping[str, Any] = field(default_factory=dict)
     image: bytes | None = None
+    start: int = 0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "metadata", _own_mapping(self.metadata))
@@ -68,8 +74,9 @@ class Chunk:
     """A piece of a section that is embedded as one vector.
 
     ``chunk_index`` counts chunks within the whole source (not the section), from 0.
-    ``start``/``end`` are offsets into the section text. ``n_tokens`` is the model token count
-    (without special tokens) when the chunker knew it.
+    ``start``/``end`` are offsets into the document text; a chunk may span several consecutive
+    sections, and then ``section_index``, ``page`` and ``headings`` are those of its first one.
+    ``n_tokens`` is the model token count (without special tokens) when the chunker knew it.
     """
 
     text: str
@@ -164,7 +171,11 @@ class Embedding:
 
 @dataclass(frozen=True, slots=True, eq=False)
 class Record:
-    """A row in a vector store: one chunk, its embedding and where it came from."""
+    """A row in a vector store: one chunk, its embedding and where it came from.
+
+    ``start``/``end`` are offsets into the source's document text and ``section_index`` is the
+    index of the chunk's first section (see :class:`Chunk`).
+    """
 
     id: str
     embedding: Embedding
@@ -177,6 +188,7 @@ class Record:
     page: int | None = None
     headings: tuple[str, ...] = ()
     metadata: Mapping[str, Any] = field(default_factory=dict)
+    section_index: int = 0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "metadata", _own_mapping(self.metadata))
@@ -196,6 +208,7 @@ class Hit:
     page: int | None = None
     headings: tuple[str, ...] = ()
     metadata: Mapping[str, Any] = field(default_factory=dict)
+    section_index: int = 0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "metadata", _own_mapping(self.metadata))
@@ -209,6 +222,7 @@ class Hit:
             "chunk_index": self.chunk_index,
             "start": self.start,
             "end": self.end,
+            "section_index": self.section_index,
             "page": self.page,
             "headings": list(self.headings),
             "metadata": dict(self.metadata),

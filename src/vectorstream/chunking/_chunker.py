@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -12,10 +13,10 @@ import tokenizers
 
 from ..errors import ChunkingError, VectorstreamError
 from ..types import Chunk, Section
-from . import _markdown
+from . import _structure
 from ._options import SEMANTIC_PERCENTILE, ChunkOptions
 from ._sentences import split_sentences
-from ._spans import Span, fit, pack, pack_with_overlap, strip, windows
+from ._spans import Span, pack, pack_with_overlap, strip, windows
 from ._tokens import SectionTokens, cuts_are_context_free, splits_at_punctuation
 
 log = logging.getLogger("vectorstream.chunking")
@@ -84,13 +85,14 @@ class _BaseChunker(ABC):
             if not text or text.isspace():
                 continue  # image sections and blank pages have nothing to chunk
             st = SectionTokens.encode(self.tokenizer, text, punct_cuts=self.punct_cuts)
+            at = section.start
             for start, end, n_tokens, extra in self._exact(st, self._spans(st, section)):
                 yield Chunk(
                     text=text[start:end],
                     source=section.source,
                     chunk_index=index,
-                    start=start,
-                    end=end,
+                    start=at + start,
+                    end=at + end,
                     section_index=section.index,
                     page=section.page,
                     headings=section.headings + extra,
@@ -204,32 +206,92 @@ class SentenceChunker(_BaseChunker):
 
 
 class MarkdownChunker(_BaseChunker):
-    """Recursive: heading blocks, then paragraphs, then sentences, then token windows; small
-    neighbours within one heading block are packed together. Headings inside the section text
-    extend the section's heading path."""
+    """Structure first: chunks hold whole sections of one parent heading, packed up to the budget,
+    and a longer section is cut at its strongest boundaries (paragraphs, then sentences, then
+    words) into parts of even size. Consecutive sections of a source join when they continue one
+    another (same metadata, no gap); see ``_structure`` for the plan. Each chunk keeps the heading
+    path of its first atom, headings found inside the section text included."""
 
     def _spans(self, st: SectionTokens, section: Section) -> list[_Piece]:
-        text = st.text
-        base = section.headings
-        out: list[_Piece] = []
-        stack: list[tuple[int, str]] = []
-        pieces: list[Span] = []
+        # Not used: this splitter plans across sections in `chunk`.
+        raise NotImplementedError
 
-        def flush() -> None:
-            path = tuple(title for _, title in stack)
-            out.extend((s, e, path) for s, e in pack(st, pieces, self.limit))
-            pieces.clear()
+    def chunk(self, sections: Iterable[Section]) -> Iterator[Chunk]:
+        window = _structure.Window(self.limit, self.max_chars)
+        index = 0
+        source: str | None = None
+        for section in sections:
+            if source is None:
+                source = section.source
+            elif section.source != source:
+                raise ChunkingError(
+                    f"a chunker call takes the sections of one source; got {source!r} "
+                    f"and then {section.source!r}"
+                )
+            if not section.text or section.text.isspace():
+                continue
+            st = SectionTokens.encode(self.tokenizer, section.text, punct_cuts=self.punct_cuts)
+            for chunk in self._chunks(window.parts, window.add(section, st), index):
+                yield chunk
+                index += 1
+        for chunk in self._chunks(window.parts, window.flush(), index):
+            yield chunk
+            index += 1
 
-        for block in _markdown.blocks(text):
-            if block.level:
-                flush()
-                while stack and stack[-1][0] >= block.level:
-                    stack.pop()
-                # A section whose text repeats its own heading line must not list it twice.
-                if stack or not base or block.title != base[-1]:
-                    stack.append((block.level, block.title))
-            pieces.extend(fit(st, block.start, block.end, self.limit))
-        flush()
+    def _chunks(
+        self, parts: Mapping[int, _structure.Part], groups: list[list[_structure.Atom]], index: int
+    ) -> list[Chunk]:
+        """Chunks of planned atom groups, with exact token counts and the limits enforced."""
+        spans: list[tuple[int, str, int | None, _structure.Atom]] = []
+        for atoms in groups:
+            first, last = atoms[0], atoms[-1]
+            head = parts[first.part].section
+            if first.part == last.part:
+                text = head.text[first.start : last.end]
+                seams = True
+            else:
+                texts = [parts[k].section.text for k in range(first.part, last.part + 1)]
+                seams = all(
+                    a[-1:].isspace() or b[:1].isspace() for a, b in itertools.pairwise(texts)
+                )
+                offset = parts[last.part].section.start - head.start
+                text = "".join(texts)[first.start : offset + last.end]
+            exact = self.context_free and seams and all(a.clean for a in atoms)
+            n = sum(a.tokens for a in atoms) if exact else None
+            spans.append((head.start + first.start, text, n, first))
+        unsure = [k for k, span in enumerate(spans) if span[2] is None]
+        if unsure:
+            encodings = self.tokenizer.encode_batch(
+                [spans[k][1] for k in unsure], add_special_tokens=False
+            )
+            for k, encoding in zip(unsure, encodings, strict=True):
+                start, text, _, first = spans[k]
+                spans[k] = (start, text, len(encoding.ids), first)
+        out: list[Chunk] = []
+        for start, text, n, first in spans:
+            assert n is not None
+            section = parts[first.part].section
+            if n <= self.limit and len(text) <= self.max_chars:
+                pieces = [(0, len(text), n)]
+            else:
+                own = SectionTokens.encode(self.tokenizer, text, punct_cuts=self.punct_cuts)
+                pieces = self._repair(own, 0, len(text), True)
+            for a, b, m in pieces:
+                out.append(
+                    Chunk(
+                        text=text[a:b],
+                        source=section.source,
+                        chunk_index=index,
+                        start=start + a,
+                        end=start + b,
+                        section_index=section.index,
+                        page=section.page,
+                        headings=first.path,
+                        metadata=section.metadata,
+                        n_tokens=m,
+                    )
+                )
+                index += 1
         return out
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 # Closing "#"s need a space before them ("## C#" is about C#), as the markdown parser reads it.
 _ATX = re.compile(r" {0,3}(#{1,6})(?:[ \t]+(.*?))?(?:[ \t]+#+)?[ \t]*$")
-_FENCE = re.compile(r" {0,3}(`{3,}|~{3,})")
+FENCE = re.compile(r" {0,3}(`{3,}|~{3,})")
 _SETEXT = re.compile(r" {0,3}(=+|-+)[ \t]*$")
 
 
@@ -66,7 +66,7 @@ def blocks(text: str, start: int = 0, end: int | None = None) -> list[Block]:
         if not line.strip():
             close()
             continue
-        opening = _FENCE.match(line)
+        opening = FENCE.match(line)
         if opening:
             close()
             fence = opening.group(1)

@@ -2,8 +2,10 @@
 
     parse(source) ──registry.detect(source, head)──▶ registry.get(format).parse(...) ──▶ Section, …
 
-Every section has ``index`` 0, 1, 2, … within its source and ``metadata["format"]``; none is
-longer than ``ParseOptions.max_section_chars``; blank ones are dropped. Failures are
+Every section has ``index`` 0, 1, 2, … within its source, ``start`` (its offset in the document
+text, the sections' texts concatenated: :func:`document_text`) and ``metadata["format"]``; none is
+longer than ``ParseOptions.max_section_chars`` plus the blank text in front of it; blank text is
+never a section of its own. Failures are
 :class:`~vectorstream.errors.ParseError` (images: :class:`UnsupportedFormatError`), never a
 vendor exception. Formats, detection and options are described in ``docs/formats.md``.
 """
@@ -22,7 +24,7 @@ from ._markdown import MarkdownParser
 from ._options import ParseOptions
 from ._pdf import PdfParser
 from ._read import HEAD_BYTES, read_head
-from ._registry import Parser, ParserRegistry
+from ._registry import Parser, ParserRegistry, document_text
 from ._tabular import AUTO_TEXT_FIELDS, CsvParser, JsonlParser
 from ._text import BinaryParser, CodeParser, ImageParser, TextParser
 
@@ -86,6 +88,7 @@ __all__ = [
     "TextParser",
     "code_language",
     "detect_format",
+    "document_text",
     "image_media_type",
     "parse",
     "read_head",

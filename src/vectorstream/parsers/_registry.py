@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -177,18 +177,34 @@ class ParserRegistry:
                 fmt = self.detect(source, read_head(source))
             parser = self.get(fmt)
             index = 0
+            # Offsets into the document text: every character a parser produced counts, so for
+            # text, markdown and code they are offsets into the file's decoded text. Blank text is
+            # not a section of its own; it goes in front of the next one (up to ``limit``
+            # characters; a longer blank run leaves a gap of whitespace that no section covers).
+            offset = 0
+            blank = ""
             for section in parser.parse(source, options, warn):
                 if section.image is None and not section.text.strip():
+                    blank, offset = _carry(blank, section.text, offset, limit)
                     continue
                 metadata = {"format": fmt, **section.metadata}
                 metadata["format"] = fmt
                 for text in split_text(section.text, limit):
                     if section.image is None and not text.strip():
+                        blank, offset = _carry(blank, text, offset, limit)
                         continue
+                    if blank and section.image is None:
+                        text, blank = blank + text, ""
                     yield dataclasses.replace(
-                        section, text=text, source=source.uri, index=index, metadata=metadata
+                        section,
+                        text=text,
+                        source=source.uri,
+                        index=index,
+                        metadata=metadata,
+                        start=offset,
                     )
                     index += 1
+                    offset += len(text)
         except VectorstreamError:
             raise
         except MemoryError as exc:
@@ -203,4 +219,36 @@ class ParserRegistry:
             ) from exc
 
 
-__all__ = ["Parser", "ParserRegistry", "Warn"]
+def _carry(blank: str, text: str, offset: int, limit: int) -> tuple[str, int]:
+    """Blank ``text`` kept to go in front of the next section: only its last ``limit``
+    characters (``offset`` moves past the rest), so a section grows by at most that much."""
+    joined = blank + text
+    if len(joined) <= limit:
+        return joined, offset
+    skipped = len(joined) - limit
+    return joined[skipped:], offset + skipped
+
+
+def document_text(sections: Iterable[Section]) -> str:
+    """The document text that chunk offsets point into, rebuilt from a source's sections.
+
+    Each section's text is placed at its ``start``; a gap (a run of blank text longer than the
+    parser's section bound) is filled with spaces. For text, markdown and code this is the file's
+    decoded text up to such gaps.
+    """
+    parts: list[str] = []
+    at = 0
+    for section in sections:
+        if section.start < at:
+            raise ValueError(
+                f"section {section.index} starts at {section.start}, inside the text before it "
+                f"(which ends at {at})"
+            )
+        if section.start > at:
+            parts.append(" " * (section.start - at))
+        parts.append(section.text)
+        at = section.start + len(section.text)
+    return "".join(parts)
+
+
+__all__ = ["Parser", "ParserRegistry", "Warn", "document_text"]

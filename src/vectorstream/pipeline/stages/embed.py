@@ -67,6 +67,7 @@ class EmbedStage:
                 page=c.page,
                 headings=c.headings,
                 metadata=c.metadata,
+                section_index=c.section_index,
             )
             for c, e in zip(encoded.chunks, embeddings, strict=True)
         )
