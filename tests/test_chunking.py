@@ -9,6 +9,8 @@ import os
 import pickle
 import random
 import re
+import statistics
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -138,9 +140,7 @@ def _placed(texts: list[str], shared: bool) -> list[Section]:
     return out
 
 
-_sections = st.builds(
-    _placed, st.lists(_text, min_size=1, max_size=3), st.booleans()
-)
+_sections = st.builds(_placed, st.lists(_text, min_size=1, max_size=3), st.booleans())
 # A deeper run: VECTORSTREAM_TEST_EXAMPLES=500 pytest tests/test_chunking.py
 _EXAMPLES = int(os.environ.get("VECTORSTREAM_TEST_EXAMPLES", "40"))
 _PROPS = settings(
@@ -687,3 +687,35 @@ def test_megabyte_sections(splitter: str) -> None:
         section = Section(text, name)
         chunks = _chunks(chunker, [section])
         check_chunks([section], chunks, tok, 254, may_overlap=splitter != "markdown")
+
+
+# --- the default splitter on the sample corpus ---------------------------------------------------
+
+
+def test_default_chunks_on_the_sample_corpus_are_near_the_budget(tmp_path: Path) -> None:
+    """The README's demo corpus with the default splitter: chunks people would choose."""
+    from vectorstream.parsers import document_text, parse
+    from vectorstream.samples import build_sample_corpus
+    from vectorstream.types import Source
+
+    build_sample_corpus(tmp_path, documents=40)
+    chunker = make_chunker(ChunkOptions(), tok, 256)
+    budget = 254  # MiniLM's 256 positions less [CLS] and [SEP]
+    sizes: list[int] = []
+    small: list[str] = []
+    for path in sorted(p for p in tmp_path.rglob("*") if p.is_file()):
+        sections = list(parse(Source(str(path), path=str(path))))
+        document = document_text(sections)
+        chunks = list(chunker.chunk(sections))
+        for i, chunk in enumerate(chunks):
+            n = chunk.n_tokens or 0
+            assert document[chunk.start : chunk.end] == chunk.text
+            assert 0 < n <= budget
+            sizes.append(n)
+            if n < budget / 4:
+                # Justified only where no neighbour could take it within the budget.
+                neighbours = chunks[max(0, i - 1) : i] + chunks[i + 1 : i + 2]
+                assert all((c.n_tokens or 0) + n > budget for c in neighbours), (path, chunk)
+                small.append(chunk.text)
+    assert statistics.median(sizes) >= 0.6 * budget, statistics.median(sizes)
+    assert len(small) <= 0.05 * len(sizes), small

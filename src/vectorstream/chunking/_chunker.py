@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import logging
 from abc import ABC, abstractmethod
@@ -242,7 +243,7 @@ class MarkdownChunker(_BaseChunker):
         self, parts: Mapping[int, _structure.Part], groups: list[list[_structure.Atom]], index: int
     ) -> list[Chunk]:
         """Chunks of planned atom groups, with exact token counts and the limits enforced."""
-        spans: list[tuple[int, str, int | None, _structure.Atom]] = []
+        spans: list[tuple[int, str, int | None, list[_structure.Atom]]] = []
         for atoms in groups:
             first, last = atoms[0], atoms[-1]
             head = parts[first.part].section
@@ -258,25 +259,28 @@ class MarkdownChunker(_BaseChunker):
                 text = "".join(texts)[first.start : offset + last.end]
             exact = self.context_free and seams and all(a.clean for a in atoms)
             n = sum(a.tokens for a in atoms) if exact else None
-            spans.append((head.start + first.start, text, n, first))
+            spans.append((head.start + first.start, text, n, atoms))
         unsure = [k for k, span in enumerate(spans) if span[2] is None]
         if unsure:
             encodings = self.tokenizer.encode_batch(
                 [spans[k][1] for k in unsure], add_special_tokens=False
             )
             for k, encoding in zip(unsure, encodings, strict=True):
-                start, text, _, first = spans[k]
-                spans[k] = (start, text, len(encoding.ids), first)
+                start, text, _, atoms = spans[k]
+                spans[k] = (start, text, len(encoding.ids), atoms)
         out: list[Chunk] = []
-        for start, text, n, first in spans:
+        for start, text, n, atoms in spans:
             assert n is not None
-            section = parts[first.part].section
             if n <= self.limit and len(text) <= self.max_chars:
                 pieces = [(0, len(text), n)]
             else:
                 own = SectionTokens.encode(self.tokenizer, text, punct_cuts=self.punct_cuts)
                 pieces = self._repair(own, 0, len(text), True)
+            # A piece takes the section and headings of the atom it starts in.
+            atom_starts = [parts[a.part].section.start + a.start for a in atoms]
             for a, b, m in pieces:
+                first = atoms[max(0, bisect.bisect_right(atom_starts, start + a) - 1)]
+                section = parts[first.part].section
                 out.append(
                     Chunk(
                         text=text[a:b],

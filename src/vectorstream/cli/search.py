@@ -55,7 +55,11 @@ def search_command(
         out_console.print("no hits")
         return
     for rank, hit in enumerate(hits, 1):
-        where_txt = hit.source + (f" p.{hit.page}" if hit.page is not None else "")
+        where_txt = (
+            hit.source
+            + (f" p.{hit.page}" if hit.page is not None else "")
+            + f" chars {hit.start}–{hit.end}"
+        )
         heading = " › ".join(hit.headings)
         out_console.print(
             f"[bold]{rank}.[/] [cyan]{hit.score:.3f}[/] {where_txt}"

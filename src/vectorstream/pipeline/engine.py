@@ -54,7 +54,9 @@ class Pipeline:
         self.legacy_manifest = legacy_manifest
         self.on_event = on_event
         self.options.check_model(embedder.max_tokens, embedder.num_special_tokens)
-        parts: list[object] = [embedder.fingerprint, self.options.chunk, self.options.parse, "v1"]
+        # The last part is the version of what a source makes from the same settings: v2 joined
+        # small sections and moved offsets into the document text, so older rows are redone.
+        parts: list[object] = [embedder.fingerprint, self.options.chunk, self.options.parse, "v2"]
         if self.options.extensions_key:  # a custom parser or chunker changes what a source makes
             parts.append(self.options.extensions_key)
         self.settings = settings_key(*parts)

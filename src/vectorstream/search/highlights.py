@@ -6,8 +6,9 @@ again costs no inference: only the query is embedded and scored against the cach
 
     documents ──chunk──▶ chunks ──embed (cache misses only)──▶ vectors ──· query──▶ best k per document
 
-Offsets are character offsets into the document text (into the section text for parsed files, whose
-sections are numbered by ``section_index``), so ``text[start:end]`` is the highlight.
+Offsets are character offsets into the document text (for parsed files, the sections' texts
+concatenated: :func:`vectorstream.parsers.document_text`), so ``text[start:end]`` is the highlight;
+``section_index`` names the section it starts in.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigError
+from ..parsers import document_text
 from ..types import Section
 
 log = logging.getLogger("vectorstream.search.highlights")
@@ -44,7 +46,7 @@ class HighlightDocument:
 
 @dataclass(frozen=True, slots=True)
 class Highlight:
-    """One highlighted passage: ``text == section_text[start:end]``."""
+    """One highlighted passage: ``text == document_text[start:end]`` (see the module docstring)."""
 
     text: str
     score: float
@@ -296,7 +298,12 @@ class HighlightEngine:
         for i in order:
             start, end, section_index, page = (int(v) for v in entry.spans[i])
             section = by_index.get(section_index, doc.sections[0])
-            text = _trim(section.text[start:end], max_characters)
+            a, b = start - section.start, end - section.start
+            if 0 <= a and b <= len(section.text):
+                passage = section.text[a:b]
+            else:  # a chunk across sections (the markdown splitter joins small ones)
+                passage = document_text(doc.sections)[start:end]
+            text = _trim(passage, max_characters)
             out.append(
                 Highlight(
                     text=text,

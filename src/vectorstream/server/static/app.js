@@ -90,7 +90,9 @@ $("search-form").addEventListener("submit", async (event) => {
       const snippet = el("span", "snippet");
       markTerms(snippet, hit.text, query);
       item.append(snippet);
-      const where = hit.source + (hit.page != null ? " · page " + hit.page : "") + " · chars " + hit.start + "–" + hit.end;
+      // Offsets point into the document text; a chunk may span sections, from section_index on.
+      const where = hit.source + (hit.page != null ? " · page " + hit.page : "") +
+        " · section " + (hit.section_index ?? 0) + " · chars " + hit.start + "–" + hit.end;
       item.append(el("div", "source", where));
       list.append(item);
     }
@@ -153,7 +155,8 @@ $("hl-form").addEventListener("submit", async (event) => {
       const item = el("li", "highlight");
       item.append(el("span", "score", h.score.toFixed(3)));
       item.append(el("span", "snippet", h.text));
-      const where = (h.page != null ? "page " + h.page + " · " : "") + "chars " + h.start + "–" + h.end;
+      const where = (h.page != null ? "page " + h.page + " · " : "") + "section " + h.section_index +
+        " · chars " + h.start + "–" + h.end;
       item.append(el("div", "source", where));
       list.append(item);
     }
