@@ -154,7 +154,11 @@ def make_records(
     model: str = "test-model",
     start: int = 0,
 ) -> list[Record]:
-    """``n`` records with unit vectors, spread over ``sources`` sources, pages and metadata."""
+    """``n`` records with unit vectors, spread over ``sources`` sources, pages and metadata.
+
+    Each record has its own ``section_index`` (``2j + 1``: never 0, the default a store that
+    lost the field would give back).
+    """
     rng = np.random.default_rng(seed)
     vecs = rng.standard_normal((n, dim)).astype(np.float32)
     vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
@@ -175,6 +179,7 @@ def make_records(
                 page=j % 3 if j % 5 else None,
                 headings=("Intro", f"Part {j % 2}"),
                 metadata={"lang": "en" if j % 2 else "fr", "n": j % 7},
+                section_index=2 * j + 1,
             )
         )
     return out
@@ -292,8 +297,12 @@ def check_contract(store: object, *, dim: int = 16) -> list[Record]:
         39,
         records[3].page,
     )
+    assert top[0].section_index == records[3].section_index == 7
+    by_id = {r.id: r for r in records}
+    assert [h.section_index for h in top] == [by_id[h.id].section_index for h in top]
     hit7 = store.search(records[7].embedding.as_dense(), k=1)[0]  # type: ignore[attr-defined]
     assert hit7.id == records[7].id and hit7.text == records[7].text
+    assert hit7.section_index == 15 and hit7.to_dict()["section_index"] == 15
 
     # Filters mean the same as the reference evaluator, for every key kind.
     for where in (
@@ -306,6 +315,7 @@ def check_contract(store: object, *, dim: int = 16) -> list[Record]:
         expected = {r.id for r in records if matches(row_of(r), where)}
         got = store.search(records[0].embedding.as_dense(), k=80, where=where)  # type: ignore[attr-defined]
         assert {h.id for h in got} == expected, where
+        assert all(h.section_index == by_id[h.id].section_index for h in got), where
     assert store.search(records[0].embedding.as_dense(), k=5, where={"source": "nope"}) == []  # type: ignore[attr-defined]
 
     # DIPR: every hit within beta of the best, best first; the query's own record is the best.
@@ -315,6 +325,7 @@ def check_contract(store: object, *, dim: int = 16) -> list[Record]:
     want = {i for i, s in sims.items() if s >= 1.0 - 0.6 + 1e-4}
     got_ids = {h.id for h in ranged}
     assert ranged[0].id == records[11].id and want <= got_ids
+    assert all(h.section_index == by_id[h.id].section_index for h in ranged)
     assert all(sims[i] >= 1.0 - 0.6 - 1e-3 for i in got_ids)
     assert len(store.range_search(q, 2.0, limit=7)) == 7  # type: ignore[attr-defined]
 

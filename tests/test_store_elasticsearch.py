@@ -19,18 +19,19 @@ from vectorstream.stores import open_store
 from vectorstream.stores.retry import RetryPolicy, write_with_retry
 
 
-def es_mapping(dim: int) -> dict[str, Any]:
-    return {
-        "docs": {"mappings": {"properties": {"embedding": {"type": "dense_vector", "dims": dim}}}}
-    }
+# An index as this version makes it has section_index; ``section=False`` is one made before.
+def es_mapping(dim: int, *, section: bool = True) -> dict[str, Any]:
+    props: dict[str, Any] = {"embedding": {"type": "dense_vector", "dims": dim}}
+    if section:
+        props["section_index"] = {"type": "integer"}
+    return {"docs": {"mappings": {"properties": props}}}
 
 
-def os_mapping(dim: int) -> dict[str, Any]:
-    return {
-        "docs": {
-            "mappings": {"properties": {"embedding": {"type": "knn_vector", "dimension": dim}}}
-        }
-    }
+def os_mapping(dim: int, *, section: bool = True) -> dict[str, Any]:
+    props: dict[str, Any] = {"embedding": {"type": "knn_vector", "dimension": dim}}
+    if section:
+        props["section_index"] = {"type": "integer"}
+    return {"docs": {"mappings": {"properties": props}}}
 
 
 def open_es(server: FakeServer, scheme: str = "elasticsearch", dim: int | None = 4, **kw: Any):
@@ -60,6 +61,46 @@ def test_os_creates_a_knn_index_with_lucene_hnsw() -> None:
     emb = body["mappings"]["properties"]["embedding"]
     assert emb["type"] == "knn_vector" and emb["dimension"] == 8
     assert emb["method"] == {"name": "hnsw", "space_type": "cosinesimil", "engine": "lucene"}
+
+
+@pytest.mark.parametrize("flavor", ["elasticsearch", "opensearch"])
+def test_an_older_index_gets_section_index_in_its_mapping_when_opened_for_writing(
+    flavor: str,
+) -> None:
+    mapping = es_mapping if flavor == "elasticsearch" else os_mapping
+    old = _hit("old", 0.9)  # a document written before section_index existed
+    new = _hit("new", 0.8, section_index=6)
+    routes: dict[tuple[str, str], Any] = {
+        ("GET", "/docs/_mapping"): mapping(4, section=False),
+        ("PUT", "/docs/_mapping"): {"acknowledged": True},
+        ("POST", "/docs/_search"): {"hits": {"hits": [old, new]}},
+        ("POST", "/_bulk"): {"errors": False, "items": []},
+    }
+    # A reader alters nothing and reads the older documents as section 0.
+    read_server = FakeServer(routes)
+    reader = open_es(read_server, flavor, mode="r")
+    assert [h.section_index for h in reader.search(np.ones(4, dtype=np.float32), k=2)] == [0, 6]
+    assert not read_server.sent("PUT", "/docs/_mapping")
+    # A writer types the field first (as a new index has it), then writes it.
+    server = FakeServer(routes)
+    writer = open_es(server, flavor)
+    (put,) = server.sent("PUT", "/docs/_mapping")
+    assert put == {"properties": {"section_index": {"type": "integer"}}}
+    record = make_records(1, dim=4)[0]
+    writer.upsert([record])
+    (lines,) = server.sent("POST", "/_bulk")
+    assert lines[1]["section_index"] == record.section_index == 1
+    # An index that has the field is left as it is.
+    current = FakeServer({**routes, ("GET", "/docs/_mapping"): mapping(4)})
+    open_es(current, flavor)
+    assert not current.sent("PUT", "/docs/_mapping")
+
+
+def test_a_new_index_maps_section_index_as_an_integer() -> None:
+    server = FakeServer({("PUT", "/docs"): {"acknowledged": True}})
+    open_es(server)
+    (body,) = server.sent("PUT", "/docs")
+    assert body["mappings"]["properties"]["section_index"] == {"type": "integer"}
 
 
 def test_existing_index_dimension_is_read_and_checked() -> None:

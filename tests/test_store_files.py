@@ -6,9 +6,11 @@ import json
 import subprocess
 import sys
 import textwrap
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -16,6 +18,7 @@ from _servers_support import check_side_table, check_write_contract
 from _store_support import make_records, unit_rows
 from vectorstream.errors import ConfigError, RecordRejectedError, StoreError, StoreLockedError
 from vectorstream.stores import open_store
+from vectorstream.stores._records import record_dict, records_table
 from vectorstream.stores.files import JSONLSink, ParquetSink
 from vectorstream.types import Record
 
@@ -23,7 +26,17 @@ DIM = 8
 
 
 def _same(a: Record, b: Record) -> None:
-    assert (a.id, a.text, a.source, a.page, a.start, a.end, a.chunk_index, a.model) == (
+    assert (
+        a.id,
+        a.text,
+        a.source,
+        a.page,
+        a.start,
+        a.end,
+        a.chunk_index,
+        a.section_index,
+        a.model,
+    ) == (
         b.id,
         b.text,
         b.source,
@@ -31,6 +44,7 @@ def _same(a: Record, b: Record) -> None:
         b.start,
         b.end,
         b.chunk_index,
+        b.section_index,
         b.model,
     )
     assert tuple(a.headings) == tuple(b.headings)
@@ -142,6 +156,56 @@ def test_jsonl_round_trip_and_torn_line(tmp_path: Path) -> None:
     assert set(replayed) == {r.id for r in records}
     _same(replayed["r7"], records[7])
     assert path.read_text(encoding="utf-8").count("torn") == 0
+
+
+def _sectioned(records: list[Record], first: int) -> list[Record]:
+    return [replace(r, section_index=first + i) for i, r in enumerate(records)]
+
+
+def test_parquet_keeps_section_index_and_reads_older_parts_as_section_0(tmp_path: Path) -> None:
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    old = make_records(unit_rows(4, DIM))
+    # A part written before section_index existed: today's columns but that one.
+    layout = records_table(old, DIM, json_metadata=False).drop_columns(["section_index"])
+    pq.write_table(layout, folder / "part-00000.parquet")
+    new = _sectioned(make_records(unit_rows(3, DIM, seed=1), prefix="n"), 20)
+    with ParquetSink.open(str(tmp_path), "docs", dim=DIM) as sink:
+        sink.upsert(new)
+        sink.flush()
+        got = {r.id: r for r in sink.records()}
+    assert {i: r.section_index for i, r in got.items()} == {
+        **{r.id: 0 for r in old},
+        **{r.id: r.section_index for r in new},
+    }
+    for r in [*old, *new]:
+        _same(got[r.id], r)
+    part = pq.read_table(folder / "part-00001.parquet")
+    assert part.schema.field("section_index").type == pa.int32()
+    assert part.column("section_index").to_pylist() == [20, 21, 22]
+
+
+def test_jsonl_keeps_section_index_and_reads_older_lines_as_section_0(tmp_path: Path) -> None:
+    path = tmp_path / "docs.jsonl"
+    old = make_records(unit_rows(3, DIM))
+    lines = []
+    for r in old:  # lines written before section_index existed
+        line = {**record_dict(r), "deleted": False}
+        del line["section_index"]
+        lines.append(json.dumps(line) + "\n")
+    path.write_text("".join(lines), encoding="utf-8")
+    new = _sectioned(make_records(unit_rows(2, DIM, seed=2), prefix="n"), 5)
+    with JSONLSink.open(f"jsonl:{path}", dim=DIM) as sink:
+        sink.upsert(new)
+        got = {r.id: r for r in sink.records()}
+    assert {i: r.section_index for i, r in got.items()} == {
+        **{r.id: 0 for r in old},
+        **{r.id: r.section_index for r in new},
+    }
+    for r in [*old, *new]:
+        _same(got[r.id], r)
+    written = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    assert [line.get("section_index") for line in written] == [None, None, None, 5, 6]
 
 
 def test_sinks_cannot_be_searched_and_check_vectors(tmp_path: Path) -> None:

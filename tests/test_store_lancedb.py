@@ -7,6 +7,7 @@ import sys
 import textwrap
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +24,7 @@ from vectorstream.errors import (
     StoreLockedError,
 )
 from vectorstream.stores import dipr_cut, open_store
+from vectorstream.stores._records import records_table
 from vectorstream.stores.lancedb import LanceDBStore, list_collections, path_of, translate_where
 from vectorstream.types import Embedding, Hit, Record
 
@@ -601,6 +603,73 @@ def test_a_killed_writer_leaves_no_lock(tmp_path: Path) -> None:
 
 def test_contract(store: LanceDBStore) -> None:
     check_contract(store, dim=DIM)
+
+
+# -- collections made before section_index existed ----------------------------------------------
+
+
+def _old_table(path: Path, name: str, records: list[Record]) -> None:
+    """A collection as the previous version made it: today's columns but ``section_index``."""
+    import lancedb
+
+    data = records_table(records, DIM).drop_columns(["section_index"])
+    lancedb.connect(str(path)).create_table(name, schema=data.schema).add(data)
+
+
+def _columns(path: Path, name: str) -> list[str]:
+    import lancedb
+
+    return list(lancedb.connect(str(path)).open_table(name).schema.names)
+
+
+def _sectioned(records: list[Record], first: int) -> list[Record]:
+    return [replace(r, section_index=first + i) for i, r in enumerate(records)]
+
+
+@pytest.mark.parametrize("memory", [True, False])
+def test_a_table_made_before_section_index_is_read_and_upgraded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, memory: bool
+) -> None:
+    import vectorstream.stores.lancedb as lancedb_store
+
+    monkeypatch.setattr(lancedb_store, "_MODELS_TTL", 0.0)  # readers look again at every query
+    options = {} if memory else {"memory_search_bytes": 0}
+    path = tmp_path / "db"
+    old = make_records(unit_rows(6, DIM))
+    _old_table(path, "docs", old)
+    q = old[2].embedding.as_dense()
+    reader = open_store(f"lancedb://{path}", "docs", mode="r", refresh_interval=0, **options)
+    hits = reader.search(q, k=6)
+    assert hits[0].id == old[2].id and {h.section_index for h in hits} == {0}
+    assert {h.section_index for h in reader.range_search(q, 2.0, limit=6)} == {0}
+    assert "section_index" not in _columns(path, "docs")  # a reader alters nothing
+    writer = open_store(f"lancedb://{path}", "docs", mode="w", **options)
+    assert "section_index" in _columns(path, "docs")  # added when opened for writing
+    new = _sectioned(make_records(unit_rows(3, DIM, seed=1), prefix="n"), 10)
+    writer.upsert(new)
+    want = {**{r.id: 0 for r in old}, **{r.id: r.section_index for r in new}}
+    assert {h.id: h.section_index for h in writer.search(q, k=9)} == want
+    # The reader, opened on the older table, reads the column once a writer has added it.
+    assert {h.id: h.section_index for h in reader.search(q, k=9)} == want
+    writer.upsert(_sectioned([old[2]], 4))  # an older row rewritten gets its section
+    assert writer.search(q, k=1)[0].section_index == 4
+    reader.close()
+    writer.close()
+
+
+def test_auto_mode_adds_section_index_before_its_first_write(tmp_path: Path) -> None:
+    path = tmp_path / "db"
+    old = make_records(unit_rows(4, DIM))
+    _old_table(path, "docs", old)
+    store = open_store(f"lancedb://{path}", "docs")  # auto mode: may write, has not yet
+    assert [h.section_index for h in store.search(old[0].embedding.as_dense(), k=4)] == [0] * 4
+    assert "section_index" not in _columns(path, "docs")
+    new = _sectioned(make_records(unit_rows(2, DIM, seed=3), prefix="n"), 7)
+    store.upsert(new)
+    assert "section_index" in _columns(path, "docs")
+    assert store.search(new[1].embedding.as_dense(), k=1)[0].section_index == 8
+    assert store.count() == 6
+    store.close()
 
 
 def test_side_table_contract(store: LanceDBStore) -> None:

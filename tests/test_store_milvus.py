@@ -48,6 +48,80 @@ def test_contract_on_a_lite_server(lite_server) -> None:
     store.close()
 
 
+def _old_collection(client, name: str, records) -> None:
+    """A collection as the previous version made it (no section_index field), with rows."""
+    from pymilvus import DataType
+
+    schema = client.create_schema(auto_id=False, enable_dynamic_field=False)
+    schema.add_field("id", DataType.VARCHAR, is_primary=True, max_length=4096)
+    schema.add_field("vector", DataType.FLOAT_VECTOR, dim=16)
+    for field in ("text", "source", "model"):
+        schema.add_field(field, DataType.VARCHAR, max_length=4096)
+    for field in ("page", "start_offset", "end_offset", "chunk_index"):
+        schema.add_field(field, DataType.INT64)
+    schema.add_field("headings", DataType.JSON)
+    schema.add_field("metadata", DataType.JSON)
+    index = client.prepare_index_params()
+    index.add_index(field_name="vector", index_type="AUTOINDEX", metric_type="COSINE")
+    client.create_collection(name, schema=schema, index_params=index, consistency_level="Strong")
+    rows = [
+        {
+            "id": r.id,
+            "vector": r.embedding.as_dense().tolist(),
+            "text": r.text,
+            "source": r.source,
+            "model": r.model,
+            "page": -1 if r.page is None else r.page,
+            "start_offset": r.start,
+            "end_offset": r.end,
+            "chunk_index": r.chunk_index,
+            "headings": list(r.headings),
+            "metadata": dict(r.metadata),
+        }
+        for r in records
+    ]
+    client.upsert(name, rows)
+
+
+@pytest.mark.parametrize("where", ["file", "server"])
+def test_a_collection_made_before_section_index_keeps_working(
+    where: str, lite_server, tmp_path
+) -> None:
+    name = unique_name("old")
+    old = make_records(6)
+    if where == "server":
+        uri, native = lite_server, lite_server.replace("milvus://", "http://")
+    else:
+        uri, native = f"milvus:{tmp_path / 'old.db'}", str(tmp_path / "old.db")
+    client = pymilvus.MilvusClient(uri=native)
+    _old_collection(client, name, old)
+    q = old[2].embedding.as_dense()
+    reader = open_store(uri, name, mode="r")
+    hits = reader.search(q, k=6)
+    assert hits[0].id == old[2].id and {h.section_index for h in hits} == {0}
+    # Milvus Lite cannot add a field: the writer keeps section_index in the metadata JSON.
+    writer = open_store(uri, name, dim=16)
+    new = make_records(3, start=6, seed=4)
+    writer.upsert(new)
+    fields = {f["name"] for f in client.describe_collection(name)["fields"]}
+    assert "section_index" not in fields
+    for store in (writer, reader):  # the reader, opened before the write, reads it too
+        got = {h.id: h for h in store.search(q, k=9)}
+        assert {i: h.section_index for i, h in got.items()} == {
+            **{r.id: 0 for r in old},
+            **{r.id: r.section_index for r in new},
+        }
+        assert all(dict(got[r.id].metadata) == dict(r.metadata) for r in new)
+    # Metadata filters are not disturbed by the key kept beside the record's metadata.
+    fr = writer.search(q, k=9, where={"metadata.lang": "fr"})
+    assert {h.id for h in fr} == {r.id for r in [*old, *new] if r.metadata["lang"] == "fr"}
+    writer.upsert([old[2]])  # an old row rewritten gets its section
+    assert writer.search(q, k=1)[0].section_index == old[2].section_index == 5
+    reader.close()
+    writer.close()
+    client.close()
+
+
 def test_rows_are_read_back_by_the_native_client(lite_server) -> None:
     name = unique_name("native")
     store = open_store(lite_server, name, dim=16)

@@ -43,6 +43,68 @@ def test_contract(store) -> None:
     check_contract(store)
 
 
+def _columns(server, table: str) -> list[str]:
+    with psycopg.connect(server.uri) as conn:
+        return [
+            r[0]
+            for r in conn.execute(
+                "SELECT attname FROM pg_attribute WHERE attrelid = %s::regclass "
+                "AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
+                [f'"{table}"'],
+            ).fetchall()
+        ]
+
+
+def test_a_table_made_before_section_index_is_read_and_upgraded(server) -> None:
+    name = unique_name("old")
+    old = make_records(6, dim=4)
+    with psycopg.connect(server.uri, autocommit=True) as conn:
+        # The table as the previous version created it, with rows it wrote.
+        conn.execute(
+            f'CREATE TABLE "{name}" (id text PRIMARY KEY, embedding vector(4) NOT NULL, '
+            "text text, source text, page integer, start_offset integer, end_offset integer, "
+            "chunk_index integer, headings text[], metadata jsonb, model text)"
+        )
+        for r in old:
+            conn.execute(
+                f'INSERT INTO "{name}" VALUES (%s, %s::vector, %s, %s, %s, %s, %s, %s, %s, '
+                "%s::jsonb, %s)",
+                [
+                    r.id,
+                    str(r.embedding.as_dense().tolist()),
+                    r.text,
+                    r.source,
+                    r.page,
+                    r.start,
+                    r.end,
+                    r.chunk_index,
+                    list(r.headings),
+                    psycopg.types.json.Jsonb(dict(r.metadata)),
+                    r.model,
+                ],
+            )
+    q = old[2].embedding.as_dense()
+    reader = open_store(server.uri, name, mode="r")
+    hits = reader.search(q, k=6)
+    assert hits[0].id == old[2].id and hits[0].chunk_index == 2
+    assert {h.section_index for h in hits} == {0}
+    assert "section_index" not in _columns(server, name)  # a reader alters nothing
+    writer = open_store(server.uri, name, dim=4)
+    assert _columns(server, name)[-1] == "section_index"
+    new = make_records(3, dim=4, seed=5, start=6)
+    writer.upsert(new)
+    by_id = {h.id: h.section_index for h in writer.search(q, k=9)}
+    assert by_id == {**{r.id: 0 for r in old}, **{r.id: r.section_index for r in new}}
+    assert [by_id[r.id] for r in new] == [13, 15, 17]
+    # The reader, still on its first connection, sees the new rows' sections too.
+    assert {h.id: h.section_index for h in reader.search(q, k=9)} == by_id
+    # Rewriting an old row gives it its section.
+    writer.upsert([old[2]])
+    assert writer.search(q, k=1)[0].section_index == old[2].section_index == 5
+    reader.close()
+    writer.close()
+
+
 def test_side_table_contract(server, store) -> None:
     check_side_table(store)  # before any record
     store.upsert(make_records(20))

@@ -21,24 +21,23 @@ from vectorstream.stores._common import uuid_for
 from vectorstream.stores.retry import write_with_retry
 from vectorstream.stores.weaviate import gql
 
+PROPERTIES = (
+    "vs_id",
+    "text",
+    "source",
+    "model",
+    "page",
+    "start_offset",
+    "end_offset",
+    "chunk_index",
+    "section_index",
+    "headings",
+    "metadata_json",
+)
 SCHEMA = {
     "class": "Docs",
     "vectorIndexConfig": {"distance": "cosine"},
-    "properties": [
-        {"name": n}
-        for n in (
-            "vs_id",
-            "text",
-            "source",
-            "model",
-            "page",
-            "start_offset",
-            "end_offset",
-            "chunk_index",
-            "headings",
-            "metadata_json",
-        )
-    ],
+    "properties": [{"name": n} for n in PROPERTIES],
 }
 
 
@@ -264,6 +263,43 @@ def test_api_key_is_a_bearer_token() -> None:
     open_w(server, api_key="secret", https=True)
     req = server.requests[0][3]
     assert req.headers["authorization"] == "Bearer secret" and req.url.scheme == "https"
+
+
+def test_an_older_class_gets_section_index_before_its_first_write() -> None:
+    fake = FakeWeaviate()
+    # A class made before section_index existed, holding one object.
+    old_props = [{"name": n} for n in PROPERTIES if n != "section_index"]
+    old_object = {
+        "vs_id": "old",
+        "text": "old text",
+        "source": "old.txt",
+        "model": "test-model",
+        "start_offset": 0,
+        "end_offset": 8,
+        "chunk_index": 0,
+        "headings": [],
+        "metadata_json": "{}",
+    }
+    fake.classes["Docs"] = {
+        "schema": {**SCHEMA, "properties": old_props},
+        "objects": {uuid_for("old"): {"properties": old_object, "vector": [1.0, 0.0, 0.0, 0.0]}},
+    }
+    transport = httpx.MockTransport(fake)
+    q = np.array([1, 0, 0, 0], dtype=np.float32)
+    reader = open_store("weaviate://wv.test:8080", "docs", mode="r", transport=transport)
+    assert [(h.id, h.section_index) for h in reader.search(q, k=5)] == [("old", 0)]
+    # Weaviate refuses a query naming a property the class lacks: the reader leaves it out.
+    queries = [b["query"] for _m, p, b, _r in fake.requests if p == "/v1/graphql"]
+    assert queries and all("section_index" not in text for text in queries)
+    assert not any(m == "POST" and "properties" in p for m, p, *_ in fake.requests)
+    writer = open_store("weaviate://wv.test:8080", "docs", dim=4, transport=transport)
+    records = make_records(3, dim=4)
+    writer.upsert(records)  # the fake refuses properties the class lacks
+    added = [b for m, p, b, _ in fake.requests if p == "/v1/schema/Docs/properties"]
+    assert {"name": "section_index", "dataType": ["int"]} in added
+    hits = {h.id: h.section_index for h in writer.search(q, k=10)}
+    assert hits == {"old": 0, **{r.id: r.section_index for r in records}}
+    assert [hits[r.id] for r in records] == [1, 3, 5]
 
 
 def test_contract_and_side_table_against_a_stateful_weaviate() -> None:

@@ -1,8 +1,9 @@
 """Helpers the store adapters share: payload layout, id mapping, lazy imports, range search.
 
 Every adapter stores the same fields under the same names (``text``, ``source``, ``page``,
-``start_offset``, ``end_offset``, ``chunk_index``, ``headings``, ``metadata``, ``model``), so a
-record read back from any store becomes the same ``Hit``.
+``start_offset``, ``end_offset``, ``chunk_index``, ``section_index``, ``headings``, ``metadata``,
+``model``), so a record read back from any store becomes the same ``Hit``. ``section_index`` came
+later than the others: a record stored without it reads back as section 0.
 """
 
 from __future__ import annotations
@@ -65,6 +66,7 @@ def payload_of(record: Record) -> dict[str, Any]:
         "start_offset": record.start,
         "end_offset": record.end,
         "chunk_index": record.chunk_index,
+        "section_index": record.section_index,
         "headings": list(record.headings),
         "metadata": dict(record.metadata),
         "model": record.model,
@@ -72,7 +74,10 @@ def payload_of(record: Record) -> dict[str, Any]:
 
 
 def hit_of(record_id: str, score: float, payload: Mapping[str, Any]) -> Hit:
-    """Build a ``Hit`` from a stored payload written by ``payload_of``."""
+    """Build a ``Hit`` from a stored payload written by ``payload_of`` (or ``flat_metadata``).
+
+    A payload written before ``section_index`` existed has none: its hit is of section 0.
+    """
     headings = payload.get("headings") or ()
     if isinstance(headings, str):  # stores with flat metadata keep headings as JSON text
         headings = json.loads(headings)
@@ -88,6 +93,7 @@ def hit_of(record_id: str, score: float, payload: Mapping[str, Any]) -> Hit:
         chunk_index=int(payload.get("chunk_index") or 0),
         start=int(payload.get("start_offset") or 0),
         end=int(payload.get("end_offset") or 0),
+        section_index=int(payload.get("section_index") or 0),
         page=None if page is None or page == -1 else int(page),
         headings=tuple(str(h) for h in headings),
         metadata=dict(metadata),
@@ -367,6 +373,7 @@ def flat_metadata(record: Record) -> dict[str, Any]:
         "start_offset": record.start,
         "end_offset": record.end,
         "chunk_index": record.chunk_index,
+        "section_index": record.section_index,
         "headings": json.dumps(list(record.headings), ensure_ascii=False),
         "metadata": json.dumps(dict(record.metadata), ensure_ascii=False, default=str),
     }

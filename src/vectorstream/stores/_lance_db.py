@@ -17,7 +17,7 @@ from typing import Any
 
 from ..errors import ConfigError, StoreError, VectorstreamError
 from ._common import SIDE_PREFIX, side_name
-from ._records import table_schema
+from ._records import SECTION_INDEX, SECTION_INDEX_FIELD, table_schema
 
 log = logging.getLogger("vectorstream.stores.lancedb")
 
@@ -142,6 +142,25 @@ def open_collection(
     return db, table, dim
 
 
+def has_section_index(table: Any) -> bool:
+    """Whether ``table`` has the ``section_index`` column (tables made before it do not)."""
+    with translated("read the table schema"):
+        return SECTION_INDEX in table.schema.names
+
+
+def add_section_index(table: Any, collection: str) -> None:
+    """Give a table made before ``section_index`` existed the column, all null (read as 0).
+
+    An all-null column is a change of the table's schema alone: no data file is rewritten, so
+    upgrading a large table costs one small commit. The caller holds the writer lock.
+    """
+    with translated(f"add the section_index column to {collection!r}"):
+        if SECTION_INDEX in table.schema.names:
+            return  # another handle of this writer got there first
+        table.add_columns(SECTION_INDEX_FIELD)
+    log.info("added the section_index column to collection %r", collection)
+
+
 def list_collections(uri: str = DEFAULT_PATH) -> list[str]:
     """The collections of the LanceDB store at ``uri`` (none when the folder does not exist)."""
     path = path_of(uri)
@@ -153,9 +172,11 @@ def list_collections(uri: str = DEFAULT_PATH) -> list[str]:
 __all__ = [
     "DEFAULT_PATH",
     "SIDE_MARK",
+    "add_section_index",
     "check_collection_name",
     "collection_names",
     "connect",
+    "has_section_index",
     "is_side_table",
     "list_collections",
     "open_collection",

@@ -51,6 +51,8 @@ class VectorQuery:
     indexed: bool  # whether the table has an ANN index on ``vector``
     nprobes: int
     refine_factor: int | None
+    # The hit columns the table has: one made before ``section_index`` lacks that column.
+    columns: tuple[str, ...] = tuple(HIT_COLUMNS)
 
     def fetch(
         self, q: np.ndarray, limit: int, sql: str | None, max_distance: float | None
@@ -69,7 +71,7 @@ class VectorQuery:
                 query = query.where(sql)  # a prefilter: filter first, then rank
             if max_distance is not None:
                 query = query.distance_range(upper_bound=max_distance)
-            return query.limit(limit).select([*HIT_COLUMNS, "_distance"])
+            return query.limit(limit).select([*self.columns, "_distance"])
 
         with translated(f"search {self.collection!r}"):
             if _ONE_HOP is not None and hasattr(self.table, "_table"):

@@ -3,19 +3,24 @@
 LanceDB (a table per collection) and the file sinks (Parquet, JSON Lines) keep a record as the
 same columns under the same names, so a file written by a sink loads into a LanceDB table as is::
 
-    id           string, not null   deterministic record id (merge key of upserts)
-    vector       fixed_size_list<float32>[dim]
-    text         string
-    source       string
-    page         int32, nullable
-    start, end   int64               offsets into the section text
-    chunk_index  int32
-    headings     list<string>
-    metadata     JSON text: Arrow's ``arrow.json`` extension in LanceDB (kept as JSONB there,
-                 which lets ``metadata.<key>`` filters run in the query engine), plain string
-                 in the sinks
-    model        string
-    deleted      bool, sinks only (a tombstone row: the sinks are append-only logs)
+    id             string, not null   deterministic record id (merge key of upserts)
+    vector         fixed_size_list<float32>[dim]
+    text           string
+    source         string
+    page           int32, nullable
+    start, end     int64              offsets into the document text (its sections in order)
+    chunk_index    int32
+    section_index  int32, nullable    index of the chunk's first section; null reads as 0
+    headings       list<string>
+    metadata       JSON text: Arrow's ``arrow.json`` extension in LanceDB (kept as JSONB there,
+                   which lets ``metadata.<key>`` filters run in the query engine), plain string
+                   in the sinks
+    model          string
+    deleted        bool, sinks only (a tombstone row: the sinks are append-only logs)
+
+``section_index`` came later than the other columns: files and tables written before it lack it,
+and reading them gives 0. A LanceDB writer adds it, all null, to such a table when it opens it
+(``_lance_db``); a sink's new part files have it, its old ones keep their layout.
 """
 
 from __future__ import annotations
@@ -40,9 +45,14 @@ HIT_COLUMNS = [
     "start",
     "end",
     "chunk_index",
+    "section_index",
     "headings",
     "metadata",
 ]
+
+# Added after the first release: a table written before it lacks the column (see the layout).
+SECTION_INDEX = "section_index"
+SECTION_INDEX_FIELD = pa.field(SECTION_INDEX, pa.int32())
 
 
 def record_schema(dim: int, *, json_metadata: bool = True, tombstones: bool = False) -> pa.Schema:
@@ -60,6 +70,7 @@ def record_schema(dim: int, *, json_metadata: bool = True, tombstones: bool = Fa
         pa.field("start", pa.int64()),
         pa.field("end", pa.int64()),
         pa.field("chunk_index", pa.int32()),
+        SECTION_INDEX_FIELD,
         pa.field("headings", pa.list_(pa.string())),
         pa.field("metadata", pa.json_() if json_metadata else pa.string()),
         pa.field("model", pa.string()),
@@ -146,6 +157,7 @@ def records_table(
         "start": [r.start for r in records] + pad,
         "end": [r.end for r in records] + pad,
         "chunk_index": [r.chunk_index for r in records] + pad,
+        "section_index": [r.section_index for r in records] + pad,
         "headings": [list(r.headings) for r in records] + pad,
         "metadata": [metadata_json(r) for r in records] + pad,
         "model": [r.model for r in records] + pad,
@@ -178,6 +190,7 @@ def record_dict(record: Record) -> dict[str, Any]:
         "start": record.start,
         "end": record.end,
         "chunk_index": record.chunk_index,
+        "section_index": record.section_index,
         "headings": list(record.headings),
         "metadata": metadata_json(record),
         "model": record.model,
@@ -198,11 +211,13 @@ def record_from_row(row: Mapping[str, Any]) -> Record:
         page=row.get("page"),
         headings=tuple(row.get("headings") or ()),
         metadata=json.loads(row["metadata"]) if row.get("metadata") else {},
+        # Absent (older files and tables) or null: the first section.
+        section_index=int(row.get("section_index") or 0),
     )
 
 
 def hit_from_row(row: Mapping[str, Any], score: float) -> Hit:
-    """A search hit from a row of the ``HIT_COLUMNS``."""
+    """A search hit from a row of the ``HIT_COLUMNS`` (``section_index`` may be missing: 0)."""
     raw_meta = row["metadata"]
     return Hit(
         id=row["id"],
@@ -215,12 +230,19 @@ def hit_from_row(row: Mapping[str, Any], score: float) -> Hit:
         page=row["page"],
         headings=tuple(row["headings"] or ()),
         metadata=json.loads(raw_meta) if raw_meta else {},
+        section_index=row.get("section_index") or 0,
     )
 
 
+def hit_columns(names: Sequence[str]) -> list[str]:
+    """The ``HIT_COLUMNS`` a table with columns ``names`` has (an older one lacks some)."""
+    present = set(names)
+    return [name for name in HIT_COLUMNS if name in present]
+
+
 def hits_from_arrow(table: pa.Table) -> list[Hit]:
-    """Hits from a LanceDB answer: the ``HIT_COLUMNS`` and a cosine ``_distance``."""
-    cols = {name: table.column(name).to_pylist() for name in HIT_COLUMNS}
+    """Hits from a LanceDB answer: the ``HIT_COLUMNS`` (those the table has) and ``_distance``."""
+    cols = {name: table.column(name).to_pylist() for name in hit_columns(table.column_names)}
     distances = table.column("_distance").to_pylist()
     return [
         hit_from_row({name: values[i] for name, values in cols.items()}, 1.0 - float(d))
@@ -230,6 +252,9 @@ def hits_from_arrow(table: pa.Table) -> list[Hit]:
 
 __all__ = [
     "HIT_COLUMNS",
+    "SECTION_INDEX",
+    "SECTION_INDEX_FIELD",
+    "hit_columns",
     "hit_from_row",
     "hits_from_arrow",
     "metadata_json",

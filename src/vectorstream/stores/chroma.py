@@ -2,8 +2,9 @@
 
 Chroma keeps flat metadata (strings, numbers, booleans), so a record is stored the Chroma way:
 the text as the document, our id as the id, and metadata keys ``source``, ``model``, ``page``
-(absent when none), ``start_offset``, ``end_offset``, ``chunk_index``, ``headings`` (JSON text),
-``metadata`` (the record's metadata as JSON text, read back exactly) and one flat
+(absent when none), ``start_offset``, ``end_offset``, ``chunk_index``, ``section_index`` (absent
+in records written before it existed: read as 0), ``headings`` (JSON text), ``metadata`` (the
+record's metadata as JSON text, read back exactly) and one flat
 ``metadata.<key>`` per scalar metadata value, which filters use. The collection uses the cosine
 space; Chroma returns distances, and the score is ``1 - distance``.
 

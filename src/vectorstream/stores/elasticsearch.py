@@ -5,11 +5,13 @@ URIs: ``elasticsearch://HOST:PORT`` (alias ``es://``) and ``opensearch://HOST:PO
 ``timeout=…``, ``transport=…`` (an ``httpx`` transport). The collection is the index name.
 
 Each record is one document whose ``_id`` is our id, with the usual fields (``id``, ``text``,
-``source``, ``page``, ``start_offset``, ``end_offset``, ``chunk_index``, ``headings``,
-``metadata``, ``model``) and the vector in ``embedding``: a ``dense_vector`` with cosine
-similarity in Elasticsearch, a ``knn_vector`` (HNSW, Lucene engine, ``cosinesimil``) in
+``source``, ``page``, ``start_offset``, ``end_offset``, ``chunk_index``, ``section_index``,
+``headings``, ``metadata``, ``model``) and the vector in ``embedding``: a ``dense_vector`` with
+cosine similarity in Elasticsearch, a ``knn_vector`` (HNSW, Lucene engine, ``cosinesimil``) in
 OpenSearch. Strings under ``metadata`` are mapped as keywords so filters match exact values.
-Writes use the ``_bulk`` API; a document that fails is reported with its reason.
+Writes use the ``_bulk`` API; a document that fails is reported with its reason. An index made
+before ``section_index`` existed gets the field in its mapping when a writer opens it (documents
+without it read as section 0); a reader (``mode="r"``) changes nothing.
 
 Both engines score cosine as ``(1 + cos) / 2``; hits carry the cosine itself. Range search is
 native: Elasticsearch's kNN ``similarity`` bound, OpenSearch's radial ``min_score``.
@@ -117,6 +119,14 @@ class _SearchEngineStore(ABC):
                     f"{self.vendor} index {self.collection!r} holds vectors of dimension {stored}, not {dim}"
                 )
             self.dim = stored
+            if "section_index" not in props and not self.readonly:
+                # Typed now, as in a new index, rather than left to dynamic mapping (a long).
+                self._http.request(
+                    "PUT",
+                    f"/{self.collection}/_mapping",
+                    json_body={"properties": {"section_index": {"type": "integer"}}},
+                    action="add section_index to the index mapping",
+                )
         elif dim is not None:
             self._create(dim)
 
@@ -145,6 +155,7 @@ class _SearchEngineStore(ABC):
             "start_offset": {"type": "integer"},
             "end_offset": {"type": "integer"},
             "chunk_index": {"type": "integer"},
+            "section_index": {"type": "integer"},
             "headings": {"type": "keyword"},
             "metadata": {"type": "object", "dynamic": True},
         }

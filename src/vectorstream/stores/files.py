@@ -13,7 +13,8 @@ the batch, never by the corpus):
 
 Where the files go: see ``ParquetSink`` (``_parquet``) and ``JSONLSink`` (``_jsonl``). Columns/keys
 are those of the LanceDB table (``_records``: id, vector, text, source, page, start, end,
-chunk_index, headings, metadata as a JSON string, model) plus ``deleted`` (bool).
+chunk_index, section_index, headings, metadata as a JSON string, model) plus ``deleted`` (bool).
+Files written before ``section_index`` existed lack it; their records read back as section 0.
 A writer lock (``<file or folder>.lock``) keeps a second writer out.
 """
 

@@ -16,6 +16,10 @@ tables in the same folder, ``<collection>__vs_<name>`` (``_lance_side``); they a
 collections, never show in :func:`list_collections`, and :meth:`LanceDBStore.drop` drops them
 with their collection.
 
+A collection made before the ``section_index`` column existed gets it (all null, read as 0) when a
+writer opens it, or before its first write in ``auto`` mode; a reader changes nothing and reads
+0 for such rows until a writer has added the column.
+
 Concurrency: one writer per collection, many readers. A writer takes an ``flock`` on
 ``PATH/.locks/<collection>.lock``; a second writer fails fast with ``StoreLockedError``. Readers
 (``mode="r"``) never take the lock and never block: LanceDB readers see consistent versions.
@@ -39,7 +43,9 @@ from ._common import as_query, check_k, check_range
 from ._flock import WriterLock
 from ._lance_db import (
     DEFAULT_PATH,
+    add_section_index,
     check_collection_name,
+    has_section_index,
     list_collections,
     open_collection,
     path_of,
@@ -49,7 +55,14 @@ from ._lance_filter import Predicate, sql_in, sql_string, translate_where
 from ._lance_optimize import IndexPolicy, OptimizeReport, optimize_table
 from ._lance_search import VectorQuery
 from ._lance_side import LanceSideTable, SideTables
-from ._records import HIT_COLUMNS, hit_from_row, records_to_arrow, table_schema
+from ._records import (
+    HIT_COLUMNS,
+    SECTION_INDEX,
+    hit_columns,
+    hit_from_row,
+    records_to_arrow,
+    table_schema,
+)
 from ._resident import ResidentCache, ResidentSnapshot
 from .base import StoreCapabilities, Where
 
@@ -84,6 +97,7 @@ class LanceDBStore:
         cleanup_older_than: timedelta,
         memory_search_bytes: int = DEFAULT_MEMORY_SEARCH_BYTES,
         refresh_interval: float | None = None,
+        section_index: bool = True,
     ) -> None:
         self.uri = uri
         self.collection = collection
@@ -105,6 +119,11 @@ class LanceDBStore:
         # (checked at, table version, models): search() checks the model on every query.
         self._models_cache: tuple[float, int, frozenset[str]] | None = None
         self._has_vector_index: bool | None = None
+        # Whether the table has the section_index column; while it does not (an older table
+        # opened by a reader), the schema is asked again at most every _MODELS_TTL seconds, so
+        # the column shows once a writer has added it.
+        self._section_index = section_index
+        self._section_checked = time.monotonic()
         self._sides = SideTables(
             db,
             collection,
@@ -186,6 +205,10 @@ class LanceDBStore:
             lock.acquire()  # before touching the table, so two writers never both create it
         try:
             db, table, table_dim = open_collection(path, collection, dim, mode, refresh_interval)
+            section_index = has_section_index(table)
+            if not section_index and lock.held:
+                add_section_index(table, collection)  # a writer upgrades an older table now
+                section_index = True
         except BaseException:
             lock.release()
             raise
@@ -206,6 +229,7 @@ class LanceDBStore:
             cleanup_older_than=timedelta(seconds=cleanup_older_than),
             memory_search_bytes=memory_search_bytes,
             refresh_interval=None if mode == "w" else refresh_interval,
+            section_index=section_index,
         )
 
     # -- writing -------------------------------------------------------------------------------
@@ -236,6 +260,9 @@ class LanceDBStore:
         table, rejected = records_to_arrow(records, self.dim)
         if table.num_rows:
             with self._write_mutex, translated(f"upsert {table.num_rows} rows"):
+                if not self._section_index:  # an older table opened in auto mode
+                    add_section_index(self._table, self.collection)
+                    self._section_index = True
                 if self._table.count_rows() == 0:
                     self._table.add(table)
                 else:
@@ -378,9 +405,25 @@ class LanceDBStore:
             raise ConfigError("query vector is all zeros: cosine similarity needs non-zero")
         return q
 
+    def _hit_columns(self) -> list[str]:
+        """The hit columns to read: all of them, or all but ``section_index`` (older tables)."""
+        if not self._section_index:
+            now = time.monotonic()
+            if now - self._section_checked >= _MODELS_TTL:
+                self._section_checked = now
+                self._section_index = has_section_index(self._table)
+        if self._section_index:
+            return HIT_COLUMNS
+        return [name for name in HIT_COLUMNS if name != SECTION_INDEX]
+
     def _query(self) -> VectorQuery:
         return VectorQuery(
-            self._table, self.collection, self.has_vector_index(), self.nprobes, self.refine_factor
+            self._table,
+            self.collection,
+            self.has_vector_index(),
+            self.nprobes,
+            self.refine_factor,
+            tuple(self._hit_columns()),
         )
 
     def search(self, vector: np.ndarray, k: int = 10, where: Where | None = None) -> list[Hit]:
@@ -422,7 +465,8 @@ class LanceDBStore:
 
         def load() -> Any:
             with translated(f"load {self.collection!r} into memory"):
-                return self._table.to_arrow().select([*HIT_COLUMNS, "vector", "model"])
+                table = self._table.to_arrow()
+                return table.select([*hit_columns(table.column_names), "vector", "model"])
 
         return self._memory.get(lambda: self.version, rows, load, self.dim * 4)
 

@@ -4,8 +4,15 @@
 Collection schema, in Milvus' usual shape so Attu and pymilvus read it: ``id`` VARCHAR primary
 key (our id, no mapping needed), ``vector`` FLOAT_VECTOR(dim) with a COSINE index, ``text``,
 ``source``, ``model`` VARCHAR, ``page`` (−1 for none), ``start_offset``, ``end_offset``,
-``chunk_index`` INT64, ``headings`` and ``metadata`` JSON. ``upsert`` replaces by primary key.
-Range search is native (``radius``/``range_filter`` search parameters).
+``chunk_index``, ``section_index`` INT64, ``headings`` and ``metadata`` JSON. ``upsert`` replaces
+by primary key. Range search is native (``radius``/``range_filter`` search parameters).
+
+``section_index`` came later than the other fields. A writer opening a collection made before it
+asks a Milvus server to add the field (nullable, default 0); Milvus Lite cannot add fields to a
+collection (and older servers may not either), so there the adapter keeps each record's
+``section_index`` inside its ``metadata`` JSON under the reserved key ``__vs_section_index``,
+which reads strip again. Rows written before either read as section 0; a reader (``mode="r"``)
+changes nothing.
 
 Side tables (the manifest) are collections ``<collection>__vs_<name>`` beside this one
 (``_side_collections``). Milvus Lite serves a file from inside one process, readers included:
@@ -73,6 +80,9 @@ OUTPUT = [
     "headings",
     "metadata",
 ]
+SECTION_INDEX = "section_index"
+# Where a collection without the section_index field keeps it: inside the metadata JSON.
+SECTION_KEY = "__vs_section_index"
 
 
 def _translate(exc: Exception, action: str) -> StoreError:
@@ -136,6 +146,16 @@ def _needs_load(exc: Exception) -> bool:
     return getattr(exc, "code", None) == 101 or "call load()" in str(exc)
 
 
+def _hit_payload(entity: dict[str, Any]) -> dict[str, Any]:
+    """An entity as ``hit_of`` reads it: ``section_index`` taken out of the metadata if there."""
+    metadata = entity.get("metadata")
+    if not isinstance(metadata, dict) or SECTION_KEY not in metadata:
+        return entity
+    metadata = dict(metadata)
+    kept = metadata.pop(SECTION_KEY)
+    return {**entity, "metadata": metadata, SECTION_INDEX: entity.get(SECTION_INDEX) or kept}
+
+
 def _literal(value: Any) -> str:
     """A value as a Milvus expression literal (JSON quoting is valid Milvus string syntax)."""
     if isinstance(value, bool):
@@ -162,6 +182,8 @@ class MilvusStore:
         self._closed = False
         self._lock: WriterLock | None = None
         self.readonly = readonly  # mode="r": no writer lock, and side tables refuse writes
+        # Whether the collection has the section_index field (one made before it may not).
+        self._section_field = True
 
     @classmethod
     def open(
@@ -239,9 +261,36 @@ class MilvusStore:
                     f"Milvus collection {self.collection!r} holds vectors of dimension {stored}, not {dim}"
                 )
             self.dim = stored
+            self._section_field = any(f["name"] == SECTION_INDEX for f in desc["fields"])
+            if not self._section_field and not self.readonly:
+                self._section_field = self._add_section_field()
             self._call("load the collection", c.load_collection, self.collection)
         elif dim is not None:
             self._create(dim)
+
+    def _add_section_field(self) -> bool:
+        """Add section_index to a collection made before it; whether the server could."""
+        if self._lite_path is not None or not hasattr(self._client, "add_collection_field"):
+            return False  # Milvus Lite answers "not implemented": keep it in the metadata
+        from pymilvus import DataType
+
+        try:
+            self._client.add_collection_field(
+                self.collection,
+                field_name=SECTION_INDEX,
+                data_type=DataType.INT64,
+                nullable=True,  # Milvus adds fields to existing collections only nullable
+                default_value=0,
+            )
+        except Exception as exc:  # the vendor boundary: an older server, a Lite server
+            log.info(
+                "Milvus could not add section_index to %r (%s); it is kept in the metadata",
+                self.collection,
+                exc,
+            )
+            return False
+        log.info("added the section_index field to Milvus collection %r", self.collection)
+        return True
 
     def _create(self, dim: int) -> None:
         from pymilvus import DataType
@@ -253,7 +302,7 @@ class MilvusStore:
         schema.add_field("text", DataType.VARCHAR, max_length=TEXT_MAX)
         schema.add_field("source", DataType.VARCHAR, max_length=SHORT_MAX)
         schema.add_field("model", DataType.VARCHAR, max_length=SHORT_MAX)
-        for name in ("page", "start_offset", "end_offset", "chunk_index"):
+        for name in ("page", "start_offset", "end_offset", "chunk_index", SECTION_INDEX):
             schema.add_field(name, DataType.INT64)
         schema.add_field("headings", DataType.JSON)
         schema.add_field("metadata", DataType.JSON)
@@ -268,6 +317,7 @@ class MilvusStore:
             consistency_level="Strong",
         )
         self.dim = dim
+        self._section_field = True
 
     def _expr(self, where: Where | None, source: str | None = None) -> str:
         items = where_items(where)
@@ -291,23 +341,28 @@ class MilvusStore:
         batch = last_wins(records)
         if self.dim is None:
             self._create(int(np.asarray(batch[0].embedding.as_dense()).shape[0]))
-        rows = [
-            {
-                "id": r.id,
-                "vector": np.asarray(r.embedding.as_dense(), dtype=np.float32).tolist(),
-                "text": r.text,
-                "source": r.source,
-                "model": r.model,
-                "page": -1 if r.page is None else r.page,
-                "start_offset": r.start,
-                "end_offset": r.end,
-                "chunk_index": r.chunk_index,
-                "headings": list(r.headings),
-                "metadata": dict(r.metadata),
-            }
-            for r in batch
-        ]
+        rows = [self._row(r) for r in batch]
         self._call("upsert records", self._client.upsert, self.collection, rows)
+
+    def _row(self, r: Record) -> dict[str, Any]:
+        row: dict[str, Any] = {
+            "id": r.id,
+            "vector": np.asarray(r.embedding.as_dense(), dtype=np.float32).tolist(),
+            "text": r.text,
+            "source": r.source,
+            "model": r.model,
+            "page": -1 if r.page is None else r.page,
+            "start_offset": r.start,
+            "end_offset": r.end,
+            "chunk_index": r.chunk_index,
+            "headings": list(r.headings),
+            "metadata": dict(r.metadata),
+        }
+        if self._section_field:
+            row[SECTION_INDEX] = r.section_index
+        else:
+            row["metadata"][SECTION_KEY] = r.section_index
+        return row
 
     def delete(self, ids: Sequence[str] | None = None, *, source: str | None = None) -> int:
         if (ids is None) == (source is None):
@@ -339,13 +394,13 @@ class MilvusStore:
             data=[q],
             limit=limit,
             filter=self._expr(where),
-            output_fields=OUTPUT,
+            output_fields=[*OUTPUT, SECTION_INDEX] if self._section_field else OUTPUT,
             search_params={"metric_type": "COSINE", "params": params},
         )
         hits = []
         for h in res[0]:
             entity = h.get("entity", h)
-            hits.append(hit_of(str(h["id"]), float(h["distance"]), entity))
+            hits.append(hit_of(str(h["id"]), float(h["distance"]), _hit_payload(entity)))
         return hits
 
     def search(self, vector: np.ndarray, k: int = 10, where: Where | None = None) -> list[Hit]:

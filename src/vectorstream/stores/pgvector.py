@@ -4,12 +4,16 @@ One table per collection, in pgvector's usual shape so ``psql`` and any SQL tool
 
     id text PRIMARY KEY, embedding vector(dim), text text, source text, page integer,
     start_offset integer, end_offset integer, chunk_index integer, headings text[],
-    metadata jsonb, model text
+    metadata jsonb, model text, section_index integer NOT NULL DEFAULT 0
 
 with an HNSW index (``vector_cosine_ops``) and a b-tree on ``source``. An upsert is one
 transaction: a binary ``COPY`` into a temporary staging table, then ``INSERT … SELECT … ON
 CONFLICT (id) DO UPDATE`` — COPY is the fastest way into PostgreSQL, the merge makes it
 idempotent. Scores are cosine similarities (``1 - (embedding <=> query)``).
+
+``section_index`` came last: a table made before it gets it (``ALTER TABLE … ADD COLUMN IF NOT
+EXISTS``, its rows 0) when a store opens it for writing. A reader (``mode="r"``) alters nothing
+and reads such a table's rows as section 0.
 
 Side tables (the manifest) are tables ``<table>__vs_<name>`` (``key text PRIMARY KEY, doc jsonb``)
 beside the collection's (``_pg_side``). Readers (``mode="r"``) get side tables that refuse writes.
@@ -44,6 +48,7 @@ COLUMNS = (
     "headings",
     "metadata",
     "model",
+    "section_index",
 )
 COPY_TYPES = (
     "text",
@@ -57,6 +62,7 @@ COPY_TYPES = (
     "text[]",
     "jsonb",
     "text",
+    "int4",
 )
 HIT_COLUMNS = (
     "id",
@@ -68,6 +74,7 @@ HIT_COLUMNS = (
     "chunk_index",
     "headings",
     "metadata",
+    "section_index",
 )
 HNSW_MAX_DIM = 2000  # pgvector's HNSW index holds `vector` columns of at most 2,000 dimensions
 
@@ -114,6 +121,8 @@ class PgVectorStore:
         self._staged = False
         self._iterative_scan = False
         self._table_ready = False
+        # Whether the table has section_index (one made before it, opened read-only, has not).
+        self._section_index = True
         self.readonly = False  # mode="r": side tables refuse writes (the server guards the rest)
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -209,6 +218,17 @@ class PgVectorStore:
                         "use another collection or the matching model"
                     )
                 self.dim = stored
+                self._section_index = self._has_section_index(conn)
+                if not self._section_index and not self.readonly:
+                    # A table made before section_index existed: its rows are of section 0.
+                    conn.execute(
+                        sql.SQL(
+                            "ALTER TABLE {} ADD COLUMN IF NOT EXISTS section_index integer "
+                            "NOT NULL DEFAULT 0"
+                        ).format(table)
+                    )
+                    self._section_index = True
+                    log.info("added the section_index column to table %r", self.collection)
                 self._table_ready = True
                 return
             if dim is None:
@@ -218,7 +238,8 @@ class PgVectorStore:
                     sql.SQL(
                         "CREATE TABLE IF NOT EXISTS {} (id text PRIMARY KEY, embedding vector({}) NOT NULL, "
                         "text text, source text, page integer, start_offset integer, end_offset integer, "
-                        "chunk_index integer, headings text[], metadata jsonb, model text)"
+                        "chunk_index integer, headings text[], metadata jsonb, model text, "
+                        "section_index integer NOT NULL DEFAULT 0)"
                     ).format(table, sql.Literal(int(dim)))
                 )
                 conn.execute(
@@ -245,7 +266,16 @@ class PgVectorStore:
         except self._psycopg.Error as exc:
             raise _translate(exc, f"create table {self.collection!r}") from exc
         self.dim = dim
+        self._section_index = True
         self._table_ready = True
+
+    def _has_section_index(self, conn: Any) -> bool:
+        row = conn.execute(
+            "SELECT 1 FROM pg_attribute a WHERE a.attrelid = to_regclass(%s) "
+            "AND a.attname = 'section_index' AND NOT a.attisdropped",
+            [self._psycopg.sql.Identifier(self.collection).as_string(conn)],
+        ).fetchone()
+        return row is not None
 
     # -- writes ------------------------------------------------------------------------------
 
@@ -292,6 +322,7 @@ class PgVectorStore:
                                 list(r.headings),
                                 jsonb(dict(r.metadata)),
                                 r.model,
+                                r.section_index,
                             )
                         )
                 updates = sql.SQL(", ").join(
@@ -350,13 +381,17 @@ class PgVectorStore:
         q = as_query(vector, self.dim)
         sql = self._psycopg.sql
         where_sql, params = self._where_sql(where)
+        columns = [sql.Identifier(c) for c in HIT_COLUMNS]
+        if not self._section_index:
+            # A reader of a table made before the column: read it through the row's JSON, which
+            # gives 0 while the column is missing and its value once a writer has added it.
+            columns[HIT_COLUMNS.index("section_index")] = sql.SQL(
+                "COALESCE((to_jsonb(t) ->> 'section_index')::integer, 0)"
+            )
         query = sql.SQL(
-            "SELECT {}, 1 - (embedding <=> %s) AS score FROM {} {} ORDER BY embedding <=> %s LIMIT %s"
-        ).format(
-            sql.SQL(", ").join(sql.Identifier(c) for c in HIT_COLUMNS),
-            sql.Identifier(self.collection),
-            where_sql,
-        )
+            "SELECT {}, 1 - (embedding <=> %s) AS score FROM {} AS t {} "
+            "ORDER BY embedding <=> %s LIMIT %s"
+        ).format(sql.SQL(", ").join(columns), sql.Identifier(self.collection), where_sql)
         ef = min(1000, max(self.ef_search, k))
 
         def run(conn: Any) -> list[Any]:
@@ -378,7 +413,8 @@ class PgVectorStore:
                 chunk_index=row[6] or 0,
                 headings=tuple(row[7] or ()),
                 metadata=row[8] or {},
-                score=float(row[9]),
+                section_index=row[9] or 0,
+                score=float(row[10]),
             )
             for row in rows
         ]

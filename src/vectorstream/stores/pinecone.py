@@ -8,8 +8,9 @@ variable), ``verify=…`` (TLS), ``timeout=…``, ``transport=…`` (an ``httpx`
 
 Pinecone metadata is flat, so a record is stored as: id = our id, ``values`` = the vector, and
 metadata ``text``, ``source``, ``model``, ``page`` (absent when none), ``start_offset``,
-``end_offset``, ``chunk_index``, ``headings`` (JSON text), ``metadata`` (JSON text, read back
-exactly) and ``metadata.<key>`` for each scalar metadata value, which filters use. Scores are
+``end_offset``, ``chunk_index``, ``section_index`` (absent in records written before it existed:
+read as 0), ``headings`` (JSON text), ``metadata`` (JSON text, read back exactly) and
+``metadata.<key>`` for each scalar metadata value, which filters use. Scores are
 cosine similarities. Pinecone has no range query: ``range_search`` widens a top-k query.
 Side tables (the manifest) are the reserved namespaces ``__vs_<collection>_<name>`` of the index.
 

@@ -6,10 +6,12 @@ Weaviate requires) with ``vectorizer: none`` and the cosine distance; our vector
 
 Object ids must be UUIDs, so each record is stored under the UUID5 of its id and the id itself
 is kept in the ``vs_id`` property. Other properties: ``text``, ``source``, ``model`` (exact-match
-``field`` tokenization), ``page``, ``start_offset``, ``end_offset``, ``chunk_index``, ``headings``
-and ``metadata_json`` (the record's metadata, read back exactly). Weaviate cannot filter inside
-object properties, so each scalar metadata value is also a property ``meta_<key>``; the adapter
-adds those properties to the class before the first write that needs them. Scores are
+``field`` tokenization), ``page``, ``start_offset``, ``end_offset``, ``chunk_index``,
+``section_index``, ``headings`` and ``metadata_json`` (the record's metadata, read back exactly).
+Weaviate cannot filter inside object properties, so each scalar metadata value is also a property
+``meta_<key>``; the adapter adds those properties to the class before the first write that needs
+them. A class made before ``section_index`` existed gets that property the same way, before its
+first write; until then searches leave it out and its objects read as section 0. Scores are
 ``1 - cosine distance``; range search is native (``nearVector`` with a ``distance`` bound).
 Side tables (the manifest) are vector-less classes ``<Class>__vs_<name>`` (``_weaviate_side``).
 
@@ -62,9 +64,11 @@ FIXED = (
     "start_offset",
     "end_offset",
     "chunk_index",
+    "section_index",
     "headings",
     "metadata_json",
 )
+SECTION_INDEX = "section_index"  # added after the first release: older classes lack it
 NAME = re.compile(r"^[A-Z][_0-9A-Za-z]*$")
 
 
@@ -170,7 +174,7 @@ class WeaviateStore:
             text("model"),
             *(
                 {"name": n, "dataType": ["int"]}
-                for n in ("page", "start_offset", "end_offset", "chunk_index")
+                for n in ("page", "start_offset", "end_offset", "chunk_index", SECTION_INDEX)
             ),
             {"name": "headings", "dataType": ["text[]"], "tokenization": "field"},
             {
@@ -193,7 +197,7 @@ class WeaviateStore:
         self.dim = dim
 
     def _ensure_meta_properties(self, batch: list[Record]) -> None:
-        wanted: dict[str, str] = {}
+        wanted: dict[str, str] = {SECTION_INDEX: "int"}  # a class made before it lacks it
         for r in batch:
             for key, value in r.metadata.items():
                 if isinstance(value, str | int | float | bool):
@@ -223,6 +227,7 @@ class WeaviateStore:
             "start_offset": r.start,
             "end_offset": r.end,
             "chunk_index": r.chunk_index,
+            SECTION_INDEX: r.section_index,
             "headings": list(r.headings),
             "metadata_json": json.dumps(dict(r.metadata), ensure_ascii=False, default=str),
         }
@@ -314,7 +319,8 @@ class WeaviateStore:
         if flt is not None:
             args["where"] = flt
         arg_text = gql(args)[1:-1]
-        fields = " ".join(FIXED)
+        # Weaviate refuses a query naming a property the class lacks (an older class).
+        fields = " ".join(f for f in FIXED if f != SECTION_INDEX or f in self._props)
         query = f"{{ Get {{ {self.class_name}({arg_text}) {{ {fields} _additional {{ id distance }} }} }} }}"
         rows = (self._graphql(query, "search").get("Get") or {}).get(self.class_name) or []
         hits = []
