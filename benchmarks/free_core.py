@@ -110,13 +110,13 @@ def _child_limit(args: argparse.Namespace) -> dict[str, Any]:
 
 
 class _AffinityProbe:
-    """Records, once a second, the cores each named thread and each child process may run on.
+    """Records, ten times a second, the cores each named thread and each child process may run on.
 
     Evidence that the layout asked for is the layout that ran: a thread's affinity is read from
     its native id, a parsing worker's from psutil.
     """
 
-    def __init__(self, interval: float = 1.0) -> None:
+    def __init__(self, interval: float = 0.1) -> None:
         self.interval = interval
         self.seen: dict[str, set[tuple[int, ...]]] = {}
         self._roles: dict[int, str] = {}

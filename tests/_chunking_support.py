@@ -68,10 +68,7 @@ def check_chunks(
     if placed and sections:
         groups = [(document_text(sections), 0, list(sections), list(chunks))]
     else:
-        groups = [
-            (s.text, s.start, [s], by_section.get(s.index, []))
-            for s in sections
-        ]
+        groups = [(s.text, s.start, [s], by_section.get(s.index, [])) for s in sections]
     for text, base, secs, mine in groups:
         starts = [s.start for s in secs]
         covered = np.zeros(len(text), dtype=bool)

@@ -299,7 +299,7 @@ class HighlightEngine:
             start, end, section_index, page = (int(v) for v in entry.spans[i])
             section = by_index.get(section_index, doc.sections[0])
             a, b = start - section.start, end - section.start
-            if 0 <= a and b <= len(section.text):
+            if a >= 0 and b <= len(section.text):
                 passage = section.text[a:b]
             else:  # a chunk across sections (the markdown splitter joins small ones)
                 passage = document_text(doc.sections)[start:end]
