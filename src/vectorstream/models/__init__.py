@@ -11,8 +11,10 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ..config import load_settings
 from ..errors import ConfigError, ModelError
@@ -23,6 +25,7 @@ from ._embedder import DEFAULT_TOKEN_BUDGET, Embedder, token_budget_batches
 from ._export import FP32_NAME, GATE_NAME, INT8_NAME, export_dir, export_fp32
 from ._folder import ModelFolder, read_folder, weights_identity
 from ._gate import MIN_COSINE, MIN_MEAN_COSINE, GateReport, cosine_rows, ensure_int8
+from ._kinds import MODEL_KINDS, check_kind, detect_kind, loader
 from ._pooling import PRECISIONS
 from ._resolve import ResolvedModel, cached_hub_models, hf_hub_cache, hub_offline, resolve
 from ._threads import available_cores
@@ -114,8 +117,15 @@ def load_model(
     threads: int | None = None,
     token_budget: int = DEFAULT_TOKEN_BUDGET,
     cache_dir: str | os.PathLike[str] | None = None,
-) -> Embedder:
-    """Load an embedding model, ready to ``embed``.
+    kind: str | None = None,
+    options: Mapping[str, Any] | None = None,
+) -> Any:
+    """Load a model, ready to ``embed`` (or, for a reranker, to ``rerank``).
+
+    ``kind``: dense, sparse, multivector, image or rerank; None reads it from the folder's own
+    files (dense when they say nothing else). A dense model is an :class:`Embedder`; the other
+    kinds come from their modules (``_sparse``, ``_colbert``, ``_clip``, ``_rerank``) and take
+    their own settings in ``options`` (for example ``{"top_k": 128}`` for sparse).
 
     ``spec``: a folder, a hub id, or a catalogue alias (default: the configured model).
     ``backend``: "onnx", "torch" or None (ONNX whenever a graph exists or can be exported).
@@ -140,6 +150,26 @@ def load_model(
     cache = _cache_dir(cache_dir or settings.cache_dir)
 
     resolved = resolve(spec if spec is not None else settings.model)
+    chosen_kind = check_kind(kind) or detect_kind(resolved.path)
+    if chosen_kind != "dense":
+        if dimensions is not None or normalize is not None or precision != "float32":
+            raise ConfigError(
+                f"dimensions, normalize and precision apply to dense models; a {chosen_kind} "
+                "model takes its settings in options"
+            )
+        model = loader(chosen_kind)(
+            resolved.path,
+            resolved.model_id,
+            backend=chosen,
+            quantized=quantized,
+            threads=threads,
+            cache=cache,
+            **dict(options or {}),
+        )
+        log.info("loaded %r from %s (%s)", model, resolved.path, resolved.origin)
+        return model
+    if options:
+        raise ConfigError(f"a dense model takes no options, got {sorted(options)}")
     folder = read_folder(resolved.path)
     if dimensions is not None and dimensions > folder.dim:
         raise ConfigError(f"dimensions={dimensions} exceeds the model's {folder.dim}")
@@ -233,6 +263,7 @@ __all__ = [
     "CATALOG",
     "MIN_COSINE",
     "MIN_MEAN_COSINE",
+    "MODEL_KINDS",
     "PRECISIONS",
     "Catalog",
     "CatalogEntry",
@@ -245,6 +276,7 @@ __all__ = [
     "cached_hub_models",
     "check_texts",
     "cosine_rows",
+    "detect_kind",
     "export_model",
     "hf_hub_cache",
     "hub_offline",

@@ -42,26 +42,9 @@ class OnnxBackend:
     device = "cpu"
 
     def __init__(self, path: Path, threads: int | None = None) -> None:
-        try:
-            import onnxruntime as ort
-        except ImportError as exc:  # a core dependency, so no extra to name
-            raise ModelError("onnxruntime is not installed: pip install onnxruntime") from exc
         self.path = path
         self.threads = threads if threads and threads > 0 else available_cores()
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = self.threads
-        options.inter_op_num_threads = 1
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        options.add_session_config_entry("session.inter_op.allow_spinning", "0")
-        options.log_severity_level = 3  # ORT's own warnings go to stderr, not our logs
-        try:
-            self._session = ort.InferenceSession(
-                str(path), sess_options=options, providers=["CPUExecutionProvider"]
-            )
-        except Exception as exc:  # ORT raises its own pybind classes for every failure
-            raise ModelError(f"cannot load ONNX graph {path}: {exc}") from exc
+        self._session = onnx_session(path, self.threads)
         self._inputs = {i.name for i in self._session.get_inputs()}
         missing = {"input_ids", "attention_mask"} - self._inputs
         if missing:
@@ -102,6 +85,32 @@ class OnnxBackend:
     def weight_bytes(self) -> int:
         """Bytes of the graph on disk: about what one more session costs in memory."""
         return _file_bytes(self.path)
+
+
+def onnx_session(path: Path, threads: int | None = None) -> Any:
+    """An ONNX Runtime CPU session with vectorstream's thread setup (see :class:`OnnxBackend`).
+
+    Every model kind runs its graphs through this. Raises ``ModelError`` when onnxruntime is
+    missing or the graph does not load.
+    """
+    try:
+        import onnxruntime as ort
+    except ImportError as exc:  # a core dependency, so no extra to name
+        raise ModelError("onnxruntime is not installed: pip install onnxruntime") from exc
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads if threads and threads > 0 else available_cores()
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.add_session_config_entry("session.inter_op.allow_spinning", "0")
+    options.log_severity_level = 3  # ORT's own warnings go to stderr, not our logs
+    try:
+        return ort.InferenceSession(
+            str(path), sess_options=options, providers=["CPUExecutionProvider"]
+        )
+    except Exception as exc:  # ORT raises its own pybind classes for every failure
+        raise ModelError(f"cannot load ONNX graph {path}: {exc}") from exc
 
 
 def _file_bytes(path: Path) -> int:

@@ -15,6 +15,7 @@ import tempfile
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from filelock import FileLock
 
@@ -91,33 +92,64 @@ def export_fp32(folder: ModelFolder, target: Path) -> Path:
 
         accepts_types = "token_type_ids" in model.forward.__code__.co_varnames
         dummy = torch.ones((2, 8), dtype=torch.long)
-        tmp = _temp_path(target.parent, ".onnx")
         axes = {0: "batch", 1: "sequence"}
         try:
-            with warnings.catch_warnings(), torch.inference_mode():
-                # The exporter warns about tracing and its own deprecation; none of it is actionable.
-                warnings.simplefilter("ignore")
-                torch.onnx.export(
-                    _States(model),
-                    (dummy, dummy, torch.zeros_like(dummy)),
-                    str(tmp),
-                    input_names=["input_ids", "attention_mask", "token_type_ids"],
-                    output_names=["last_hidden_state"],
-                    dynamic_axes={
-                        "input_ids": axes,
-                        "attention_mask": axes,
-                        "token_type_ids": axes,
-                        "last_hidden_state": axes,
-                    },
-                    opset_version=OPSET,
-                    do_constant_folding=True,
-                    dynamo=False,
-                )
-            os.replace(tmp, target)
-        except Exception as exc:
+            export_graph(
+                _States(model),
+                (dummy, dummy, torch.zeros_like(dummy)),
+                target,
+                input_names=["input_ids", "attention_mask", "token_type_ids"],
+                output_names=["last_hidden_state"],
+                dynamic_axes={
+                    "input_ids": axes,
+                    "attention_mask": axes,
+                    "token_type_ids": axes,
+                    "last_hidden_state": axes,
+                },
+            )
+        except ModelError as exc:
             raise ModelError(f"ONNX export of {folder.path} failed: {exc}") from exc
-        finally:
-            tmp.unlink(missing_ok=True)
+    return target
+
+
+def export_graph(
+    module: Any,
+    args: tuple[Any, ...],
+    target: Path,
+    *,
+    input_names: list[str],
+    output_names: list[str],
+    dynamic_axes: dict[str, dict[int, str]],
+) -> Path:
+    """Trace a torch ``module`` on ``args`` into an ONNX graph at ``target``, atomically.
+
+    The caller holds :func:`export_lock` on ``target.parent`` and loads the module (eager
+    attention for transformers, so ONNX Runtime can fuse it). Every model kind exports through
+    this: the same opset, constant folding and tracing exporter.
+    """
+    import torch
+
+    tmp = _temp_path(target.parent, ".onnx")
+    try:
+        with warnings.catch_warnings(), torch.inference_mode():
+            # The exporter warns about tracing and its own deprecation; none of it is actionable.
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                module,
+                args,
+                str(tmp),
+                input_names=input_names,
+                output_names=output_names,
+                dynamic_axes=dynamic_axes,
+                opset_version=OPSET,
+                do_constant_folding=True,
+                dynamo=False,
+            )
+        os.replace(tmp, target)
+    except Exception as exc:
+        raise ModelError(f"ONNX export to {target} failed: {exc}") from exc
+    finally:
+        tmp.unlink(missing_ok=True)
     return target
 
 
@@ -177,6 +209,7 @@ __all__ = [
     "INT8_NAME",
     "export_dir",
     "export_fp32",
+    "export_graph",
     "export_lock",
     "quantize_int8",
 ]

@@ -206,4 +206,23 @@ def weights_identity(folder: ModelFolder) -> str:
     return h.hexdigest()
 
 
-__all__ = ["POOLING_ORDER", "ModelFolder", "file_digest", "read_folder", "weights_identity"]
+def files_identity(files: list[Path], settings: object = None) -> str:
+    """A digest of the files that decide a model's outputs (missing ones are skipped) and of
+    ``settings`` (its repr): the identity under which exports of any model kind are cached."""
+    h = hashlib.sha256()
+    for part in files:
+        if part.is_file():
+            h.update(part.name.encode())
+            h.update(file_digest(part).encode())
+    h.update(repr(settings).encode())
+    return h.hexdigest()
+
+
+__all__ = [
+    "POOLING_ORDER",
+    "ModelFolder",
+    "file_digest",
+    "files_identity",
+    "read_folder",
+    "weights_identity",
+]
