@@ -22,14 +22,20 @@ class ChunkOptions:
     what the model accepts (its ``max_tokens`` minus its special tokens). ``overlap`` is used by the
     ``tokens`` and ``sentences`` splitters. ``semantic_threshold`` is a cosine similarity in
     [-1, 1]; ``None`` means: split below the section's ``SEMANTIC_PERCENTILE``-th percentile.
+    ``late_chunking``: a dense model reads each source's text in overlapping windows and a
+    chunk's vector is the mean of its own tokens' states (``vectorstream.models._late``), so it
+    carries the context around it; the chunks themselves are the same.
     """
 
     splitter: str = "markdown"
     chunk_tokens: int = 256
     overlap: int = 32
     semantic_threshold: float | None = None
+    late_chunking: bool = False
 
     def __post_init__(self) -> None:
+        if not isinstance(self.late_chunking, bool):
+            raise ChunkingError(f"late_chunking must be True or False, got {self.late_chunking!r}")
         if self.splitter not in SPLITTERS:
             raise ChunkingError(
                 f"unknown splitter {self.splitter!r}; choose one of: {', '.join(SPLITTERS)}"

@@ -31,6 +31,12 @@ def ingest_command(
     ] = "markdown",
     chunk_tokens: Annotated[int, typer.Option(help="Maximum tokens per chunk.")] = 256,
     overlap: Annotated[int, typer.Option(help="Token overlap between windows.")] = 32,
+    late_chunking: Annotated[
+        bool,
+        typer.Option(
+            "--late-chunking", help="Embed each chunk with its surrounding text as context."
+        ),
+    ] = False,
     workers: Annotated[
         int | None, typer.Option(help="Parsing processes (0: parse in this process).")
     ] = None,
@@ -69,6 +75,7 @@ def ingest_command(
             splitter=splitter,
             chunk_tokens=chunk_tokens,
             overlap=overlap,
+            late_chunking=late_chunking,
             workers=workers,
             buffer=buffer,
             include=tuple(include or ()),

@@ -7,6 +7,7 @@ import logging
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import tokenizers
@@ -239,6 +240,21 @@ class Embedder:
         with self._lock:
             self.embedded_inputs += n
         return self._postprocess(pooled)
+
+    def late_plan(self, text: str, spans: Sequence[tuple[int, int]]) -> Any:
+        """Late chunking, tokenising half: see :mod:`vectorstream.models._late`."""
+        from ._late import late_plan
+
+        return late_plan(self, text, spans)
+
+    def embed_late(self, plans: Sequence[Any]) -> list[np.ndarray]:
+        """Late chunking, inference half: one ``(n_spans, dim)`` array per plan."""
+        from ._late import embed_late
+
+        vectors = embed_late(self, plans)
+        with self._lock:
+            self.embedded_inputs += sum(len(v) for v in vectors)
+        return vectors
 
     def with_threads(self, threads: int) -> Embedder:
         """This model on an inference session with ``threads`` threads (tokenizers shared).

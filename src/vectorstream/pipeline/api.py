@@ -102,6 +102,7 @@ def ingest(
     splitter: str = "markdown",
     chunk_tokens: int = 256,
     overlap: int = 32,
+    late_chunking: bool = False,
     workers: int | None = None,
     buffer: int = 1024,
     include: Sequence[str] = (),
@@ -121,7 +122,8 @@ def ingest(
     store. Unchanged sources (by the manifest) are skipped; changed ones are replaced.
     ``parsers`` (a :class:`~vectorstream.parsers.ParserRegistry`) and ``chunker_factory`` (a
     :class:`~vectorstream.chunking.ChunkerFactory`) replace the built-in parsers and chunkers;
-    with worker processes they must pickle. ``inference_cpus`` / ``io_cpus`` pin the inference
+    with worker processes they must pickle. ``late_chunking``: embed each chunk with the text
+    around it as context (dense models; see docs/chunking.md). ``inference_cpus`` / ``io_cpus`` pin the inference
     thread / the parsing, tokenising and writing to those CPUs.
 
     Every option is checked before a model is loaded (or exported) or a store opened: a bad one
@@ -140,6 +142,7 @@ def ingest(
         splitter=splitter,
         chunk_tokens=chunk_tokens,
         overlap=overlap,
+        late_chunking=late_chunking,
         workers=workers,
         buffer=buffer,
         include=include,

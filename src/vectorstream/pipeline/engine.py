@@ -13,6 +13,7 @@ import logging
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
+from ..errors import ConfigError
 from ..stores.base import VectorStore, require_kind
 from ..types import Source
 from .executors.local import LocalRun
@@ -54,6 +55,11 @@ class Pipeline:
         self.legacy_manifest = legacy_manifest
         self.on_event = on_event
         self.options.check_model(embedder.max_tokens, embedder.num_special_tokens)
+        if self.options.chunk.late_chunking and not callable(getattr(embedder, "late_plan", None)):
+            raise ConfigError(
+                f"late chunking needs a dense text model that exposes its token states; "
+                f"{getattr(embedder, 'model_id', embedder)!r} does not"
+            )
         # The last part is the version of what a source makes from the same settings: v2 joined
         # small sections and moved offsets into the document text, so older rows are redone.
         parts: list[object] = [embedder.fingerprint, self.options.chunk, self.options.parse, "v2"]

@@ -112,7 +112,7 @@ class LocalRun:
         self.start_time = time.perf_counter()
         self.peak_rss = 0
         self.proc = psutil.Process()
-        self.embed = EmbedStage(pipe.embedder)
+        self.embed = EmbedStage(pipe.embedder, late=pipe.options.chunk.late_chunking)
         self.committer: Committer | None = (
             None  # built on the writer thread (the store may be opening)
         )

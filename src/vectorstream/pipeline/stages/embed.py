@@ -39,19 +39,35 @@ def kind_of(embedder: Any) -> EmbeddingKind:
 
 
 class EmbedStage:
-    def __init__(self, embedder: EmbedderLike) -> None:
+    """``late``: late chunking (the embedder has ``late_plan``/``embed_late``): the chunks of each
+    source in a window are embedded together, each pooled from the states of its own tokens."""
+
+    def __init__(self, embedder: EmbedderLike, *, late: bool = False) -> None:
         self.embedder = embedder
         self.kind = kind_of(embedder)
+        self.late = late
         self._fp = embedder.fingerprint
         self._model_id = embedder.model_id
 
     def encode(self, chunks: Sequence[Chunk]) -> Encoded:
-        encodings = self.embedder.tokenize([c.text for c in chunks])
         nbytes = sum(len(c.text) for c in chunks) * 2 + 64 * len(chunks)
+        if self.late:
+            plans = [
+                self.embedder.late_plan(text, spans)  # type: ignore[attr-defined]
+                for text, spans in _by_source(chunks)
+            ]
+            return Encoded(tuple(chunks), tuple(plans), nbytes)
+        encodings = self.embedder.tokenize([c.text for c in chunks])
         return Encoded(tuple(chunks), tuple(encodings), nbytes)
 
     def embed(self, encoded: Encoded) -> RecordBatch:
-        out = self.embedder.embed_tokenized(list(encoded.encodings))
+        if self.late:
+            arrays = self.embedder.embed_late(list(encoded.encodings))  # type: ignore[attr-defined]
+            out: Any = np.concatenate(arrays) if arrays else np.empty((0, self.embedder.dim))
+            tokens = sum(plan.tokens for plan in encoded.encodings)
+        else:
+            out = self.embedder.embed_tokenized(list(encoded.encodings))
+            tokens = sum(n_tokens(e) for e in encoded.encodings)
         embeddings = _as_embeddings(out, self.kind, len(encoded.chunks))
         fp, model_id = self._fp, self._model_id
         records = tuple(
@@ -71,7 +87,6 @@ class EmbedStage:
             )
             for c, e in zip(encoded.chunks, embeddings, strict=True)
         )
-        tokens = sum(n_tokens(e) for e in encoded.encodings)
         nbytes = sum(len(r.text) * 2 + r.embedding.nbytes + 200 for r in records)
         return RecordBatch(records, tokens, nbytes)
 
@@ -89,6 +104,26 @@ def _as_embeddings(out: Any, kind: EmbeddingKind, n: int) -> list[Embedding]:
     if len(items) != n or not all(isinstance(e, Embedding) and e.kind == kind for e in items):
         raise ValueError(f"the model must return {n} {kind} embeddings")
     return items
+
+
+def _by_source(chunks: Sequence[Chunk]) -> list[tuple[str, list[tuple[int, int]]]]:
+    """Runs of consecutive chunks of one source as (text, spans): the text covers them all, the
+    chunks placed at their document offsets and the gaps between them (whitespace in the
+    document) filled with spaces; spans are the chunks' places in it, in chunk order."""
+    out: list[tuple[str, list[tuple[int, int]]]] = []
+    run: list[Chunk] = []
+    for chunk in [*chunks, None]:
+        if run and (chunk is None or chunk.source != run[0].source or chunk.start < run[-1].start):
+            base = run[0].start
+            end = max(c.end for c in run)
+            text = [" "] * (end - base)
+            for c in run:
+                text[c.start - base : c.end - base] = c.text
+            out.append(("".join(text), [(c.start - base, c.end - base) for c in run]))
+            run = []
+        if chunk is not None:
+            run.append(chunk)
+    return out
 
 
 def n_tokens(encoding: Any) -> int:
