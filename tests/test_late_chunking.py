@@ -12,10 +12,12 @@ import numpy as np
 import pytest
 
 import vectorstream as vs
-from _models_support import minilm, model_folder, models_cache  # noqa: F401  (fixtures)
+from _models_support import minilm, model_folder, models_cache
 from vectorstream.errors import ConfigError
 from vectorstream.models import Embedder
 from vectorstream.stores import open_store
+
+__all__ = ["minilm", "model_folder", "models_cache"]  # fixtures imported for pytest
 
 PROSE = (
     "Berlin is the capital of Germany. It has about 3.8 million inhabitants. "
@@ -55,7 +57,7 @@ def _spans(text: str) -> list[tuple[int, int]]:
 
 def test_a_short_text_matches_the_reference_span_means(
     minilm: Embedder, model_folder: Path
-) -> None:  # noqa: F811
+) -> None:
     spans = _spans(PROSE)
     (vectors,) = minilm.embed_late([minilm.late_plan(PROSE, spans)])
     expected = _reference(model_folder, PROSE, spans)
@@ -67,7 +69,7 @@ def test_a_short_text_matches_the_reference_span_means(
     assert float(vectors[1] @ alone) < 0.999
 
 
-def test_a_long_text_runs_in_overlapping_windows(minilm: Embedder, model_folder: Path) -> None:  # noqa: F811
+def test_a_long_text_runs_in_overlapping_windows(minilm: Embedder, model_folder: Path) -> None:
     text = PROSE * 20  # about 700 tokens: windows of at most 254, a quarter overlapping
     spans = _spans(text)
     plan = minilm.late_plan(text, spans)
@@ -85,14 +87,14 @@ def test_a_long_text_runs_in_overlapping_windows(minilm: Embedder, model_folder:
     assert np.einsum("ij,ij->i", vectors[: len(head)], expected).min() > 0.9999
 
 
-def test_a_whitespace_span_is_refused(minilm: Embedder) -> None:  # noqa: F811
+def test_a_whitespace_span_is_refused(minilm: Embedder) -> None:
     with pytest.raises(ValueError, match="no token"):
         minilm.late_plan("word   word", [(4, 7)])
 
 
 def test_ingest_with_late_chunking_stores_the_late_vectors(
-    minilm: Embedder,  # noqa: F811
-    model_folder: Path,  # noqa: F811
+    minilm: Embedder,
+    model_folder: Path,
     tmp_path: Path,
 ) -> None:
     import lancedb
