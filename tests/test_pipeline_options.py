@@ -222,3 +222,14 @@ def test_ingest_refuses_bad_options_before_loading_a_model(
     with pytest.raises(ConfigError, match="none of the given paths exists"):
         ingest([tmp_path / "missing.md"], store=store)
     assert not (tmp_path / "store").exists()
+
+
+def test_a_model_kind_is_checked_before_anything_loads() -> None:
+    from vectorstream.pipeline.options import ingest_options
+
+    assert ingest_options(kind="Sparse").kind == "sparse"
+    assert ingest_options().kind is None
+    with pytest.raises(ConfigError, match="unknown model kind 'bogus'"):
+        ingest_options(kind="bogus")
+    with pytest.raises(ConfigError, match="reranker"):
+        ingest_options(kind="rerank")

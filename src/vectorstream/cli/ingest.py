@@ -26,6 +26,10 @@ def ingest_command(
     ] = None,
     collection: Annotated[str | None, typer.Option(help="Collection (table) name.")] = None,
     model: Annotated[str | None, typer.Option(help="Model spec: hub id or local folder.")] = None,
+    kind: Annotated[
+        str | None,
+        typer.Option(help="dense | sparse | multivector | image (default: the model folder's)"),
+    ] = None,
     splitter: Annotated[
         str, typer.Option(help="tokens | sentences | markdown | semantic")
     ] = "markdown",
@@ -70,6 +74,7 @@ def ingest_command(
             store=store,
             collection=collection,
             model=model,
+            kind=kind,
             backend=backend,
             quantized=int8,
             splitter=splitter,

@@ -38,7 +38,7 @@ def list_command(
 ) -> None:
     """Known models (the catalogue) and models already on this machine; never downloads."""
     from ..errors import ModelError
-    from ..models import CATALOG, cached_hub_models, resolve_model
+    from ..models import CATALOG, cached_hub_models, detect_kind, resolve_model
 
     rows: list[dict[str, Any]] = []
     for entry in CATALOG.entries:
@@ -50,6 +50,7 @@ def list_command(
         rows.append(
             {
                 "model": entry.model_id,
+                "kind": "dense",
                 "dim": entry.dim,
                 "max_tokens": entry.max_tokens,
                 "size_mb": entry.size_mb,
@@ -66,6 +67,7 @@ def list_command(
             rows.append(
                 {
                     "model": cached.model_id,
+                    "kind": detect_kind(cached.path),
                     "dim": None,
                     "max_tokens": None,
                     "size_mb": None,
@@ -82,11 +84,12 @@ def list_command(
     table = Table(title="embedding models (available: where this machine has it)")
     # Model ids are what users copy: never wrap them.
     table.add_column("model", no_wrap=True)
-    for name in ("dim", "tokens", "MB", "available"):
+    for name in ("kind", "dim", "tokens", "MB", "available"):
         table.add_column(name, no_wrap=True)
     for row in rows:
         table.add_row(
             row["model"],
+            row["kind"],
             str(row["dim"] or "?"),
             str(row["max_tokens"] or "?"),
             f"{row['size_mb']:.0f}" if row["size_mb"] else "?",
@@ -122,6 +125,10 @@ def check_command(
     spec: Annotated[str | None, typer.Argument(help="Model: hub id, alias or folder.")] = None,
     backend: Annotated[str | None, typer.Option(help="onnx | torch (default: automatic)")] = None,
     int8: Annotated[bool, typer.Option("--int8", help="Check the int8-quantised graph.")] = False,
+    kind: Annotated[
+        str | None,
+        typer.Option(help="dense | sparse | multivector | image | rerank (default: the folder's)"),
+    ] = None,
     reference: Annotated[
         bool, typer.Option(help="Compare with sentence-transformers when it is installed.")
     ] = True,
@@ -131,11 +138,15 @@ def check_command(
     from ..models import MIN_COSINE, MIN_MEAN_COSINE, check_texts, load_model
 
     with library_errors():
-        model = load_model(spec, backend=backend, quantized=int8)
+        model = load_model(spec, backend=backend, quantized=int8, kind=kind)
         texts = check_texts(CHECK_TEXTS)
+        if getattr(model, "kind", "dense") != "dense":
+            _report_kind(model, texts, as_json)
+            return
         vectors = model.embed(texts)
     report: dict[str, Any] = {
         "model": model.model_id,
+        "kind": "dense",
         "path": str(model.path),
         "backend": model.backend,
         "quantized": model.quantized,
@@ -175,6 +186,40 @@ def check_command(
             out_console.print(f"[bold]fidelity[/]: {fidelity['reference']}", highlight=False)
     if not ok:
         raise typer.Exit(EXIT_PARTIAL)
+
+
+def _report_kind(model: Any, texts: list[str], as_json: bool) -> None:
+    """What a non-dense model makes of the check texts. Its agreement with its reference
+    implementation (SparseEncoder, the multi-vector encoder, CrossEncoder, CLIPModel) is held
+    by the test suite, which builds those references."""
+    report: dict[str, Any] = {
+        "model": model.model_id,
+        "kind": model.kind,
+        "backend": model.backend,
+        "quantized": model.quantized,
+        "dim": model.dim,
+        "max_tokens": model.max_tokens,
+        "fingerprint": model.fingerprint,
+    }
+    if model.kind == "rerank":
+        scores = [r.score for r in model.rerank(texts[0], texts[1:])]
+        report["rerank"] = {"pairs": len(scores), "min": min(scores), "max": max(scores)}
+    elif model.kind == "image":
+        vectors = model.embed(texts)
+        report["text_tower"] = {"texts": len(texts), "shape": list(vectors.shape)}
+    else:
+        embeddings = model.embed(texts)
+        if model.kind == "sparse":
+            terms = [len(e.sparse.indices) for e in embeddings]
+            report["sparse"] = {"texts": len(texts), "mean_terms": sum(terms) / len(terms)}
+        else:
+            rows = [len(e.multivector) for e in embeddings]
+            report["multivector"] = {"texts": len(texts), "mean_vectors": sum(rows) / len(rows)}
+    if as_json:
+        _emit_json(report)
+        return
+    for key, value in report.items():
+        out_console.print(f"[bold]{key}[/]: {value}", highlight=False)
 
 
 def export_command(

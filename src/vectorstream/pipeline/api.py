@@ -99,6 +99,7 @@ def ingest(
     model: Any = None,
     backend: str | None = None,
     quantized: bool = False,
+    kind: str | None = None,
     splitter: str = "markdown",
     chunk_tokens: int = 256,
     overlap: int = 32,
@@ -118,7 +119,8 @@ def ingest(
 ) -> IngestReport:
     """Parse, chunk, embed and store ``paths`` (files, folders or ``Source`` objects).
 
-    ``model`` is a model spec or an already loaded embedder; ``store`` a store URI or an open
+    ``model`` is a model spec or an already loaded embedder (``kind`` names a spec's kind where
+    its folder does not: dense, sparse, multivector, image); ``store`` a store URI or an open
     store. Unchanged sources (by the manifest) are skipped; changed ones are replaced.
     ``parsers`` (a :class:`~vectorstream.parsers.ParserRegistry`) and ``chunker_factory`` (a
     :class:`~vectorstream.chunking.ChunkerFactory`) replace the built-in parsers and chunkers;
@@ -139,6 +141,7 @@ def ingest(
         store_given=store_given,
         backend=backend,
         quantized=quantized,
+        kind=kind,
         splitter=splitter,
         chunk_tokens=chunk_tokens,
         overlap=overlap,
@@ -171,7 +174,9 @@ def ingest(
         from ..models import load_model
 
         assert opts.model is not None
-        embedder = load_model(opts.model, backend=opts.backend, quantized=opts.quantized)
+        embedder = load_model(
+            opts.model, backend=opts.backend, quantized=opts.quantized, kind=opts.kind
+        )
     opts.pipeline.check_model(embedder.max_tokens, embedder.num_special_tokens)
     vstore: Any
     if opts.store is not None and opts.collection is not None:

@@ -25,6 +25,7 @@ from pathlib import Path
 from ..chunking import ChunkerFactory, ChunkOptions, effective_limit, make_chunker
 from ..config import load_settings
 from ..errors import ConfigError
+from ..models._kinds import check_kind
 from ..parsers import DEFAULT_REGISTRY, ParseOptions, ParserRegistry
 from ..stores import store_kind
 from ..stores.retry import RetryPolicy
@@ -303,6 +304,7 @@ class IngestOptions:
     model: str | None
     backend: str | None
     quantized: bool
+    kind: str | None  # the model kind the caller named (None: the folder's own)
     include: tuple[str, ...]
     exclude: tuple[str, ...]
     hidden: bool
@@ -319,6 +321,7 @@ def ingest_options(
     store_given: bool = False,
     backend: str | None = None,
     quantized: bool = False,
+    kind: str | None = None,
     splitter: str = "markdown",
     chunk_tokens: int = 256,
     overlap: int = 32,
@@ -356,6 +359,11 @@ def ingest_options(
             "--int8 runs the int8 ONNX graph; it needs the onnx backend, not torch "
             "(drop --backend torch or VECTORSTREAM_BACKEND=torch)"
         )
+    if check_kind(kind) == "rerank":
+        raise ConfigError(
+            "a reranker scores (query, text) pairs and makes no vectors to ingest; use an "
+            "embedding model (dense, sparse, multivector or image)"
+        )
     if text_field is not None and (not isinstance(text_field, str) or not text_field.strip()):
         raise ConfigError(f"text_field must be a field name, got {text_field!r}")
     if not isinstance(hidden, bool):
@@ -387,6 +395,7 @@ def ingest_options(
         model=None if model_given else settings.model,
         backend=settings.backend,
         quantized=quantized,
+        kind=check_kind(kind),
         include=_globs("include", include),
         exclude=_globs("exclude", exclude),
         hidden=hidden,
