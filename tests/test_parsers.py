@@ -833,11 +833,46 @@ def test_images_become_image_sections_with_an_image_parser(tmp_path: Path) -> No
         "format": "image",
         "media_type": "image/png",
         "bytes": path.stat().st_size,
+        "width": 3,
+        "height": 2,
     }
     assert pickle.loads(pickle.dumps(section)) == section
     small = DEFAULT_REGISTRY.with_parser("image", ImageSectionParser(max_bytes=10))
     with pytest.raises(ParseError, match="image larger than 10 bytes"):
         list(parse(src(path), registry=small))
+
+
+def test_image_sections_refuse_damaged_images_and_bombs(tmp_path: Path) -> None:
+    import struct
+    import zlib
+
+    registry = DEFAULT_REGISTRY.with_parser("image", ImageSectionParser())
+    truncated = tmp_path / "cut.png"
+    truncated.write_bytes(png_bytes(64, 64)[:-30])
+    with pytest.raises(ParseError, match="damaged image"):
+        list(parse(src(truncated), registry=registry))
+    # A PNG header claiming 50,000 x 50,000 pixels: Pillow's bomb limit refuses it undecoded.
+    header = struct.pack(">IIBBBBB", 50_000, 50_000, 8, 2, 0, 0, 0)
+    bomb = tmp_path / "bomb.png"
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+        )
+
+    bomb.write_bytes(
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(b"\x00" * 64))
+        + chunk(b"IEND", b"")
+    )
+    with pytest.raises(ParseError, match="decompression bomb"):
+        list(parse(src(bomb), registry=registry))
+    # Named like an image, holding text: detected as text, parsed as text.
+    fake = tmp_path / "notes.png"
+    fake.write_text("plain words, not pixels")
+    (section,) = list(parse(src(fake), registry=registry))
+    assert section.image is None and "plain words" in section.text
 
 
 @pytest.fixture(scope="module")

@@ -77,6 +77,7 @@ class Chunk:
     ``start``/``end`` are offsets into the document text; a chunk may span several consecutive
     sections, and then ``section_index``, ``page`` and ``headings`` are those of its first one.
     ``n_tokens`` is the model token count (without special tokens) when the chunker knew it.
+    ``image`` holds an image's bytes for an image model (``text`` is then empty, and the offsets 0).
     """
 
     text: str
@@ -89,6 +90,7 @@ class Chunk:
     headings: tuple[str, ...] = ()
     metadata: Mapping[str, Any] = field(default_factory=dict)
     n_tokens: int | None = None
+    image: bytes | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "metadata", _own_mapping(self.metadata))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -45,10 +46,14 @@ class ImageSectionParser:
 
     Not registered by default (text ingest has no image model: the default image parser
     reports that instead). Register it where an image embedder consumes the sections:
-    ``DEFAULT_REGISTRY.with_parser("image", ImageSectionParser())``.
+    ``DEFAULT_REGISTRY.with_parser("image", ImageSectionParser())``; the pipeline does so for an
+    image model. ``check`` decodes the image once here (in the parsing worker), so a truncated
+    file, a decompression bomb or bytes no decoder reads fail this source alone, as a parse
+    error, rather than the model's batch. Pillow's decompression-bomb limit stays on.
     """
 
     max_bytes: int = 50 * 1024 * 1024
+    check: bool = True
 
     def parse(self, source: Source, options: ParseOptions, warn: Warn) -> Iterator[Section]:
         with open_binary(source) as fh:
@@ -63,12 +68,36 @@ class ImageSectionParser:
         media_type = (
             image_media_type(data[:1024]) or source.media_type or "application/octet-stream"
         )
+        size = _check(source, data) if self.check else None
+        metadata: dict[str, object] = {"media_type": media_type, "bytes": len(data)}
+        if size is not None:
+            metadata["width"], metadata["height"] = size
         yield Section(
             text="",
             source=source.uri,
             image=data,
-            metadata={"media_type": media_type, "bytes": len(data)},
+            metadata=metadata,
         )
+
+
+def _check(source: Source, data: bytes) -> tuple[int, int]:
+    """Decode ``data`` (a JPEG at reduced size) and return its size, or raise ``ParseError``."""
+    try:
+        from PIL import Image, UnidentifiedImageError
+    except ImportError as exc:  # a core dependency, so no extra to name
+        raise ParseError("Pillow is not installed: pip install pillow") from exc
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            size = image.size
+            image.draft("RGB", (1024, 1024))  # JPEG decodes at a fraction: enough to find damage
+            image.load()
+    except Image.DecompressionBombError as exc:
+        raise ParseError(f"{source.uri}: refused as a decompression bomb ({exc})") from exc
+    except UnidentifiedImageError as exc:
+        raise ParseError(f"{source.uri}: unreadable image (damaged, or a format no decoder here reads)") from exc
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise ParseError(f"{source.uri}: damaged image: {exc}") from exc
+    return int(size[0]), int(size[1])
 
 
 __all__ = ["ImageSectionParser", "image_media_type"]

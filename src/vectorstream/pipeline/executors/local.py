@@ -175,6 +175,7 @@ class LocalRun:
             semantic_model=self.opts.semantic_model,
             parsers=self.opts.parsers,
             chunker_factory=self.opts.chunker_factory,
+            images=getattr(embedder, "kind", "dense") == "image",
         )
         pool = WorkerPool(
             cfg, self.workers, self.result_slots, nice=self.opts.worker_nice, cpus=self.opts.io_cpus

@@ -6,12 +6,14 @@ model and builds the records, so tokenising the next window overlaps inference o
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
+from ...errors import ConfigError
 from ...types import Chunk, Embedding, EmbeddingKind, Record
 from ..ids import record_id
 from .messages import Encoded, RecordBatch
@@ -32,9 +34,24 @@ class EmbedderLike(Protocol):
     def embed_tokenized(self, encodings: Sequence[Any]) -> Any: ...
 
 
+# Model kinds by the embeddings they make: an image model (CLIP) makes dense vectors of images
+# and texts alike.
+_EMBEDDING_OF_MODEL: dict[str, EmbeddingKind] = {
+    "dense": "dense",
+    "sparse": "sparse",
+    "multivector": "multivector",
+    "image": "dense",
+}
+
+
 def kind_of(embedder: Any) -> EmbeddingKind:
     """The kind of embeddings a model makes (models that do not say make dense vectors)."""
-    kind: EmbeddingKind = getattr(embedder, "kind", "dense")
+    model_kind = getattr(embedder, "kind", "dense")
+    kind = _EMBEDDING_OF_MODEL.get(model_kind)
+    if kind is None:
+        raise ConfigError(
+            f"a {model_kind} model makes no embeddings to store (model {embedder.model_id!r})"
+        )
     return kind
 
 
@@ -57,14 +74,26 @@ class EmbedStage:
                 for text, spans in _by_source(chunks)
             ]
             return Encoded(tuple(chunks), tuple(plans), nbytes)
-        encodings = self.embedder.tokenize([c.text for c in chunks])
-        return Encoded(tuple(chunks), tuple(encodings), nbytes)
+        images = sum(len(c.image) for c in chunks if c.image is not None)
+        texts = [c.text for c in chunks if c.image is None]
+        encodings = iter(self.embedder.tokenize(texts) if texts else [])
+        # Image chunks have no encoding: their bytes are decoded when the model runs.
+        aligned = tuple(None if c.image is not None else next(encodings) for c in chunks)
+        return Encoded(tuple(chunks), aligned, nbytes + images)
+
+    def _embed_mixed(self, encoded: Encoded) -> np.ndarray:
+        if not callable(getattr(self.embedder, "embed_images", None)):
+            raise ConfigError(f"{self._model_id!r} cannot embed images")
+        return _mixed_rows(self.embedder, encoded)
 
     def embed(self, encoded: Encoded) -> RecordBatch:
         if self.late:
             arrays = self.embedder.embed_late(list(encoded.encodings))  # type: ignore[attr-defined]
             out: Any = np.concatenate(arrays) if arrays else np.empty((0, self.embedder.dim))
             tokens = sum(plan.tokens for plan in encoded.encodings)
+        elif any(c.image is not None for c in encoded.chunks):
+            out = self._embed_mixed(encoded)
+            tokens = sum(n_tokens(e) for e in encoded.encodings if e is not None)
         else:
             out = self.embedder.embed_tokenized(list(encoded.encodings))
             tokens = sum(n_tokens(e) for e in encoded.encodings)
@@ -72,7 +101,7 @@ class EmbedStage:
         fp, model_id = self._fp, self._model_id
         records = tuple(
             Record(
-                id=record_id(c.source, c.chunk_index, c.text, fp),
+                id=record_id(c.source, c.chunk_index, _content(c), fp),
                 embedding=e,
                 text=c.text,
                 source=c.source,
@@ -104,6 +133,28 @@ def _as_embeddings(out: Any, kind: EmbeddingKind, n: int) -> list[Embedding]:
     if len(items) != n or not all(isinstance(e, Embedding) and e.kind == kind for e in items):
         raise ValueError(f"the model must return {n} {kind} embeddings")
     return items
+
+
+def _content(chunk: Chunk) -> str:
+    """What a record id hashes: the text, or for an image chunk a digest of its bytes."""
+    if chunk.image is None:
+        return chunk.text
+    return "\x00image:" + hashlib.blake2b(chunk.image, digest_size=16).hexdigest()
+
+
+def _mixed_rows(embedder: Any, encoded: Encoded) -> np.ndarray:
+    """Image chunks through the image tower, text chunks through the text tower, in order."""
+    chunks = encoded.chunks
+    image_at = [i for i, c in enumerate(chunks) if c.image is not None]
+    text_at = [i for i, c in enumerate(chunks) if c.image is None]
+    images = np.asarray(embedder.embed_images([chunks[i].image for i in image_at]))
+    out = np.empty((len(chunks), images.shape[1]), dtype=images.dtype)
+    out[image_at] = images
+    if text_at:
+        out[text_at] = np.asarray(
+            embedder.embed_tokenized([encoded.encodings[i] for i in text_at]), dtype=images.dtype
+        )
+    return out
 
 
 def _by_source(chunks: Sequence[Chunk]) -> list[tuple[str, list[tuple[int, int]]]]:

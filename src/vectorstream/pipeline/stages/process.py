@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ...chunking import ChunkOptions, load_tokenizer, make_chunker
-from ...parsers import ParseOptions, parse
+from ...parsers import DEFAULT_REGISTRY, ImageParser, ImageSectionParser, ParseOptions, parse
 from ...sources import fingerprint
 from ...types import Chunk
 from .messages import (
@@ -46,6 +46,7 @@ class ProcessConfig:
     )
     parsers: Any = None  # a ParserRegistry, or None for the built-in parsers
     chunker_factory: Callable[..., Any] | None = None  # builds a Chunker, instead of make_chunker
+    images: bool = False  # the model embeds images: image files become one image chunk each
 
 
 class SourceProcessor:
@@ -53,6 +54,12 @@ class SourceProcessor:
 
     def __init__(self, config: ProcessConfig) -> None:
         self.config = config
+        self._registry = config.parsers
+        if config.images:
+            # Text ingest refuses images (no model for them); an image model takes their bytes.
+            base = config.parsers if config.parsers is not None else DEFAULT_REGISTRY
+            if isinstance(base.get("image"), ImageParser):
+                self._registry = base.with_parser("image", ImageSectionParser())
         tokenizer = load_tokenizer(config.tokenizer_path)
         embed = None
         if config.chunk_options.splitter == "semantic" and config.chunker_factory is None:
@@ -86,11 +93,13 @@ class SourceProcessor:
             batch_bytes = 0
             n_chunks = 0
             total_bytes = 0
-            for chunk in chunker.chunk(_staged(sections, "parse")):
+            images: list[Any] = []
+            texts = _text_only(_staged(sections, "parse"), images)
+            for chunk in _then_images(chunker.chunk(texts), images):
                 while warnings:
                     yield SourceWarning(uri, warnings.pop(0))
                 batch.append(chunk)
-                size = len(chunk.text) * 2 + 200
+                size = len(chunk.text) * 2 + 200 + len(chunk.image or b"")
                 batch_bytes += size
                 total_bytes += len(chunk.text)
                 n_chunks += 1
@@ -117,10 +126,42 @@ class SourceProcessor:
             yield SourceFailed(uri, stage, type(exc).__name__, message_of(exc))
 
     def _parse(self, source: Any, on_warning: Callable[[str], None]) -> Any:
-        registry = self.config.parsers
+        registry = self._registry
         if registry is not None:
             return registry.parse(source, self.config.parse_options, on_warning=on_warning)
         return parse(source, self.config.parse_options, on_warning=on_warning)
+
+
+def _text_only(sections: Iterator[Any], images: list[Any]) -> Iterator[Any]:
+    """The text sections, for the chunker; image sections are set aside in ``images``."""
+    for section in sections:
+        if section.image is not None:
+            images.append(section)
+        else:
+            yield section
+
+
+def _then_images(chunks: Iterator[Chunk], images: list[Any]) -> Iterator[Chunk]:
+    """The text chunks, then one chunk per image section (numbered after them)."""
+    index = 0
+    for chunk in chunks:
+        index = chunk.chunk_index + 1
+        yield chunk
+    for section in images:
+        yield Chunk(
+            text="",
+            source=section.source,
+            chunk_index=index,
+            start=section.start,
+            end=section.start,
+            section_index=section.index,
+            page=section.page,
+            headings=section.headings,
+            metadata=section.metadata,
+            n_tokens=0,
+            image=section.image,
+        )
+        index += 1
 
 
 class _StageError(Exception):
