@@ -28,6 +28,13 @@ def search_command(
         str, typer.Option(help="topk | range (DIPR: within beta of the best).")
     ] = "topk",
     beta: Annotated[float | None, typer.Option(help="Range width for --mode range.")] = None,
+    rerank: Annotated[
+        str | None,
+        typer.Option(help="Cross-encoder spec: rerank the first --rerank-candidates hits."),
+    ] = None,
+    rerank_candidates: Annotated[
+        int, typer.Option(help="Hits the store returns for --rerank to order (then -k shown).")
+    ] = 50,
     as_json: Annotated[bool, typer.Option("--json", help="Print hits as JSON.")] = False,
 ) -> None:
     """Embed QUERY and print the best chunks with source, page and score."""
@@ -36,16 +43,25 @@ def search_command(
 
     with library_errors():
         filters = parse_where(where or [])
+        reranker = None
+        if rerank is not None:
+            from ..search.rerank import load_reranker
+
+            reranker = load_reranker(rerank)  # a bad spec fails before the store is asked
         hits = search(
             query,
             store=store,
             collection=collection,
             model=model,
-            k=k,
+            k=max(k, rerank_candidates) if reranker is not None else k,
             where=filters or None,
             mode=mode,
             beta=beta,
         )
+        if reranker is not None:
+            from ..search.rerank import rerank_hits
+
+            hits = rerank_hits(query, hits, reranker, top_n=k)
     if as_json:
         sys.stdout.write(
             json.dumps({"query": query, "hits": [h.to_dict() for h in hits]}, indent=2) + "\n"

@@ -19,6 +19,11 @@ def serve_command(
     model: str | None = typer.Option(
         None, "--model", help="Model spec: a folder, hub id or alias."
     ),
+    rerank_model: str | None = typer.Option(
+        None,
+        "--rerank-model",
+        help="A cross-encoder (folder, hub id or alias) to serve POST /v1/rerank (default: none).",
+    ),
     backend: str | None = typer.Option(
         None, "--backend", help="onnx or torch (default: automatic)."
     ),
@@ -44,7 +49,7 @@ def serve_command(
     ),
     log_level: str = typer.Option("info", "--log-level", help="uvicorn's log level."),
 ) -> None:
-    """Serve embeddings (OpenAI-compatible), search, highlights and ingest jobs over HTTP."""
+    """Serve embeddings (OpenAI-compatible), reranking, search, highlights and ingest jobs over HTTP."""
     import uvicorn
 
     from ..errors import VectorstreamError
@@ -55,6 +60,7 @@ def serve_command(
             store=store,
             collection=collection,
             model=model,
+            rerank_model=rerank_model,
             backend=backend,
             host=host,
             port=port,

@@ -87,6 +87,20 @@ class OnnxBackend:
         return _file_bytes(self.path)
 
 
+def accepts_token_types(model: Any) -> bool:
+    """Whether a transformers model's ``forward`` takes ``token_type_ids``.
+
+    Read from its signature: transformers 5 wraps ``forward`` in decorators, so the wrapper's own
+    code object no longer names the arguments.
+    """
+    import inspect
+
+    try:
+        return "token_type_ids" in inspect.signature(model.forward).parameters
+    except (TypeError, ValueError):
+        return False
+
+
 def onnx_session(path: Path, threads: int | None = None) -> Any:
     """An ONNX Runtime CPU session with vectorstream's thread setup (see :class:`OnnxBackend`).
 
@@ -147,7 +161,7 @@ class TorchBackend:
         except Exception as exc:  # transformers raises OSError/ValueError/... for bad folders
             raise ModelError(f"transformers cannot load {folder}: {exc}") from exc
         self._model = model.to(self.device).eval()
-        self._accepts_types = "token_type_ids" in self._model.forward.__code__.co_varnames
+        self._accepts_types = accepts_token_types(self._model)
 
     def run(
         self, input_ids: np.ndarray, attention_mask: np.ndarray, token_type_ids: np.ndarray

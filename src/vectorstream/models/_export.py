@@ -20,7 +20,7 @@ from typing import Any
 from filelock import FileLock
 
 from ..errors import MissingDependencyError, ModelError
-from ._backends import quiet_transformers
+from ._backends import accepts_token_types, quiet_transformers
 from ._folder import ModelFolder
 
 log = logging.getLogger("vectorstream.models.export")
@@ -90,7 +90,7 @@ def export_fp32(folder: ModelFolder, target: Path) -> Path:
                     kwargs["token_type_ids"] = token_type_ids
                 return self.inner(**kwargs)[0]
 
-        accepts_types = "token_type_ids" in model.forward.__code__.co_varnames
+        accepts_types = accepts_token_types(model)
         dummy = torch.ones((2, 8), dtype=torch.long)
         axes = {0: "batch", 1: "sequence"}
         try:

@@ -25,7 +25,7 @@ from .fastpath import EmbeddingsFastPath
 from .jobs import IngestFn, JobManager
 from .metrics import Metrics, make_metrics
 from .middleware import GuardMiddleware
-from .routes import embeddings, health, highlights, ingest, page, search
+from .routes import embeddings, health, highlights, ingest, page, rerank, search
 from .routes.page import STATIC_DIR
 from .settings import ServerSettings
 from .state import BatchedModel, ServiceState
@@ -84,13 +84,16 @@ def create_app(
     model: Any = None,
     store: Any = None,
     ingest_fn: IngestFn | None = None,
+    reranker: Any = None,
 ) -> FastAPI:
     """Build the service.
 
     ``settings``: see :class:`ServerSettings` (default: from the environment). ``model``: an
     already loaded Embedder (default: ``load_model(settings.model)`` at startup). ``store``: an
     open store used for the default collection (default: opened from ``settings.store`` on first
-    use). ``ingest_fn``: replaces :func:`vectorstream.ingest` for ingest jobs.
+    use). ``ingest_fn``: replaces :func:`vectorstream.ingest` for ingest jobs. ``reranker``: a
+    loaded cross-encoder for ``/v1/rerank`` (default: ``settings.rerank_model`` loaded at
+    startup, or none).
     """
     if settings is None:
         from .settings import server_settings_from_env
@@ -124,6 +127,10 @@ def create_app(
             solo = await loop.run_in_executor(None, solo_model, embedder, lanes, settings)
         else:
             lanes = settings.lanes or 1  # a model handed in: as many lanes as asked for
+        ranker = reranker
+        if ranker is None and settings.rerank_model:
+            log.info("loading reranker %s", settings.rerank_model)
+            ranker = await loop.run_in_executor(None, rerank.load_reranker, settings)
 
         def on_batch(stats: BatchStats) -> None:
             metrics.batch_inputs.observe(stats.inputs)
@@ -169,6 +176,7 @@ def create_app(
             ),
             jobs=jobs,
             store_override=store,
+            reranker=ranker,
         )
         app.state.service = state
         try:
@@ -198,7 +206,7 @@ def create_app(
     app.state.metrics = metrics
     app.state.service = None
     install_error_handlers(app, settings.retry_after_s)
-    for module in (embeddings, search, highlights, ingest, health, page):
+    for module in (embeddings, rerank, search, highlights, ingest, health, page):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     # The lean embeddings path sits inside the guard (added later = outside it), so the API key,

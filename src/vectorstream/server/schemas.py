@@ -67,6 +67,20 @@ class IngestRequest(_Body):
     collection: str | None = None
 
 
+class RerankDocument(_Body):
+    text: str
+
+
+class RerankRequest(_Body):
+    # The shape Cohere, Jina and TEI's Cohere-style route share; limits are checked by the route
+    # (400, not 422: an empty query is a bad request, not a malformed one).
+    query: str
+    documents: list[str | RerankDocument]
+    model: str | None = None
+    top_n: int | None = None
+    return_documents: bool = True
+
+
 __all__ = [
     "ChunkingBody",
     "EmbeddingsRequest",
@@ -74,6 +88,8 @@ __all__ = [
     "HighlightsRequest",
     "IngestRequest",
     "IngestText",
+    "RerankDocument",
+    "RerankRequest",
     "SearchRequest",
     "SimilarRequest",
 ]

@@ -51,6 +51,9 @@ class ServerSettings:
     retry_after_s: int = 1
     highlight_cache_bytes: int = 64 * 1024 * 1024
     max_jobs: int = 100
+    # A cross-encoder for POST /v1/rerank (a folder, hub id or alias); None: no reranker.
+    rerank_model: str | None = None
+    max_rerank_documents: int = 1000  # documents per /v1/rerank request
 
     def __post_init__(self) -> None:
         for name in (
@@ -60,6 +63,7 @@ class ServerSettings:
             "queue_max_inputs",
             "max_documents",
             "max_document_chars",
+            "max_rerank_documents",
             "max_jobs",
         ):
             if getattr(self, name) <= 0:
@@ -107,6 +111,8 @@ ENV_VARS: Mapping[str, str] = {
     "VECTORSTREAM_SERVER_LANES": "lanes",
     "VECTORSTREAM_SERVER_SOLO_MAX_BYTES": "solo_max_bytes",
     "VECTORSTREAM_SERVER_HIGHLIGHT_CACHE_BYTES": "highlight_cache_bytes",
+    "VECTORSTREAM_SERVER_RERANK_MODEL": "rerank_model",
+    "VECTORSTREAM_SERVER_MAX_RERANK_DOCUMENTS": "max_rerank_documents",
 }
 
 

@@ -63,6 +63,9 @@ class ServiceState:
     highlighter: Any
     jobs: JobManager
     store_override: Any = None
+    reranker: Any = None  # a loaded cross-encoder for /v1/rerank, when one was configured
+    # One rerank at a time: a request's pairs form one job on every inference thread.
+    rerank_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     _stores: dict[str, Any] = field(default_factory=dict)
     _stores_lock: threading.Lock = field(default_factory=threading.Lock)
 
