@@ -89,3 +89,30 @@ def test_without_an_image_model_images_are_reported_not_embedded(tmp_path: Path)
     )
     assert report.files_ok == 1 and report.files_failed == 1
     assert "image model" in report.errors[0].message
+
+
+def test_a_real_clip_folder_embeds_images_and_texts(tmp_path: Path) -> None:
+    from _clip_support import build_tiny_clip
+
+    from vectorstream.models import load_model
+
+    folder = build_tiny_clip(tmp_path / "clip")
+    model = load_model(str(folder), cache_dir=tmp_path / "cache")  # the kind from its config
+    assert model.kind == "image"
+    corpus = tmp_path / "photos"
+    corpus.mkdir()
+    red, blue = _png((250, 10, 10), (64, 48)), _png((10, 10, 250), (30, 90))
+    (corpus / "red.png").write_bytes(red)
+    (corpus / "blue.png").write_bytes(blue)
+    (corpus / "notes.txt").write_text("a red square and a blue one")
+    uri = f"lancedb://{tmp_path / 'store'}"
+    report = vs.ingest([corpus], store=uri, model=model, workers=0)
+    assert report.files_ok == 3 and report.files_failed == 0
+    import lancedb
+
+    rows = lancedb.connect(str(tmp_path / "store")).open_table("documents").to_arrow().to_pylist()
+    by_source = {Path(r["source"]).name: np.asarray(r["vector"], dtype=np.float32) for r in rows}
+    expected = model.embed_images([red, blue])
+    assert float(by_source["red.png"] @ expected[0]) > 0.9999
+    assert float(by_source["blue.png"] @ expected[1]) > 0.9999
+    assert float(by_source["notes.txt"] @ model.embed(["a red square and a blue one"])[0]) > 0.9999
