@@ -93,7 +93,6 @@ def test_without_an_image_model_images_are_reported_not_embedded(tmp_path: Path)
 
 def test_a_real_clip_folder_embeds_images_and_texts(tmp_path: Path) -> None:
     from _clip_support import build_tiny_clip
-
     from vectorstream.models import load_model
 
     folder = build_tiny_clip(tmp_path / "clip")
