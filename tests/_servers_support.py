@@ -21,13 +21,14 @@ import subprocess
 import tempfile
 import time
 import uuid
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import httpx
 import numpy as np
 
-from vectorstream.types import Embedding, Record
+from vectorstream.types import Embedding, Record, SparseVector
 
 
 def free_port() -> int:
@@ -546,3 +547,165 @@ class MilvusLiteServer:
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+
+
+# -- the contract for every embedding kind --------------------------------------------------
+
+
+def kind_embedding(kind: str, dim: int, rng: np.random.Generator, *, rows: int = 0) -> Embedding:
+    """A random embedding of ``kind``: a unit vector; unit token rows (``rows`` of them, else
+    1 to 6); or 4 to 15 non-negative term weights over a vocabulary of ``dim`` terms, drawn
+    Zipf-like so that documents and queries share their frequent terms."""
+    if kind == "dense":
+        v = rng.standard_normal(dim).astype(np.float32)
+        return Embedding(dense=v / np.linalg.norm(v))
+    if kind == "multivector":
+        m = rng.standard_normal((rows or int(rng.integers(1, 7)), dim)).astype(np.float32)
+        return Embedding(multivector=m / np.linalg.norm(m, axis=1, keepdims=True))
+    weights = 1.0 / np.arange(1, dim + 1)
+    n = int(rng.integers(4, 16))
+    terms = np.sort(rng.choice(dim, size=n, replace=False, p=weights / weights.sum()))
+    return Embedding(sparse=SparseVector(terms, rng.uniform(0.1, 2.0, n).astype(np.float32), dim))
+
+
+def make_kind_records(
+    kind: str, n: int, dim: int, *, seed: int = 0, sources: int = 4, model: str = "test-model"
+) -> list[Record]:
+    """``make_records``' fields with embeddings of ``kind`` (see ``kind_embedding``)."""
+    rng = np.random.default_rng(seed)
+    base = make_records(n, 4, seed=seed, sources=sources, model=model)
+    return [replace(r, embedding=kind_embedding(kind, dim, rng)) for r in base]
+
+
+def reference_scores(query: Embedding, records: list[Record]) -> dict[str, float]:
+    """The exact score of every record a search may return, computed here: cosine, MaxSim over
+    unit rows, or the dot product (only positive ones: a sparse search returns those alone)."""
+    out: dict[str, float] = {}
+    for r in records:
+        e = r.embedding
+        if query.sparse is not None and e.sparse is not None:
+            common, qi, di = np.intersect1d(
+                query.sparse.indices, e.sparse.indices, return_indices=True
+            )
+            score = (
+                float(np.dot(query.sparse.values[qi], e.sparse.values[di])) if common.size else 0.0
+            )
+            if score > 0:
+                out[r.id] = score
+        elif query.multivector is not None and e.multivector is not None:
+            q = query.multivector / np.linalg.norm(query.multivector, axis=1, keepdims=True)
+            d = e.multivector / np.linalg.norm(e.multivector, axis=1, keepdims=True)
+            out[r.id] = float((q @ d.T).max(axis=1).sum())
+        else:
+            q, d = query.as_dense(), e.as_dense()
+            out[r.id] = float(np.dot(q, d) / (np.linalg.norm(q) * np.linalg.norm(d)))
+    return out
+
+
+def _ranked(scores: dict[str, float]) -> list[str]:
+    return sorted(scores, key=lambda i: -scores[i])
+
+
+def check_kind_contract(
+    store: object, kind: str, *, dim: int = 16, searchable: bool = True, range_search: bool = True
+) -> list[Record]:
+    """What a collection of ``kind`` answers, for every adapter that holds that kind.
+
+    Upsert and idempotence (the last version wins), records of another kind set aside, ``ids``
+    and ``count``; then, where the store can search, the order and scores of ``search`` against
+    a brute-force reference computed here (``reference_scores``), filters, DIPR range search,
+    queries of the wrong kind refused; then deletes by source and by ids. Returns the records
+    left in the store.
+    """
+    from vectorstream.errors import ConfigError, RecordRejectedError
+
+    assert store.kind == kind  # type: ignore[attr-defined]
+    records = make_kind_records(kind, 60, dim)
+    store.upsert(records)  # type: ignore[attr-defined]
+    changed = [replace(r, text="changed") for r in records[:5]]
+    store.upsert(records[10:30])  # type: ignore[attr-defined]
+    store.upsert(changed)  # type: ignore[attr-defined]
+    store.flush()  # type: ignore[attr-defined]
+    assert store.count() == 60 and store.ids() == {r.id for r in records}  # type: ignore[attr-defined]
+    src = "doc-1.txt"
+    assert store.ids(source=src) == {r.id for r in records if r.source == src}  # type: ignore[attr-defined]
+    current = {r.id: r for r in [*records[5:], *changed]}
+
+    # A record of another kind is set aside with its reason; the rest of the batch is written.
+    other = "dense" if kind != "dense" else "sparse"
+    stranger = make_kind_records(other, 1, dim, seed=9)[0]
+    stranger = replace(stranger, id="stranger")
+    try:
+        store.upsert([stranger, changed[0]])  # type: ignore[attr-defined]
+    except RecordRejectedError as exc:
+        assert set(exc.rejected) == {"stranger"} and kind in exc.rejected["stranger"]
+    else:
+        raise AssertionError("a record of another kind must be set aside")
+    store.flush()  # type: ignore[attr-defined]
+    assert store.count() == 60 and "stranger" not in store.ids()  # type: ignore[attr-defined]
+
+    if searchable:
+        _check_kind_searches(store, kind, dim, list(current.values()), range_search)
+        wrong = make_kind_records(other, 1, dim, seed=3)[0].embedding
+        for bad in (wrong, np.ones(dim + 1, dtype=np.float32)):
+            try:
+                store.search(bad, k=3)  # type: ignore[attr-defined]
+            except ConfigError:
+                continue
+            raise AssertionError(f"a {type(bad).__name__} query must be refused by a {kind} store")
+
+    # Deletes, by source and by ids (an unknown id is ignored).
+    removed = store.delete(source=src)  # type: ignore[attr-defined]
+    assert removed == sum(r.source == src for r in records)
+    assert store.delete(ids=[records[0].id, "no-such-id"]) == 1  # type: ignore[attr-defined]
+    store.flush()  # type: ignore[attr-defined]
+    left = [r for r in current.values() if r.source != src and r.id != records[0].id]
+    assert store.ids() == {r.id for r in left} and store.count() == len(left)  # type: ignore[attr-defined]
+    if searchable:
+        q = kind_embedding(kind, dim, np.random.default_rng(77), rows=3)
+        hits = store.search(q, k=len(records))  # type: ignore[attr-defined]
+        assert {h.id for h in hits} == set(reference_scores(q, left))
+    return left
+
+
+def _check_kind_searches(
+    store: object, kind: str, dim: int, records: list[Record], range_search: bool
+) -> None:
+    from vectorstream.stores.base import matches
+
+    by_id = {r.id: r for r in records}
+    rng = np.random.default_rng(5)
+    for _ in range(3):
+        q = kind_embedding(kind, dim, rng, rows=3)
+        ref = reference_scores(q, records)
+        hits = store.search(q, k=8)  # type: ignore[attr-defined]
+        assert [h.id for h in hits] == _ranked(ref)[:8]
+        for h in hits:
+            assert abs(h.score - ref[h.id]) < 1e-3, (h.id, h.score, ref[h.id])
+            r = by_id[h.id]
+            assert (h.text, h.source, h.chunk_index, h.section_index) == (
+                r.text,
+                r.source,
+                r.chunk_index,
+                r.section_index,
+            )
+            assert dict(h.metadata) == dict(r.metadata) and h.headings == r.headings
+        # Filters mean what the reference evaluator says, for every key kind.
+        for where in (
+            {"source": "doc-2.txt"},
+            {"source": ["doc-1.txt", "doc-3.txt"], "page": 1},
+            {"metadata.lang": "en"},
+            {"metadata.n": [2, 3], "chunk_index": list(range(0, 60, 2))},
+        ):
+            kept = {i: s for i, s in ref.items() if matches(row_of(by_id[i]), where)}
+            got = store.search(q, k=60, where=where)  # type: ignore[attr-defined]
+            assert [h.id for h in got] == _ranked(kept), where
+        if range_search:
+            best = max(ref.values())
+            beta = 0.3 * abs(best)
+            ranged = store.range_search(q, beta, limit=60)  # type: ignore[attr-defined]
+            got_ids = [h.id for h in ranged]
+            assert got_ids == sorted(got_ids, key=lambda i: -ref[i])
+            assert {i for i, s in ref.items() if s >= best - beta + 1e-4} <= set(got_ids)
+            assert all(ref[i] >= best - beta - 1e-4 for i in got_ids)
+            assert len(store.range_search(q, 1e9, limit=4)) == min(4, len(ref))  # type: ignore[attr-defined]

@@ -15,7 +15,7 @@ from vectorstream.errors import ConfigError, ModelError
 from vectorstream.search import EmbedderCache, alpha_to_beta, search
 from vectorstream.search import _search as search_impl
 from vectorstream.stores import StoreCapabilities, dipr_cut, open_store
-from vectorstream.types import Hit
+from vectorstream.types import Embedding, Hit, Record, SparseVector
 
 TEXTS = [
     "the bakery sells fresh bread every morning",
@@ -291,3 +291,95 @@ def test_package_level_search_is_callable(uri: str, fake: FakeEmbedder) -> None:
     hits = vectorstream.search("compiler source code", store=uri, collection="docs", model=fake)
     assert hits[0].text == TEXTS[1]
     assert search_package.search is search
+
+
+# -- sparse and multivector collections: the query side of the model --------------------------
+
+
+class KindQueryModel:
+    """A sparse or multivector model at the protocol seam: a bag of hashed words.
+
+    Sparse: one term per word (a vocabulary of 512), weight 1 per occurrence; multivector: one
+    fixed random unit row per word. Queries go through ``embed_queries`` (counted), as the models
+    of these kinds ask; ``embed`` embeds documents only.
+    """
+
+    def __init__(self, kind: str, dim: int = 32) -> None:
+        self.kind = kind
+        self.dim = 512 if kind == "sparse" else dim
+        self.model_id = f"fake-{kind}"
+        self.query_calls = 0
+        self._words = FakeEmbedder(dim=dim)
+
+    def _one(self, text: str) -> Embedding:
+        words = text.lower().split()
+        if self.kind == "sparse":
+            terms = [int.from_bytes(w.encode()[:4].ljust(4, b"_"), "little") % 512 for w in words]
+            ids, counts = np.unique(np.asarray(terms, dtype=np.int64), return_counts=True)
+            return Embedding(sparse=SparseVector(ids, counts.astype(np.float32), 512))
+        return Embedding(multivector=np.stack([self._words.embed([w])[0] for w in words]))
+
+    def embed(self, texts: list[str]) -> list[Embedding]:
+        return [self._one(t) for t in texts]
+
+    def embed_queries(self, texts: list[str]) -> list[Embedding]:
+        self.query_calls += 1
+        return self.embed(texts)
+
+
+def _kind_collection(path: Path, model: KindQueryModel) -> str:
+    uri = f"lancedb://{path}"
+    store = open_store(uri, "docs", dim=model.dim, kind=model.kind)
+    store.upsert(
+        [
+            Record(
+                id=f"t{i}",
+                embedding=e,
+                text=text,
+                source=f"doc{i % 3}.txt",
+                chunk_index=0,
+                start=0,
+                end=len(text),
+                model=model.model_id,
+            )
+            for i, (text, e) in enumerate(zip(TEXTS, model.embed(TEXTS), strict=True))
+        ]
+    )
+    store.close()
+    return uri
+
+
+@pytest.mark.parametrize("kind", ["sparse", "multivector"])
+def test_a_sparse_or_multivector_collection_is_searched_with_the_query_side(
+    kind: str, tmp_path: Path
+) -> None:
+    model = KindQueryModel(kind)
+    uri = _kind_collection(tmp_path / "db", model)
+    hits = search("fresh bread from the bakery", store=uri, collection="docs", model=model, k=3)
+    assert model.query_calls == 1
+    assert {h.text for h in hits[:2]} == {TEXTS[0], TEXTS[4]}
+    assert hits[0].score > hits[2].score
+    # The store's own scores for the model's query embedding: search passed it through as is.
+    store = open_store(uri, "docs", mode="r")
+    query = model.embed_queries(["fresh bread from the bakery"])[0]
+    assert [(h.id, h.score) for h in store.search(query, 3)] == [(h.id, h.score) for h in hits]
+    # Range mode and filters work the same way.
+    ranged = search("bread bakery", store=store, model=model, mode="range", beta=0.5, k=8)
+    short = model.embed_queries(["bread bakery"])[0]
+    assert len(ranged) >= 2
+    assert [h.id for h in ranged] == [h.id for h in dipr_cut(store.search(short, 8), 0.5)]
+    only = search("bread bakery", store=store, model=model, where={"source": "doc1.txt"}, k=8)
+    assert only and {h.source for h in only} == {"doc1.txt"}
+    store.close()
+
+
+def test_a_query_of_another_kind_than_the_collection_is_refused(tmp_path: Path) -> None:
+    sparse = KindQueryModel("sparse")
+    uri = _kind_collection(tmp_path / "db", sparse)
+    dense = FakeEmbedder(dim=32, model_id=sparse.model_id)  # even under the collection's name
+    with pytest.raises(ConfigError, match="holds sparse embeddings"):
+        search("bread", store=uri, collection="docs", model=dense)
+    multi = KindQueryModel("multivector")
+    multi.model_id = sparse.model_id
+    with pytest.raises(ConfigError, match=r"makes multivector query embeddings.*holds sparse"):
+        search("bread", store=uri, collection="docs", model=multi)

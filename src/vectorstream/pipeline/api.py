@@ -18,11 +18,12 @@ from ..errors import ConfigError
 from ..parsers import ParserRegistry
 from ..stores import open_store, scheme_of, store_kind
 from ..stores.base import VectorStore
-from ..types import Source
+from ..types import EmbeddingKind, Source
 from .engine import EventCallback, Pipeline
 from .executors.pool import pin
 from .options import ingest_options
 from .report import IngestReport, SourceFailure
+from .stages.embed import kind_of
 
 PathInput = str | os.PathLike[str] | Source
 
@@ -182,7 +183,10 @@ def ingest(
     if opts.store is not None and opts.collection is not None:
         # Opened on a thread: the parsing workers start meanwhile, and the writer waits for it
         # only at its first commit.
-        vstore = _StoreOpening(opts.store, opts.collection, embedder.dim, opts.pipeline.io_cpus)
+        # The collection is opened (or made) for the model's kind of embeddings.
+        vstore = _StoreOpening(
+            opts.store, opts.collection, embedder.dim, opts.pipeline.io_cpus, kind_of(embedder)
+        )
         uri, coll = opts.store, opts.collection
     else:
         vstore = store
@@ -222,22 +226,34 @@ class _StoreOpening:
     """
 
     def __init__(
-        self, uri: str, collection: str, dim: int, cpus: tuple[int, ...] | None = None
+        self,
+        uri: str,
+        collection: str,
+        dim: int,
+        cpus: tuple[int, ...] | None = None,
+        kind: EmbeddingKind = "dense",
     ) -> None:
         self.uri = uri
         self.collection = collection
         self._future: Future[VectorStore] = Future()
         threading.Thread(
             target=self._open,
-            args=(uri, collection, dim, cpus),
+            args=(uri, collection, dim, cpus, kind),
             name="vs-open-store",
             daemon=True,
         ).start()
 
-    def _open(self, uri: str, collection: str, dim: int, cpus: tuple[int, ...] | None) -> None:
+    def _open(
+        self,
+        uri: str,
+        collection: str,
+        dim: int,
+        cpus: tuple[int, ...] | None,
+        kind: EmbeddingKind,
+    ) -> None:
         pin(cpus)  # a store's own background threads inherit the CPUs of the thread opening it
         try:
-            self._future.set_result(open_store(uri, collection, dim=dim, mode="w"))
+            self._future.set_result(open_store(uri, collection, dim=dim, kind=kind, mode="w"))
         except BaseException as exc:
             self._future.set_exception(exc)
 

@@ -19,7 +19,11 @@ log = logging.getLogger("vectorstream.search.embedders")
 
 @runtime_checkable
 class QueryEmbedder(Protocol):
-    """What search needs from a model: ``embed`` texts to an ``(n, dim)`` array, and its ids."""
+    """What search needs from a model: ``embed`` texts to an ``(n, dim)`` array, and its ids.
+
+    A model may also have ``embed_queries(texts)`` (sparse and multivector models do: a list of
+    ``Embedding``); search then embeds queries with it, for a collection of the model's kind.
+    """
 
     dim: int
     model_id: str

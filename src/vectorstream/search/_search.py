@@ -5,6 +5,11 @@ Range mode keeps every hit with ``score >= best - beta`` (the Dynamic Inner Prod
 which is the same range with ``beta = -T * ln(alpha)``. The rule and the conversion (with its
 default temperature ``T = 0.05`` and why) live in ``vectorstream._dipr``, shared with the stores
 and the attention module.
+
+The query is embedded for the collection's kind (``store.kind``): with the model's
+``embed_queries`` when it has one (sparse and multivector models embed queries their own way:
+query markers, query augmentation), else with ``embed``; a query embedding of another kind than
+the collection's is a ``ConfigError``.
 """
 
 from __future__ import annotations
@@ -20,7 +25,8 @@ from ..config import load_settings
 from ..errors import ConfigError
 from ..stores import VectorStore, dipr_cut, open_store, validate_where
 from ..stores._common import check_k
-from ..types import Hit
+from ..stores.base import Query
+from ..types import Embedding, EmbeddingKind, Hit
 from ._embedders import EMBEDDERS, QueryEmbedder
 
 log = logging.getLogger("vectorstream.search")
@@ -77,6 +83,40 @@ def _query_vector(embedder: QueryEmbedder, query: str) -> np.ndarray:
     return vectors[0]
 
 
+def _query_embedding(embedder: QueryEmbedder, query: str, kind: EmbeddingKind) -> Query:
+    """The query embedded for a collection of ``kind`` (see the module doc)."""
+    embed_queries = getattr(embedder, "embed_queries", None)
+    if not callable(embed_queries):
+        if kind != "dense":
+            raise ConfigError(
+                f"the collection holds {kind} embeddings but the model "
+                f"{embedder.model_id!r} has no embed_queries() for {kind} queries; search "
+                "with the model the collection was built with"
+            )
+        return _query_vector(embedder, query)
+    out = embed_queries([query])
+    if isinstance(out, np.ndarray):  # a dense model with its own query side (CLIP's texts)
+        if out.ndim != 2 or out.shape[0] != 1:
+            raise ConfigError(
+                f"the model returned an array of shape {out.shape} for one query; expected (1, dim)"
+            )
+        got: Embedding = Embedding(dense=np.asarray(out[0], dtype=np.float32))
+    else:
+        items = list(out)
+        if len(items) != 1 or not isinstance(items[0], Embedding):
+            raise ConfigError(
+                f"the model's embed_queries() gave {len(items)} items for one query; expected "
+                "one Embedding"
+            )
+        got = items[0]
+    if got.kind != kind:
+        raise ConfigError(
+            f"the model {embedder.model_id!r} makes {got.kind} query embeddings but the "
+            f"collection holds {kind} ones; search with the model the collection was built with"
+        )
+    return got
+
+
 def search(
     query: str,
     *,
@@ -129,7 +169,7 @@ def _run(
     beta: float | None,
 ) -> list[Hit]:
     check_model(store, embedder)
-    vector = _query_vector(embedder, query)
+    vector = _query_embedding(embedder, query, getattr(store, "kind", "dense"))
     if beta is None:
         return store.search(vector, k, where)
     if store.capabilities.range_search:

@@ -7,7 +7,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import ConfigError
+from ._kinds import check_kind, refuse_kind
 from .base import (
+    Query,
     StoreCapabilities,
     VectorStore,
     Where,
@@ -68,24 +70,42 @@ def store_kind(uri: str) -> StoreKind:
 
 
 def open_store(
-    uri: str, collection: str = "documents", *, dim: int | None = None, **options: Any
+    uri: str,
+    collection: str = "documents",
+    *,
+    dim: int | None = None,
+    kind: str | None = None,
+    **options: Any,
 ) -> VectorStore:
-    """Open (creating when ``dim`` is given and it does not exist) the collection at ``uri``."""
-    kind = store_kind(uri)
-    module_name, _, cls_name = kind.target.partition(":")
+    """Open (creating when ``dim`` is given and it does not exist) the collection at ``uri``.
+
+    ``kind`` is the embedding kind of the collection (``"dense"``, ``"sparse"`` or
+    ``"multivector"``): what a new collection is made for (dense when not given); an existing
+    collection's kind is read back from it (``store.kind``), and asking for another one is a
+    ``ConfigError`` naming both. An adapter that cannot hold ``kind`` refuses it here.
+    """
+    wanted = None if kind is None else check_kind(kind)
+    entry = store_kind(uri)
+    module_name, _, cls_name = entry.target.partition(":")
     try:
         module = importlib.import_module(module_name, __name__)
     except ModuleNotFoundError as exc:
         if exc.name and exc.name.startswith(__name__):
-            raise ConfigError(f"the {kind.name} adapter is not available in this build") from exc
+            raise ConfigError(f"the {entry.name} adapter is not available in this build") from exc
         raise
     cls = getattr(module, cls_name)
+    kinds: frozenset[str] = cls.capabilities.kinds
+    if wanted is not None and wanted not in kinds:
+        raise refuse_kind(entry.name, wanted, sorted(kinds))
+    if wanted is not None and kinds != {"dense"}:
+        options["kind"] = wanted  # dense-only adapters take no kind option
     store: VectorStore = cls.open(uri, collection, dim=dim, **options)
     return store
 
 
 __all__ = [
     "CATALOGUE",
+    "Query",
     "StoreCapabilities",
     "StoreKind",
     "VectorStore",

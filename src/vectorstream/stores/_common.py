@@ -100,8 +100,12 @@ def hit_of(record_id: str, score: float, payload: Mapping[str, Any]) -> Hit:
     )
 
 
-# The query-vector rule lives in ``vectorstream._vectors``; adapters know it by this name.
-as_query = check_query
+def as_query(vector: Any, dim: int | None) -> np.ndarray:
+    """A dense query (an array or a dense ``Embedding``) checked by the one vector rule of
+    ``vectorstream._vectors``; a query of another kind is a ``ConfigError``."""
+    from ._kinds import dense_of
+
+    return check_query(dense_of(vector), dim)
 
 
 def check_k(k: int) -> None:

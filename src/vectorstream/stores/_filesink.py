@@ -13,15 +13,15 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
-import numpy as np
-
+from .._vectors import embedding_width
 from ..errors import ConfigError, RecordRejectedError, StoreError
-from ..types import Hit, Record
+from ..types import EmbeddingKind, Hit, Record
 from ._common import side_name
 from ._flock import WriterLock
+from ._kinds import settle_kind
 from ._records import record_from_row, split_rejected, vector_problems
 from ._sidetable import SQLiteSideTable
-from .base import Doc, SideTable, StoreCapabilities, Where
+from .base import Doc, Query, SideTable, StoreCapabilities, Where
 
 log = logging.getLogger("vectorstream.stores.files")
 
@@ -49,19 +49,34 @@ def check_mode(mode: str | None) -> None:
 class FileSink(ABC):
     """The log semantics, the lock, replay, side tables and refusing to search."""
 
-    kind: ClassVar[str] = "file"
-    capabilities = StoreCapabilities(filters=False, range_search=False)
+    format: ClassVar[str] = "file"
+    # A sink writes every kind, one per sink: its files have one layout (``_records``).
+    capabilities = StoreCapabilities(
+        kinds=frozenset({"dense", "sparse", "multivector"}), filters=False, range_search=False
+    )
 
     def __init__(
-        self, uri: str, collection: str, target: Path, dim: int | None, read_only: bool
+        self,
+        uri: str,
+        collection: str,
+        target: Path,
+        dim: int | None,
+        read_only: bool,
+        kind: EmbeddingKind | None = None,
     ) -> None:
         self.uri = uri
         self.collection = collection
         self.target = target
-        self.dim = dim
         self.read_only = read_only
+        # An existing sink's kind is that of its records; a new one is dense unless told.
+        stored = self._stored()
+        if stored is not None:
+            kind = settle_kind(f"the {self.format} sink {target}", stored[0], kind)
+            dim = dim if dim is not None else stored[1]
+        self.kind: EmbeddingKind = kind or "dense"
+        self.dim = dim
         self._lock = WriterLock(
-            target.with_name(target.name + ".lock"), f"the {self.kind} sink {target}"
+            target.with_name(target.name + ".lock"), f"the {self.format} sink {target}"
         )
         if not read_only:
             self._lock.acquire()
@@ -78,15 +93,20 @@ class FileSink(ABC):
     def _replay(self, columns: Sequence[str] | None = None) -> Iterator[dict[str, Any]]:
         """Every row written so far, in write order (``columns``: at least these keys)."""
 
+    @abstractmethod
+    def _stored(self) -> tuple[EmbeddingKind, int] | None:
+        """The kind and width of the records already written (``None``: nothing yet)."""
+
     def upsert(self, records: Sequence[Record]) -> None:
         """Append ``records`` (readers keep the last row per id). Bad vectors are set aside."""
         self._check_writable()
         if self.dim is None:
-            # The sink takes the dimension of its first dense record.
-            first = next((r for r in records if r.embedding.kind == "dense"), None)
+            # The sink takes the width of its first record of its kind.
+            first = next((r for r in records if r.embedding.kind == self.kind), None)
             if first is not None:
-                self.dim = int(np.shape(first.embedding.as_dense())[-1])
-        rows, rejected = split_rejected(records, vector_problems(records, self.dim))
+                self.dim = embedding_width(first.embedding)
+        problems = vector_problems(records, self.dim, kind=self.kind)
+        rows, rejected = split_rejected(records, problems)
         if rows:
             self._append(rows, [])
         if rejected:
@@ -157,7 +177,7 @@ class FileSink(ABC):
         A read-only sink reads it without the writer lock and cannot write to it.
         """
         if self._closed:
-            raise StoreError(f"the {self.kind} sink {self.target} is closed")
+            raise StoreError(f"the {self.format} sink {self.target} is closed")
         side = self._side.get(name)
         if side is None:
             path = self.side_path(name)
@@ -167,14 +187,14 @@ class FileSink(ABC):
 
     # -- refused -------------------------------------------------------------------------------
 
-    def search(self, vector: np.ndarray, k: int = 10, where: Where | None = None) -> list[Hit]:
+    def search(self, vector: Query, k: int = 10, where: Where | None = None) -> list[Hit]:
         raise StoreError(
-            f"the {self.kind} sink {self.target} is write-only and cannot be searched; "
+            f"the {self.format} sink {self.target} is write-only and cannot be searched; "
             "ingest into a store such as lancedb://PATH to search"
         )
 
     def range_search(
-        self, vector: np.ndarray, beta: float, *, limit: int = 1000, where: Where | None = None
+        self, vector: Query, beta: float, *, limit: int = 1000, where: Where | None = None
     ) -> list[Hit]:
         return self.search(vector)
 
@@ -182,9 +202,11 @@ class FileSink(ABC):
 
     def _check_writable(self) -> None:
         if self._closed:
-            raise StoreError(f"the {self.kind} sink {self.target} is closed")
+            raise StoreError(f"the {self.format} sink {self.target} is closed")
         if self.read_only:
-            raise StoreError(f"the {self.kind} sink {self.target} was opened read-only (mode='r')")
+            raise StoreError(
+                f"the {self.format} sink {self.target} was opened read-only (mode='r')"
+            )
 
     @abstractmethod
     def flush(self) -> None:

@@ -15,10 +15,12 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
+from .._vectors import embedding_width
 from ..errors import ConfigError, StoreError
-from ..types import Record
+from ..types import EmbeddingKind, Record
 from ._filesink import FileSink, check_mode, strip_scheme
-from ._records import record_dict
+from ._kinds import check_kind
+from ._records import embedding_of, record_dict
 
 log = logging.getLogger("vectorstream.stores.files")
 
@@ -26,12 +28,18 @@ log = logging.getLogger("vectorstream.stores.files")
 class JSONLSink(FileSink):
     """Records appended to a JSON Lines file, one object per line."""
 
-    kind = "jsonl"
+    format = "jsonl"
 
     def __init__(
-        self, uri: str, collection: str, target: Path, dim: int | None, read_only: bool
+        self,
+        uri: str,
+        collection: str,
+        target: Path,
+        dim: int | None,
+        read_only: bool,
+        kind: EmbeddingKind | None = None,
     ) -> None:
-        super().__init__(uri, collection, target, dim, read_only)
+        super().__init__(uri, collection, target, dim, read_only, kind)
         self._fh: TextIO | None = None
         if read_only:
             return
@@ -51,17 +59,29 @@ class JSONLSink(FileSink):
         *,
         dim: int | None = None,
         mode: str | None = None,
+        kind: str | None = None,
         **unknown: Any,
     ) -> JSONLSink:
-        """Open a JSONL sink; ``mode="r"`` reads it back without the writer lock."""
+        """Open a JSONL sink; ``mode="r"`` reads it back without the writer lock. ``kind``: the
+        embedding kind it holds (dense when new and not given; else read from its lines)."""
         if unknown:
-            raise ConfigError(f"unknown jsonl options {sorted(unknown)}; known: mode")
+            raise ConfigError(f"unknown jsonl options {sorted(unknown)}; known: kind, mode")
         check_mode(mode)
         path = strip_scheme(uri, "jsonl")
         target = (
             path if path.suffix.lower() in (".jsonl", ".ndjson") else path / f"{collection}.jsonl"
         )
-        return cls(uri, collection, target, dim, mode == "r")
+        return cls(
+            uri, collection, target, dim, mode == "r", None if kind is None else check_kind(kind)
+        )
+
+    def _stored(self) -> tuple[EmbeddingKind, int] | None:
+        # The first record line says what the file holds (every line is of the sink's kind).
+        for row in self._replay():
+            if not row.get("deleted") and row.get("vector") is not None:
+                embedding = embedding_of(row["vector"])
+                return embedding.kind, embedding_width(embedding)
+        return None
 
     def _append(self, rows: list[Record], tombstones: list[tuple[str, str]]) -> None:
         lines = [json.dumps({**record_dict(r), "deleted": False}, ensure_ascii=False) for r in rows]

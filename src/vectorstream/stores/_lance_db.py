@@ -16,8 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError, StoreError, VectorstreamError
+from ..types import EmbeddingKind
 from ._common import SIDE_PREFIX, side_name
-from ._records import SECTION_INDEX, SECTION_INDEX_FIELD, table_schema
+from ._kinds import settle_kind
+from ._records import SECTION_INDEX, SECTION_INDEX_FIELD, schema_kind, table_schema
 
 log = logging.getLogger("vectorstream.stores.lancedb")
 
@@ -100,11 +102,17 @@ def side_tables_of(db: Any, collection: str) -> list[str]:
 
 
 def open_collection(
-    path: Path, collection: str, dim: int | None, mode: str | None, refresh: float | None
-) -> tuple[Any, Any, int]:
+    path: Path,
+    collection: str,
+    dim: int | None,
+    mode: str | None,
+    refresh: float | None,
+    kind: EmbeddingKind | None = None,
+) -> tuple[Any, Any, int, EmbeddingKind]:
     """Connect and open ``collection`` (creating it when ``dim`` is given and it is missing).
 
-    Returns the connection, the table and its dimension. A reader (``mode="r"``) creates
+    Returns the connection, the table, its width and its embedding kind (read from the table;
+    a new one is made for ``kind``, dense when ``None``). A reader (``mode="r"``) creates
     nothing; ``refresh`` is its read consistency interval in seconds (a writer sees its own
     commits without one).
     """
@@ -116,19 +124,20 @@ def open_collection(
     if collection in names:
         with translated(f"open table {collection!r} at {path}"):
             table = db.open_table(collection)
-            field = table.schema.field("vector")
-        stored = getattr(field.type, "list_size", None)
-        if not isinstance(stored, int) or stored <= 0:
-            raise StoreError(
-                f"table {collection!r} at {path} has no fixed-size 'vector' column; "
-                "it was not written by vectorstream"
-            )
+            schema = table.schema
+        stored_kind, stored = schema_kind(schema, f"table {collection!r} at {path}")
+        settle_kind(f"collection {collection!r} at {path}", stored_kind, kind)
         if dim is not None and dim != stored:
-            raise ConfigError(
-                f"collection {collection!r} at {path} holds {stored}-dimensional vectors but "
-                f"the model gives {dim}; use another collection or the model it was built with"
+            held = (
+                f"sparse vectors over a vocabulary of {stored} terms"
+                if stored_kind == "sparse"
+                else f"{stored}-dimensional vectors"
             )
-        return db, table, stored
+            raise ConfigError(
+                f"collection {collection!r} at {path} holds {held} but the model gives {dim}; "
+                "use another collection or the model it was built with"
+            )
+        return db, table, stored, stored_kind
     if dim is None:
         raise StoreError(
             f"collection {collection!r} does not exist at {path} (found: {names}); "
@@ -136,10 +145,11 @@ def open_collection(
         )
     if mode == "r":
         raise StoreError(f"collection {collection!r} does not exist at {path}")
+    new_kind: EmbeddingKind = kind or "dense"
     with translated(f"create table {collection!r} at {path}"):
-        table = db.create_table(collection, schema=table_schema(dim), exist_ok=True)
-    log.info("created collection %r (%d dimensions) at %s", collection, dim, path)
-    return db, table, dim
+        table = db.create_table(collection, schema=table_schema(dim, new_kind), exist_ok=True)
+    log.info("created %s collection %r (width %d) at %s", new_kind, collection, dim, path)
+    return db, table, dim, new_kind
 
 
 def has_section_index(table: Any) -> bool:

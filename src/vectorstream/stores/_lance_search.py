@@ -1,6 +1,9 @@
 """Vector queries on a LanceDB table: top-k and DIPR range, with the translated filters.
 
-Scores are cosine similarities (``1 - cosine distance``), higher is better.
+Scores are cosine similarities (``1 - cosine distance``), higher is better; for a multivector
+collection, MaxSim (``n - distance`` for a query of ``n`` rows: LanceDB's multivector distance
+is the sum over query rows of ``1 - best cosine``). Sparse collections are searched by
+``_lance_sparse``.
 """
 
 from __future__ import annotations
@@ -53,6 +56,8 @@ class VectorQuery:
     refine_factor: int | None
     # The hit columns the table has: one made before ``section_index`` lacks that column.
     columns: tuple[str, ...] = tuple(HIT_COLUMNS)
+    # score = base - distance: 1 for a dense query, its number of rows for a multivector one.
+    base: float = 1.0
 
     def fetch(
         self, q: np.ndarray, limit: int, sql: str | None, max_distance: float | None
@@ -83,7 +88,7 @@ class VectorQuery:
                 table = _ONE_HOP.run(run())
             else:
                 table = shape(self.table.search(q, vector_column_name="vector")).to_arrow()
-            return hits_from_arrow(table)
+            return hits_from_arrow(table, self.base)
 
     def top(
         self, q: np.ndarray, k: int, pred: Predicate, max_distance: float | None = None
@@ -110,7 +115,7 @@ class VectorQuery:
         # LanceDB can bound the exact cosine distance itself (a hair of slack: dipr_cut makes
         # the exact cut); an index applies the bound to its own approximate distance, so there
         # the top ``limit`` are fetched and cut here.
-        bound = None if self.indexed else 1.0 - threshold(best, beta) + 1e-6
+        bound = None if self.indexed else self.base - threshold(best, beta) + 1e-6
         return dipr_cut(self.top(q, limit, pred, max_distance=bound), beta)[:limit]
 
 

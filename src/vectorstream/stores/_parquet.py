@@ -20,9 +20,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..errors import ConfigError, StoreError
-from ..types import Record
+from ..types import EmbeddingKind, Record
 from ._filesink import FileSink, check_mode, strip_scheme
-from ._records import records_table, sink_schema
+from ._kinds import check_kind
+from ._records import records_table, schema_kind, sink_schema
 
 log = logging.getLogger("vectorstream.stores.files")
 
@@ -30,7 +31,7 @@ log = logging.getLogger("vectorstream.stores.files")
 class ParquetSink(FileSink):
     """Records streamed into Parquet: a folder of part files, or one file."""
 
-    kind = "parquet"
+    format = "parquet"
 
     def __init__(
         self,
@@ -43,6 +44,7 @@ class ParquetSink(FileSink):
         single_file: bool,
         rows_per_file: int,
         compression: str,
+        kind: EmbeddingKind | None = None,
     ) -> None:
         self.single_file = single_file
         self.rows_per_file = rows_per_file
@@ -51,7 +53,7 @@ class ParquetSink(FileSink):
         self._tmp: Path | None = None
         self._rows_in_part = 0
         self._next_part = 0
-        super().__init__(uri, collection, target, dim, read_only)
+        super().__init__(uri, collection, target, dim, read_only, kind)
         if read_only:
             return
         try:
@@ -88,15 +90,18 @@ class ParquetSink(FileSink):
         mode: str | None = None,
         rows_per_file: int = 100_000,
         compression: str = "zstd",
+        kind: str | None = None,
         **unknown: Any,
     ) -> ParquetSink:
         """Open a Parquet sink. ``rows_per_file`` rolls a folder sink over to a new part.
 
         ``mode="r"`` opens it to read back (``records``, ``ids``) without the writer lock.
+        ``kind``: the embedding kind it holds (dense when new and not given; an existing
+        folder's kind is read from its parts).
         """
         if unknown:
             raise ConfigError(
-                f"unknown parquet options {sorted(unknown)}; known: compression, mode, "
+                f"unknown parquet options {sorted(unknown)}; known: compression, kind, mode, "
                 "rows_per_file"
             )
         check_mode(mode)
@@ -114,7 +119,21 @@ class ParquetSink(FileSink):
             single_file=single,
             rows_per_file=rows_per_file,
             compression=compression,
+            kind=None if kind is None else check_kind(kind),
         )
+
+    def _stored(self) -> tuple[EmbeddingKind, int] | None:
+        files = ([self.target] if self.target.is_file() else []) if self.single_file else []
+        if not self.single_file and self.target.is_dir():
+            files = self._parts()
+        for path in reversed(files):  # the newest readable part says; a broken one is skipped
+            try:
+                schema = pq.read_schema(path)
+            except (OSError, pa.ArrowException):
+                log.debug("cannot read the schema of %s", path, exc_info=True)
+                continue
+            return schema_kind(schema, str(path))
+        return None
 
     def _parts(self) -> list[Path]:
         return sorted(p for p in self.target.glob("part-*.parquet") if p.stem[5:].isdigit())
@@ -122,7 +141,9 @@ class ParquetSink(FileSink):
     def _append(self, rows: list[Record], tombstones: list[tuple[str, str]]) -> None:
         if self.dim is None:
             raise StoreError(f"the parquet sink {self.target} needs dim before it can write")
-        table = records_table(rows, self.dim, json_metadata=False, tombstones=tombstones)
+        table = records_table(
+            rows, self.dim, kind=self.kind, json_metadata=False, tombstones=tombstones
+        )
         try:
             if self._writer is None:
                 self._tmp = (
@@ -131,7 +152,7 @@ class ParquetSink(FileSink):
                     else self.target / f"part-{self._next_part:05d}.parquet.tmp"
                 )
                 self._writer = pq.ParquetWriter(
-                    self._tmp, sink_schema(self.dim), compression=self.compression
+                    self._tmp, sink_schema(self.dim, self.kind), compression=self.compression
                 )
             self._writer.write_table(table)  # one row group per batch: streamed, not held
         except (OSError, pa.ArrowException) as exc:

@@ -12,6 +12,7 @@ import json
 import os
 from typing import Any
 
+from ..types import EmbeddingKind
 from ._common import side_name
 from ._sidetable import MemorySideTable, SQLiteSideTable
 from .base import SideTable
@@ -30,14 +31,18 @@ class EdgeBackend:
         if os.path.isfile(os.path.join(self.path, "edge_config.json")):
             self.shard = edge.EdgeShard.load(self.path)
 
-    def dim(self) -> int | None:
+    # The adapter keeps dense vectors only in an Edge shard.
+    kinds: frozenset[EmbeddingKind] = frozenset({"dense"})
+
+    def describe(self) -> tuple[EmbeddingKind, int | None] | None:
+        """The shard's kind and width, or ``None`` when it does not exist."""
         if self.shard is None:
             return None
         # A loaded shard does not expose its config; Qdrant Edge keeps it in edge_config.json.
         with open(os.path.join(self.path, "edge_config.json"), encoding="utf-8") as fh:
-            return int(json.load(fh)["vectors"][""]["size"])
+            return "dense", int(json.load(fh)["vectors"][""]["size"])
 
-    def create(self, dim: int, hnsw_m: int, ef_construct: int) -> None:
+    def create(self, kind: EmbeddingKind, dim: int, hnsw_m: int, ef_construct: int) -> None:
         m = self.m
         config = m.EdgeConfig(
             vectors={"": m.EdgeVectorParams(size=dim, distance=m.Distance.Cosine)},
@@ -49,9 +54,7 @@ class EdgeBackend:
         os.makedirs(self.path, exist_ok=True)
         self.shard = m.EdgeShard.create(self.path, config)
 
-    def upsert(
-        self, ids: list[str], vectors: list[list[float]], payloads: list[dict[str, Any]]
-    ) -> None:
+    def upsert(self, ids: list[str], vectors: Any, payloads: list[dict[str, Any]]) -> None:
         points = [
             self.m.Point(id=i, vector={"": v}, payload=p)
             for i, v, p in zip(ids, vectors, payloads, strict=True)
@@ -68,7 +71,13 @@ class EdgeBackend:
         return len(self.shard.retrieve(ids, with_payload=False, with_vector=False))
 
     def query(
-        self, vector: list[float], limit: int, flt: Any, threshold: float | None, ef: int
+        self,
+        vector: Any,
+        limit: int,
+        flt: Any,
+        threshold: float | None,
+        ef: int,
+        using: str | None = None,
     ) -> list[Any]:
         m = self.m
         req = m.QueryRequest(

@@ -5,8 +5,8 @@ Filters (``where``) are a mapping combined with AND. Keys are ``source``, ``page
 Every adapter translates this mapping into its own query language, so a filter means the same
 thing in every store.
 
-Scores returned by ``search`` are similarities, higher is better: cosine similarity for the
-default cosine metric (vectors are normalised by the embedder).
+Scores returned by ``search`` are similarities, higher is better: cosine similarity for dense
+collections, the dot product for sparse ones, MaxSim for multivector ones (``_kinds``).
 """
 
 from __future__ import annotations
@@ -19,9 +19,12 @@ import numpy as np
 
 from .._dipr import check_beta, within
 from ..errors import ConfigError
-from ..types import EmbeddingKind, Hit, Record
+from ..types import Embedding, EmbeddingKind, Hit, Record
 
 Where = Mapping[str, Any]
+
+# What a search takes: a dense vector, or an ``Embedding`` of the collection's kind.
+Query = np.ndarray | Embedding
 
 FILTER_FIELDS = ("source", "page", "model", "chunk_index")
 
@@ -77,7 +80,8 @@ def matches(record_fields: Mapping[str, Any], where: Where | None) -> bool:
 
 @dataclass(frozen=True, slots=True)
 class StoreCapabilities:
-    """What an adapter can hold and answer: the embedding kinds it stores, filters, range search."""
+    """What an adapter can hold and answer: the embedding kinds it can create collections of,
+    filters, range search. One collection holds one kind (``store.kind``)."""
 
     kinds: frozenset[EmbeddingKind] = frozenset({"dense"})
     filters: bool = True
@@ -85,13 +89,20 @@ class StoreCapabilities:
 
 
 def require_kind(store: VectorStore, kind: EmbeddingKind) -> None:
-    """Refuse, before any work starts, a store that cannot hold embeddings of ``kind``."""
+    """Refuse, before any work starts, a store that cannot hold embeddings of ``kind``: an
+    adapter that holds no such collections, or a collection of another kind (``store.kind``)."""
     kinds = store.capabilities.kinds
     if kind not in kinds:
         raise ConfigError(
             f"store {store.uri!r} (collection {store.collection!r}) holds "
             f"{' and '.join(sorted(kinds))} embeddings, not {kind}; choose a store that holds "
             f"{kind} embeddings or a model of a kind this store holds"
+        )
+    held = getattr(store, "kind", None)
+    if held is not None and held != kind:
+        raise ConfigError(
+            f"collection {store.collection!r} at {store.uri!r} holds {held} embeddings, not "
+            f"{kind}; use another collection for a {kind} model (open_store(..., kind={kind!r}))"
         )
 
 
@@ -128,7 +139,9 @@ class SideTable(Protocol):
 class VectorStore(Protocol):
     """What the pipeline, search and server need from a store.
 
-    ``upsert`` is idempotent on ``Record.id``. A store may also say ``exclusive = True`` while its
+    ``upsert`` is idempotent on ``Record.id``. ``kind`` (every adapter has it) is the embedding
+    kind the collection holds; ``search`` and ``range_search`` take a dense vector or an
+    ``Embedding`` of that kind. A store may also say ``exclusive = True`` while its
     handle holds the only writer lock (embedded stores): the pipeline then knows that a store
     empty when the run began holds no older records of any source, and skips looking for them. ``search`` returns up to ``k`` hits, best first.
     ``range_search`` returns every hit within ``beta`` of the best score (DIPR), at most ``limit``.
@@ -142,10 +155,10 @@ class VectorStore(Protocol):
 
     def delete(self, ids: Sequence[str] | None = None, *, source: str | None = None) -> int: ...
 
-    def search(self, vector: np.ndarray, k: int = 10, where: Where | None = None) -> list[Hit]: ...
+    def search(self, vector: Query, k: int = 10, where: Where | None = None) -> list[Hit]: ...
 
     def range_search(
-        self, vector: np.ndarray, beta: float, *, limit: int = 1000, where: Where | None = None
+        self, vector: Query, beta: float, *, limit: int = 1000, where: Where | None = None
     ) -> list[Hit]: ...
 
     def ids(self, source: str | None = None) -> set[str]: ...
@@ -164,6 +177,7 @@ class VectorStore(Protocol):
 __all__ = [
     "FILTER_FIELDS",
     "Doc",
+    "Query",
     "SideTable",
     "StoreCapabilities",
     "VectorStore",

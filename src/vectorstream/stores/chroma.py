@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigError, RecordRejectedError, StoreError, StoreUnavailableError
-from ..types import Hit, Record
+from ..types import EmbeddingKind, Hit, Record
 from ._common import (
     adaptive_range,
     as_query,
@@ -46,7 +46,7 @@ from ._side_collections import (
     refuse_side_marker,
     side_collection_name,
 )
-from .base import SideTable, StoreCapabilities, Where
+from .base import Query, SideTable, StoreCapabilities, Where
 
 log = logging.getLogger("vectorstream.stores.chroma")
 
@@ -83,6 +83,7 @@ class ChromaStore:
     """A Chroma collection as a ``VectorStore``."""
 
     capabilities = StoreCapabilities(filters=True, range_search=True)
+    kind: EmbeddingKind = "dense"  # dense collections only (see docs/stores.md)
 
     def __init__(self, uri: str, collection: str, client: Any, *, readonly: bool = False) -> None:
         _check_name(collection)
@@ -227,7 +228,7 @@ class ChromaStore:
             self._call("delete records", self._col.delete, ids=list(found))
         return len(found)
 
-    def search(self, vector: np.ndarray, k: int = 10, where: Where | None = None) -> list[Hit]:
+    def search(self, vector: Query, k: int = 10, where: Where | None = None) -> list[Hit]:
         check_k(k)
         if self._col is None:
             return []
@@ -252,7 +253,7 @@ class ChromaStore:
         return hits
 
     def range_search(
-        self, vector: np.ndarray, beta: float, *, limit: int = 1000, where: Where | None = None
+        self, vector: Query, beta: float, *, limit: int = 1000, where: Where | None = None
     ) -> list[Hit]:
         # Chroma has no range query: widen a top-k search until it passes the DIPR bound.
         return adaptive_range(lambda k: self.search(vector, k, where), beta, limit)

@@ -35,7 +35,7 @@ import numpy as np
 
 from .._dipr import threshold
 from ..errors import ConfigError
-from ..types import Hit, Record
+from ..types import EmbeddingKind, Hit, Record
 from ._common import (
     SIDE_PREFIX,
     AdapterOptions,
@@ -53,7 +53,7 @@ from ._common import (
 )
 from ._es_side import SideIndex, raise_bulk_errors
 from ._side_collections import ReadOnlySideTable, refuse_side_marker
-from .base import SideTable, StoreCapabilities, Where, dipr_cut
+from .base import Query, SideTable, StoreCapabilities, Where, dipr_cut
 
 log = logging.getLogger("vectorstream.stores.elasticsearch")
 
@@ -68,6 +68,7 @@ class _SearchEngineStore(ABC):
     extra = "elasticsearch"
     default_port = 9200
     capabilities = StoreCapabilities(filters=True, range_search=True)
+    kind: EmbeddingKind = "dense"  # dense collections only (see docs/stores.md)
 
     def __init__(
         self, uri: str, collection: str, client: RestClient, *, readonly: bool = False
@@ -246,7 +247,7 @@ class _SearchEngineStore(ABC):
         """The search body of a kNN query, bounded below by ``min_cosine`` when given."""
 
     def _query(
-        self, vector: np.ndarray, k: int, where: Where | None, min_cosine: float | None
+        self, vector: Query, k: int, where: Where | None, min_cosine: float | None
     ) -> list[Hit]:
         q = as_query(vector, self.dim).tolist()
         if self.dim is None:
@@ -258,12 +259,12 @@ class _SearchEngineStore(ABC):
         )
         return self._hits(answer)
 
-    def search(self, vector: np.ndarray, k: int = 10, where: Where | None = None) -> list[Hit]:
+    def search(self, vector: Query, k: int = 10, where: Where | None = None) -> list[Hit]:
         check_k(k)
         return self._query(vector, k, where, None)
 
     def range_search(
-        self, vector: np.ndarray, beta: float, *, limit: int = 1000, where: Where | None = None
+        self, vector: Query, beta: float, *, limit: int = 1000, where: Where | None = None
     ) -> list[Hit]:
         beta = check_range(beta, limit)
         best = self._query(vector, 1, where, None)

@@ -6,6 +6,13 @@ The table holds one row per chunk in the record layout of ``_records`` (shared w
 sinks); filters are translated by ``_lance_filter``, queries run by ``_lance_search``; a small
 collection is searched from an exact in-memory snapshot (``_resident``).
 
+A collection holds one embedding kind (``open(..., kind=...)``, read back from the table after):
+``dense`` (cosine, the in-memory snapshot and an ANN index as above), ``multivector`` (a
+``list<fixed_size_list<float32>[dim]>`` column that LanceDB searches natively with MaxSim,
+indexed by ``optimize()`` like dense vectors) or ``sparse`` (term ids and weights in a struct
+column, which LanceDB cannot index: searches score every row passing the filter exactly, in
+bounded batches, ``_lance_sparse``).
+
 Writes: each :meth:`LanceDBStore.upsert` is exactly one LanceDB commit (``add`` while the table
 is empty, ``merge_insert("id")`` after), so it is durable when it returns and a batch of thousands
 of rows makes one table version, not thousands. :meth:`LanceDBStore.optimize` compacts the small
@@ -38,9 +45,10 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigError, RecordRejectedError, StoreError
-from ..types import Hit, Record
+from ..types import EmbeddingKind, Hit, Record
 from ._common import as_query, check_k, check_range
 from ._flock import WriterLock
+from ._kinds import check_kind, query_embedding
 from ._lance_db import (
     DEFAULT_PATH,
     add_section_index,
@@ -55,6 +63,7 @@ from ._lance_filter import Predicate, sql_in, sql_string, translate_where
 from ._lance_optimize import IndexPolicy, OptimizeReport, optimize_table
 from ._lance_search import VectorQuery
 from ._lance_side import LanceSideTable, SideTables
+from ._lance_sparse import SparseQuery
 from ._records import (
     HIT_COLUMNS,
     SECTION_INDEX,
@@ -64,7 +73,7 @@ from ._records import (
     table_schema,
 )
 from ._resident import ResidentCache, ResidentSnapshot
-from .base import StoreCapabilities, Where
+from .base import Query, StoreCapabilities, Where
 
 log = logging.getLogger("vectorstream.stores.lancedb")
 
@@ -76,7 +85,9 @@ DEFAULT_MEMORY_SEARCH_BYTES = 64 * 2**20
 class LanceDBStore:
     """A collection in an embedded LanceDB database. Create with :meth:`open`."""
 
-    capabilities = StoreCapabilities(filters=True, range_search=True)
+    capabilities = StoreCapabilities(
+        kinds=frozenset({"dense", "sparse", "multivector"}), filters=True, range_search=True
+    )
 
     def __init__(
         self,
@@ -98,11 +109,13 @@ class LanceDBStore:
         memory_search_bytes: int = DEFAULT_MEMORY_SEARCH_BYTES,
         refresh_interval: float | None = None,
         section_index: bool = True,
+        kind: EmbeddingKind = "dense",
     ) -> None:
         self.uri = uri
         self.collection = collection
         self.path = path
         self.dim = dim
+        self.kind: EmbeddingKind = kind
         self.mode = mode
         self.index_threshold = index_threshold
         self.scalar_index_threshold = scalar_index_threshold
@@ -155,9 +168,15 @@ class LanceDBStore:
         cleanup_older_than: float = 10.0,
         refresh_interval: float | None = 1.0,
         memory_search_bytes: int = DEFAULT_MEMORY_SEARCH_BYTES,
+        kind: str | None = None,
         **unknown: Any,
     ) -> LanceDBStore:
         """Open ``collection`` at ``uri``, creating it when ``dim`` is given and it is missing.
+
+        ``kind``: the embedding kind a new collection holds (``"dense"`` when not given); an
+        existing collection's kind is read from its table, and another ``kind`` is refused.
+        ``dim`` is the vector width (the vocabulary size for sparse, the row width for
+        multivector).
 
         ``mode``: ``"w"`` takes the writer lock now; ``"r"`` never locks and refuses writes;
         ``None`` (default) takes the lock now when ``dim`` is given (a caller that may create
@@ -182,8 +201,8 @@ class LanceDBStore:
         if unknown:
             raise ConfigError(
                 f"unknown LanceDB options {sorted(unknown)}; known: cleanup_older_than, "
-                "index_threshold, index_type, memory_search_bytes, mode, nprobes, refine_factor, "
-                "refresh_interval, scalar_index_threshold"
+                "index_threshold, index_type, kind, memory_search_bytes, mode, nprobes, "
+                "refine_factor, refresh_interval, scalar_index_threshold"
             )
         if cleanup_older_than < 0.001:
             # LanceDB rounds to milliseconds; 0 would also remove a version a reader is using.
@@ -195,6 +214,7 @@ class LanceDBStore:
                 f"memory_search_bytes must be an integer >= 0, got {memory_search_bytes!r}"
             )
         check_collection_name(collection)
+        wanted = None if kind is None else check_kind(kind)
         if dim is not None and (not isinstance(dim, int) or dim <= 0):
             raise ConfigError(f"dim must be a positive integer, got {dim!r}")
         path = path_of(uri)
@@ -204,7 +224,9 @@ class LanceDBStore:
         if mode == "w" or (mode is None and dim is not None):
             lock.acquire()  # before touching the table, so two writers never both create it
         try:
-            db, table, table_dim = open_collection(path, collection, dim, mode, refresh_interval)
+            db, table, table_dim, table_kind = open_collection(
+                path, collection, dim, mode, refresh_interval, wanted
+            )
             section_index = has_section_index(table)
             if not section_index and lock.held:
                 add_section_index(table, collection)  # a writer upgrades an older table now
@@ -230,6 +252,7 @@ class LanceDBStore:
             memory_search_bytes=memory_search_bytes,
             refresh_interval=None if mode == "w" else refresh_interval,
             section_index=section_index,
+            kind=table_kind,
         )
 
     # -- writing -------------------------------------------------------------------------------
@@ -253,11 +276,12 @@ class LanceDBStore:
     def upsert(self, records: Sequence[Record]) -> None:
         """Insert or replace ``records`` by id in one commit (durable when this returns).
 
-        Records with a bad vector (wrong dimension, NaN, all zeros) are set aside: the others
-        are written, then ``RecordRejectedError`` lists the rejected ids with reasons.
+        Records with a bad vector (wrong dimension, NaN, all zeros, another kind than the
+        collection's) are set aside: the others are written, then ``RecordRejectedError`` lists
+        the rejected ids with reasons.
         """
         self._check_writable()
-        table, rejected = records_to_arrow(records, self.dim)
+        table, rejected = records_to_arrow(records, self.dim, kind=self.kind)
         if table.num_rows:
             with self._write_mutex, translated(f"upsert {table.num_rows} rows"):
                 if not self._section_index:  # an older table opened in auto mode
@@ -309,8 +333,10 @@ class LanceDBStore:
         The collection's side tables are compacted too.
         """
         self._check_writable()
+        # Sparse rows have no vector index in LanceDB; multivector ones take the dense types.
+        vector_rows = None if self.kind == "sparse" else self.index_threshold
         policy = IndexPolicy(
-            self.index_threshold, self.index_type, self.scalar_index_threshold, ("id", "source")
+            vector_rows, self.index_type, self.scalar_index_threshold, ("id", "source")
         )
         with self._write_mutex:
             report = optimize_table(self._table, self.collection, policy, self.cleanup_older_than)
@@ -399,7 +425,7 @@ class LanceDBStore:
                 )
         return self._has_vector_index
 
-    def _query_vector(self, vector: np.ndarray) -> np.ndarray:
+    def _query_vector(self, vector: Query) -> np.ndarray:
         q = as_query(vector, self.dim)
         if not np.any(q):
             raise ConfigError("query vector is all zeros: cosine similarity needs non-zero")
@@ -416,7 +442,7 @@ class LanceDBStore:
             return HIT_COLUMNS
         return [name for name in HIT_COLUMNS if name != SECTION_INDEX]
 
-    def _query(self) -> VectorQuery:
+    def _query(self, base: float = 1.0) -> VectorQuery:
         return VectorQuery(
             self._table,
             self.collection,
@@ -424,27 +450,45 @@ class LanceDBStore:
             self.nprobes,
             self.refine_factor,
             tuple(self._hit_columns()),
+            base,
         )
 
-    def search(self, vector: np.ndarray, k: int = 10, where: Where | None = None) -> list[Hit]:
-        """The ``k`` nearest rows by cosine similarity (``score = 1 - cosine distance``)."""
+    def _sparse_query(self) -> SparseQuery:
+        return SparseQuery(self._table, self.collection, tuple(self._hit_columns()))
+
+    def search(self, vector: Query, k: int = 10, where: Where | None = None) -> list[Hit]:
+        """The ``k`` best rows: by cosine similarity (``score = 1 - cosine distance``) in a
+        dense collection, MaxSim in a multivector one, the dot product in a sparse one."""
         check_k(k)
-        q = self._query_vector(vector)
+        if self.kind != "dense":
+            q = query_embedding(vector, self.kind, self.dim)
+            if q.sparse is not None:
+                return self._sparse_query().top(q.sparse, k, translate_where(where))
+            rows = np.asarray(q.multivector)
+            return self._query(float(rows.shape[0])).top(rows, k, translate_where(where))
+        dense = self._query_vector(vector)
         snapshot = None if where else self._snapshot()
         if snapshot is not None:
-            return _hits_from_memory(snapshot, *snapshot.top(q, k))
-        return self._query().top(q, k, translate_where(where))
+            return _hits_from_memory(snapshot, *snapshot.top(dense, k))
+        return self._query().top(dense, k, translate_where(where))
 
     def range_search(
-        self, vector: np.ndarray, beta: float, *, limit: int = 1000, where: Where | None = None
+        self, vector: Query, beta: float, *, limit: int = 1000, where: Where | None = None
     ) -> list[Hit]:
         """Every row whose score is within ``beta`` of the best score (DIPR), at most ``limit``."""
-        check_range(beta, limit)
-        q = self._query_vector(vector)
+        beta = check_range(beta, limit)
+        if self.kind != "dense":
+            q = query_embedding(vector, self.kind, self.dim)
+            if q.sparse is not None:
+                return self._sparse_query().within(q.sparse, beta, limit, translate_where(where))
+            rows = np.asarray(q.multivector)
+            pred = translate_where(where)
+            return self._query(float(rows.shape[0])).within(rows, beta, limit, pred)
+        dense = self._query_vector(vector)
         snapshot = None if where else self._snapshot()
         if snapshot is not None:
-            return _hits_from_memory(snapshot, *snapshot.within(q, beta, limit))
-        return self._query().within(q, beta, limit, translate_where(where))
+            return _hits_from_memory(snapshot, *snapshot.within(dense, beta, limit))
+        return self._query().within(dense, beta, limit, translate_where(where))
 
     def answers_from_memory(self, where: Where | None = None) -> bool:
         """Whether a search now would be answered from the in-memory snapshot, without I/O.
@@ -452,11 +496,11 @@ class LanceDBStore:
         A server calls this to run such a search (well under a millisecond) on its event loop
         instead of handing it to a worker thread.
         """
-        return not where and self._memory.fresh() is not None
+        return self.kind == "dense" and not where and self._memory.fresh() is not None
 
     def _snapshot(self) -> ResidentSnapshot | None:
         """The in-memory snapshot of the current version, (re)loaded when allowed; else ``None``."""
-        if self._closed:
+        if self._closed or self.kind != "dense":
             return None
 
         def rows() -> int:
@@ -493,7 +537,10 @@ class LanceDBStore:
         self.close()
 
     def __repr__(self) -> str:
-        return f"LanceDBStore({self.uri!r}, collection={self.collection!r}, dim={self.dim}, mode={self.mode!r})"
+        return (
+            f"LanceDBStore({self.uri!r}, collection={self.collection!r}, kind={self.kind!r}, "
+            f"dim={self.dim}, mode={self.mode!r})"
+        )
 
 
 def _hits_from_memory(

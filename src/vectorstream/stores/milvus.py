@@ -7,6 +7,12 @@ key (our id, no mapping needed), ``vector`` FLOAT_VECTOR(dim) with a COSINE inde
 ``chunk_index``, ``section_index`` INT64, ``headings`` and ``metadata`` JSON. ``upsert`` replaces
 by primary key. Range search is native (``radius``/``range_filter`` search parameters).
 
+A sparse collection (``kind="sparse"``) holds ``vector`` as a SPARSE_FLOAT_VECTOR with a
+``SPARSE_INVERTED_INDEX`` and the inner product (IP) as its score; Milvus keeps no vocabulary
+size, so the collection's properties hold it (``vectorstream.dim``). Milvus refuses a sparse
+vector without a non-zero weight: such records are set aside (``RecordRejectedError``).
+Multivector collections are refused: Milvus has no MaxSim over a field of this layout.
+
 ``section_index`` came later than the other fields. A writer opening a collection made before it
 asks a Milvus server to add the field (nullable, default 0); Milvus Lite cannot add fields to a
 collection (and older servers may not either), so there the adapter keeps each record's
@@ -25,6 +31,7 @@ from __future__ import annotations
 import fcntl
 import json
 import logging
+import math
 import os
 import threading
 from collections.abc import Sequence
@@ -34,6 +41,7 @@ from typing import Any
 import numpy as np
 
 from .._dipr import threshold
+from .._vectors import embedding_width
 from ..errors import (
     ConfigError,
     RecordRejectedError,
@@ -41,7 +49,7 @@ from ..errors import (
     StoreLockedError,
     StoreUnavailableError,
 )
-from ..types import Hit, Record
+from ..types import EmbeddingKind, Hit, Record
 from ._common import (
     as_query,
     check_k,
@@ -54,13 +62,15 @@ from ._common import (
     where_items,
 )
 from ._flock import WriterLock
+from ._kinds import DIM_KEY, KIND_KEY, check_kind, query_embedding, refuse_kind, settle_kind
+from ._records import split_rejected, vector_problems
 from ._side_collections import (
     MilvusSideCollection,
     ReadOnlySideTable,
     refuse_side_marker,
     side_collection_name,
 )
-from .base import SideTable, StoreCapabilities, Where
+from .base import Query, SideTable, StoreCapabilities, Where
 
 log = logging.getLogger("vectorstream.stores.milvus")
 
@@ -156,6 +166,25 @@ def _hit_payload(entity: dict[str, Any]) -> dict[str, Any]:
     return {**entity, "metadata": metadata, SECTION_INDEX: entity.get(SECTION_INDEX) or kept}
 
 
+def _described(desc: dict[str, Any]) -> tuple[EmbeddingKind, int | None]:
+    """The kind and width of a described collection (a sparse one's from its properties)."""
+    from pymilvus import DataType
+
+    field = next(f for f in desc["fields"] if f["name"] == "vector")
+    if field["type"] == DataType.SPARSE_FLOAT_VECTOR:
+        raw = (desc.get("properties") or {}).get(DIM_KEY)
+        return "sparse", int(raw) if raw else None
+    return "dense", int(field["params"]["dim"])
+
+
+def _vector_value(r: Record) -> Any:
+    """A record's vector as Milvus takes it (a sparse one as ``{term: weight}``, zeros left out)."""
+    sv = r.embedding.sparse
+    if sv is not None:
+        return {int(i): float(v) for i, v in zip(sv.indices, sv.values, strict=True) if v}
+    return np.asarray(r.embedding.as_dense(), dtype=np.float32).tolist()
+
+
 def _literal(value: Any) -> str:
     """A value as a Milvus expression literal (JSON quoting is valid Milvus string syntax)."""
     if isinstance(value, bool):
@@ -166,16 +195,27 @@ def _literal(value: Any) -> str:
 class MilvusStore:
     """A Milvus collection as a ``VectorStore``."""
 
-    capabilities = StoreCapabilities(filters=True, range_search=True)
+    capabilities = StoreCapabilities(
+        kinds=frozenset({"dense", "sparse"}), filters=True, range_search=True
+    )
 
     def __init__(
-        self, uri: str, collection: str, client: Any, *, index_type: str, readonly: bool = False
+        self,
+        uri: str,
+        collection: str,
+        client: Any,
+        *,
+        index_type: str,
+        readonly: bool = False,
+        kind: EmbeddingKind = "dense",
     ) -> None:
         refuse_side_marker(collection, "Milvus")
         self.uri = uri
         self.collection = collection
         self._client = client
+        self.kind: EmbeddingKind = kind  # read back from the collection when it exists
         self.dim: int | None = None
+        self._exists = False
         self.index_type = index_type
         self.max_record_bytes = TEXT_MAX
         self._lite_path: str | None = None
@@ -190,6 +230,10 @@ class MilvusStore:
         cls, uri: str, collection: str, *, dim: int | None = None, **options: Any
     ) -> MilvusStore:
         mode = pop_mode(options)
+        raw_kind = options.pop("kind", None)
+        kind = None if raw_kind is None else check_kind(raw_kind)
+        if kind is not None and kind not in cls.capabilities.kinds:
+            raise refuse_kind("Milvus", kind, sorted(cls.capabilities.kinds))
         lock: WriterLock | None = None
         pymilvus = require("pymilvus", "pymilvus", "milvus")
         index_type = str(options.pop("index_type", "AUTOINDEX"))
@@ -225,14 +269,21 @@ class MilvusStore:
             if lite and _lite_held_elsewhere(target):
                 raise _lite_locked(target) from exc
             raise _translate(exc, f"connect to {uri!r}") from exc
-        store = cls(uri, collection, client, index_type=index_type, readonly=mode == "r")
+        store = cls(
+            uri,
+            collection,
+            client,
+            index_type=index_type,
+            readonly=mode == "r",
+            kind=kind or "dense",
+        )
         store._lock = lock
         if lite:
             store._lite_path = target
             with _LITE_LOCK:
                 _LITE_USERS[target] = _LITE_USERS.get(target, 0) + 1
         try:
-            store._open(dim)
+            store._open(dim, kind)
         except BaseException:
             store.close()
             raise
@@ -251,16 +302,18 @@ class MilvusStore:
         except Exception as exc:
             raise _translate(exc, action) from exc
 
-    def _open(self, dim: int | None) -> None:
+    def _open(self, dim: int | None, kind: EmbeddingKind | None) -> None:
         c = self._client
         if self._call("read the collection", c.has_collection, self.collection):
             desc = self._call("describe the collection", c.describe_collection, self.collection)
-            stored = next(int(f["params"]["dim"]) for f in desc["fields"] if f["name"] == "vector")
-            if dim is not None and dim != stored:
+            stored_kind, stored = _described(desc)
+            self.kind = settle_kind(f"Milvus collection {self.collection!r}", stored_kind, kind)
+            if dim is not None and stored is not None and dim != stored:
                 raise ConfigError(
                     f"Milvus collection {self.collection!r} holds vectors of dimension {stored}, not {dim}"
                 )
-            self.dim = stored
+            self.dim = stored if stored is not None else dim
+            self._exists = True
             self._section_field = any(f["name"] == SECTION_INDEX for f in desc["fields"])
             if not self._section_field and not self.readonly:
                 self._section_field = self._add_section_field()
@@ -296,9 +349,13 @@ class MilvusStore:
         from pymilvus import DataType
 
         c = self._client
+        sparse = self.kind == "sparse"
         schema = c.create_schema(auto_id=False, enable_dynamic_field=False)
         schema.add_field("id", DataType.VARCHAR, is_primary=True, max_length=SHORT_MAX)
-        schema.add_field("vector", DataType.FLOAT_VECTOR, dim=dim)
+        if sparse:
+            schema.add_field("vector", DataType.SPARSE_FLOAT_VECTOR)
+        else:
+            schema.add_field("vector", DataType.FLOAT_VECTOR, dim=dim)
         schema.add_field("text", DataType.VARCHAR, max_length=TEXT_MAX)
         schema.add_field("source", DataType.VARCHAR, max_length=SHORT_MAX)
         schema.add_field("model", DataType.VARCHAR, max_length=SHORT_MAX)
@@ -307,7 +364,12 @@ class MilvusStore:
         schema.add_field("headings", DataType.JSON)
         schema.add_field("metadata", DataType.JSON)
         index = c.prepare_index_params()
-        index.add_index(field_name="vector", index_type=self.index_type, metric_type="COSINE")
+        if sparse:
+            index.add_index(
+                field_name="vector", index_type="SPARSE_INVERTED_INDEX", metric_type="IP"
+            )
+        else:
+            index.add_index(field_name="vector", index_type=self.index_type, metric_type="COSINE")
         self._call(
             "create the collection",
             c.create_collection,
@@ -315,8 +377,11 @@ class MilvusStore:
             schema=schema,
             index_params=index,
             consistency_level="Strong",
+            # Milvus keeps no vocabulary size: the properties hold it (and the kind).
+            properties={KIND_KEY: self.kind, DIM_KEY: str(dim)} if sparse else None,
         )
         self.dim = dim
+        self._exists = True
         self._section_field = True
 
     def _expr(self, where: Where | None, source: str | None = None) -> str:
@@ -336,18 +401,43 @@ class MilvusStore:
     # -- protocol ----------------------------------------------------------------------------
 
     def upsert(self, records: Sequence[Record]) -> None:
+        """Insert or replace by id. Records of another kind than the collection's (and, in a
+        sparse one, invalid ones) are set aside: the others are written, then
+        ``RecordRejectedError`` lists the set-aside ids with reasons."""
         if not records:
             return
-        batch = last_wins(records)
-        if self.dim is None:
-            self._create(int(np.asarray(batch[0].embedding.as_dense()).shape[0]))
-        rows = [self._row(r) for r in batch]
-        self._call("upsert records", self._client.upsert, self.collection, rows)
+        batch, rejected = split_rejected(*self._checked(last_wins(records)))
+        if batch and not self._exists:
+            self._create(embedding_width(batch[0].embedding))
+        if batch:
+            rows = [self._row(r) for r in batch]
+            self._call("upsert records", self._client.upsert, self.collection, rows)
+        if rejected:
+            raise RecordRejectedError(
+                f"{len(rejected)} of {len(records)} records were rejected by Milvus collection "
+                f"{self.collection!r}",
+                rejected,
+            )
+
+    def _checked(self, batch: list[Record]) -> tuple[list[Record], list[str | None]]:
+        if self.kind == "dense":  # dense vectors are checked by Milvus itself, as before
+            return batch, [
+                None
+                if r.embedding.kind == "dense"
+                else f"this collection holds dense embeddings, not {r.embedding.kind}"
+                for r in batch
+            ]
+        problems = vector_problems(batch, self.dim, kind=self.kind)
+        for i, r in enumerate(batch):
+            sv = r.embedding.sparse
+            if problems[i] is None and sv is not None and not np.any(sv.values):
+                problems[i] = "sparse vector has no non-zero weight (Milvus cannot store it)"
+        return batch, problems
 
     def _row(self, r: Record) -> dict[str, Any]:
         row: dict[str, Any] = {
             "id": r.id,
-            "vector": np.asarray(r.embedding.as_dense(), dtype=np.float32).tolist(),
+            "vector": _vector_value(r),
             "text": r.text,
             "source": r.source,
             "model": r.model,
@@ -367,7 +457,7 @@ class MilvusStore:
     def delete(self, ids: Sequence[str] | None = None, *, source: str | None = None) -> int:
         if (ids is None) == (source is None):
             raise ConfigError("delete takes either ids or source, not both or neither")
-        if self.dim is None:
+        if not self._exists:
             return 0
         if ids is not None:
             ids = list(ids)
@@ -381,12 +471,19 @@ class MilvusStore:
         self._call("delete records", self._client.delete, self.collection, filter=expr)
         return n
 
-    def _search(
-        self, vector: np.ndarray, limit: int, where: Where | None, params: dict[str, Any]
-    ) -> list[Hit]:
-        if self.dim is None:
+    def _query_value(self, vector: Query) -> Any:
+        """The query as Milvus takes it: a list of floats, or a sparse ``{term: weight}``."""
+        if self.kind == "dense":
+            return as_query(vector, self.dim).tolist()
+        sv = query_embedding(vector, self.kind, self.dim).sparse
+        if sv is None:  # a Milvus collection is dense or sparse
+            raise ConfigError(f"Milvus cannot search {self.kind} embeddings")
+        return {int(i): float(v) for i, v in zip(sv.indices, sv.values, strict=True) if v}
+
+    def _search(self, q: Any, limit: int, where: Where | None, params: dict[str, Any]) -> list[Hit]:
+        if not self._exists:
             return []
-        q = as_query(vector, self.dim).tolist()
+        metric = "IP" if self.kind == "sparse" else "COSINE"
         res = self._call(
             "search",
             self._client.search,
@@ -395,7 +492,8 @@ class MilvusStore:
             limit=limit,
             filter=self._expr(where),
             output_fields=[*OUTPUT, SECTION_INDEX] if self._section_field else OUTPUT,
-            search_params={"metric_type": "COSINE", "params": params},
+            search_params={"metric_type": metric, "params": params},
+            anns_field="vector",
         )
         hits = []
         for h in res[0]:
@@ -403,21 +501,32 @@ class MilvusStore:
             hits.append(hit_of(str(h["id"]), float(h["distance"]), _hit_payload(entity)))
         return hits
 
-    def search(self, vector: np.ndarray, k: int = 10, where: Where | None = None) -> list[Hit]:
+    def search(self, vector: Query, k: int = 10, where: Where | None = None) -> list[Hit]:
+        """The ``k`` best rows: cosine similarity (dense) or inner product (sparse; only rows
+        sharing a term with the query)."""
         check_k(k)
-        return self._search(vector, k, where, {})
+        return self._search(self._query_value(vector), k, where, {})
 
     def range_search(
-        self, vector: np.ndarray, beta: float, *, limit: int = 1000, where: Where | None = None
+        self, vector: Query, beta: float, *, limit: int = 1000, where: Where | None = None
     ) -> list[Hit]:
         beta = check_range(beta, limit)
-        best = self._search(vector, 1, where, {})
+        q = self._query_value(vector)
+        best = self._search(q, 1, where, {})
         if not best:
             return []
-        # Milvus range search with COSINE keeps radius < score <= range_filter.
-        # Cosine scores are >= -1, so a wider range (beta may be infinite) is all of them.
-        radius = max(threshold(best[0].score, beta), -1.0) - 1e-6
-        hits = self._search(vector, limit, where, {"radius": radius, "range_filter": 1.0 + 1e-6})
+        if self.kind == "sparse":
+            # Inner products have no bound; with IP Milvus keeps scores above the radius.
+            cut = threshold(best[0].score, beta)
+            if math.isinf(cut):
+                return self.search(vector, limit, where)
+            params: dict[str, Any] = {"radius": cut - 1e-6}
+        else:
+            # Milvus range search with COSINE keeps radius < score <= range_filter.
+            # Cosine scores are >= -1, so a wider range (beta may be infinite) is all of them.
+            radius = max(threshold(best[0].score, beta), -1.0) - 1e-6
+            params = {"radius": radius, "range_filter": 1.0 + 1e-6}
+        hits = self._search(q, limit, where, params)
         return sorted(hits, key=lambda h: -h.score)
 
     def _count(self, expr: str) -> int:
@@ -431,7 +540,7 @@ class MilvusStore:
         return int(rows[0]["count(*)"]) if rows else 0
 
     def ids(self, source: str | None = None) -> set[str]:
-        if self.dim is None:
+        if not self._exists:
             return set()
         expr = self._expr(None, source) if source is not None else 'id != ""'
         out: set[str] = set()
@@ -454,7 +563,7 @@ class MilvusStore:
         return out
 
     def count(self) -> int:
-        if self.dim is None:
+        if not self._exists:
             return 0
         return self._count("")
 
@@ -471,7 +580,7 @@ class MilvusStore:
         return table
 
     def flush(self) -> None:
-        if self.dim is not None:
+        if self._exists:
             self._call("flush", self._client.flush, self.collection)
 
     def close(self) -> None:

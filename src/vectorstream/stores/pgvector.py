@@ -11,6 +11,11 @@ transaction: a binary ``COPY`` into a temporary staging table, then ``INSERT …
 CONFLICT (id) DO UPDATE`` — COPY is the fastest way into PostgreSQL, the merge makes it
 idempotent. Scores are cosine similarities (``1 - (embedding <=> query)``).
 
+A table holds one embedding kind (``open(..., kind=...)``, read back from its columns after):
+dense as above, ``sparse`` in a ``sparsevec`` column (exact inner product), ``multivector`` as a
+pooled vector plus the token rows, ranked by exact MaxSim over pooled-vector candidates
+(``_pg_kinds``).
+
 ``section_index`` came last: a table made before it gets it (``ALTER TABLE … ADD COLUMN IF NOT
 EXISTS``, its rows 0) when a store opens it for writing. A reader (``mode="r"``) alters nothing
 and reads such a table's rows as section 0.
@@ -27,43 +32,29 @@ from typing import Any
 
 import numpy as np
 
+from .._vectors import embedding_width
 from ..errors import ConfigError, RecordRejectedError, StoreError, StoreUnavailableError
-from ..types import Hit, Record
+from ..types import EmbeddingKind, Hit, Record
 from ._common import adaptive_range, as_query, check_k, last_wins, pop_mode, require, where_items
+from ._kinds import check_kind, maxsim, pooled, query_embedding, settle_kind, top_order
+from ._pg_kinds import (
+    candidates,
+    copy_layout,
+    embedding_sql,
+    embedding_values,
+    extra_columns_sql,
+    indexed,
+    sparse_query,
+    stored_kind,
+    token_rows,
+)
 from ._pg_side import PgSideTable, pg_side_table_name
+from ._records import split_rejected, vector_problems
 from ._side_collections import ReadOnlySideTable, refuse_side_marker
-from .base import SideTable, StoreCapabilities, Where
+from .base import Query, SideTable, StoreCapabilities, Where
 
 log = logging.getLogger("vectorstream.stores.pgvector")
 
-COLUMNS = (
-    "id",
-    "embedding",
-    "text",
-    "source",
-    "page",
-    "start_offset",
-    "end_offset",
-    "chunk_index",
-    "headings",
-    "metadata",
-    "model",
-    "section_index",
-)
-COPY_TYPES = (
-    "text",
-    "vector",
-    "text",
-    "text",
-    "int4",
-    "int4",
-    "int4",
-    "int4",
-    "text[]",
-    "jsonb",
-    "text",
-    "int4",
-)
 HIT_COLUMNS = (
     "id",
     "text",
@@ -93,7 +84,9 @@ def _translate(exc: Exception, action: str) -> StoreError:
 class PgVectorStore:
     """A pgvector table as a ``VectorStore``. Open with ``PgVectorStore.open(uri, table, dim=…)``."""
 
-    capabilities = StoreCapabilities(filters=True, range_search=True)
+    capabilities = StoreCapabilities(
+        kinds=frozenset({"dense", "sparse", "multivector"}), filters=True, range_search=True
+    )
 
     def __init__(
         self,
@@ -101,17 +94,27 @@ class PgVectorStore:
         collection: str,
         *,
         dim: int | None = None,
+        kind: str | None = None,
         ef_search: int = 100,
         m: int = 16,
         ef_construction: int = 64,
         connect_timeout: float = 10.0,
+        rerank_factor: int = 10,
     ) -> None:
         self._psycopg = require("psycopg", "psycopg[binary]", "pgvector")
         require("pgvector.psycopg", "pgvector", "pgvector")
         refuse_side_marker(collection, "pgvector")
+        if isinstance(rerank_factor, bool) or not isinstance(rerank_factor, int):
+            raise ConfigError(f"rerank_factor must be an integer >= 1, got {rerank_factor!r}")
+        if rerank_factor < 1:
+            raise ConfigError(f"rerank_factor must be an integer >= 1, got {rerank_factor!r}")
         self.uri = uri
         self.collection = collection
         self.dim = dim
+        # The kind asked for; the table's own once it exists (read in _ensure_table).
+        self._wanted: EmbeddingKind | None = None if kind is None else check_kind(kind)
+        self.kind: EmbeddingKind = self._wanted or "dense"
+        self.rerank_factor = rerank_factor
         self.ef_search = ef_search
         self.m = m
         self.ef_construction = ef_construction
@@ -205,13 +208,21 @@ class PgVectorStore:
         table = sql.Identifier(self.collection)
         conn = self._conn
         try:
-            row = conn.execute(
-                "SELECT a.atttypmod FROM pg_attribute a WHERE a.attrelid = to_regclass(%s) "
-                "AND a.attname = 'embedding' AND NOT a.attisdropped",
+            rows = conn.execute(
+                "SELECT a.attname, a.atttypmod, format_type(a.atttypid, a.atttypmod) "
+                "FROM pg_attribute a WHERE a.attrelid = to_regclass(%s) "
+                "AND a.attname IN ('embedding', 'tokens') AND NOT a.attisdropped",
                 [sql.Identifier(self.collection).as_string(conn)],
-            ).fetchone()
+            ).fetchall()
+            found = {r[0]: r for r in rows}
+            row = found.get("embedding")
             if row is not None:
-                stored = int(row[0]) if row[0] and row[0] > 0 else None
+                self.kind = settle_kind(
+                    f"table {self.collection!r}",
+                    stored_kind(str(row[2]), "tokens" in found),
+                    self._wanted,
+                )
+                stored = int(row[1]) if row[1] and row[1] > 0 else None
                 if dim is not None and stored is not None and stored != dim:
                     raise ConfigError(
                         f"table {self.collection!r} holds vectors of dimension {stored}, not {dim}; "
@@ -236,10 +247,14 @@ class PgVectorStore:
             with conn.transaction():
                 conn.execute(
                     sql.SQL(
-                        "CREATE TABLE IF NOT EXISTS {} (id text PRIMARY KEY, embedding vector({}) NOT NULL, "
+                        "CREATE TABLE IF NOT EXISTS {} (id text PRIMARY KEY, embedding "
+                        + embedding_sql(self.kind)
+                        + " NOT NULL, "
                         "text text, source text, page integer, start_offset integer, end_offset integer, "
                         "chunk_index integer, headings text[], metadata jsonb, model text, "
-                        "section_index integer NOT NULL DEFAULT 0)"
+                        "section_index integer NOT NULL DEFAULT 0"
+                        + extra_columns_sql(self.kind)
+                        + ")"
                     ).format(table, sql.Literal(int(dim)))
                 )
                 conn.execute(
@@ -247,7 +262,9 @@ class PgVectorStore:
                         sql.Identifier(f"{self.collection}_source_idx"), table
                     )
                 )
-                if dim <= HNSW_MAX_DIM:
+                if not indexed(self.kind):
+                    pass  # sparse: exact search (see _pg_kinds)
+                elif dim <= HNSW_MAX_DIM:
                     conn.execute(
                         sql.SQL(
                             "CREATE INDEX IF NOT EXISTS {} ON {} USING hnsw (embedding vector_cosine_ops) "
@@ -280,20 +297,44 @@ class PgVectorStore:
     # -- writes ------------------------------------------------------------------------------
 
     def upsert(self, records: Sequence[Record]) -> None:
+        """Insert or replace by id. Records of another kind than the table's (and, for sparse
+        and multivector tables, invalid ones) are set aside: the others are written, then
+        ``RecordRejectedError`` lists the set-aside ids with reasons."""
         if not records:
             return
-        batch = last_wins(records)
-        if self.dim is None:
-            self._connection()
-            self._ensure_table(int(np.asarray(batch[0].embedding.as_dense()).shape[0]))
-        self._run("upsert records", lambda conn: self._merge(conn, batch))
+        self._connection()
+        batch, rejected = self._checked(last_wins(records))
+        if batch and not self._table_ready:
+            self._ensure_table(embedding_width(batch[0].embedding))
+        if batch:
+            self._run("upsert records", lambda conn: self._merge(conn, batch))
+        if rejected:
+            raise RecordRejectedError(
+                f"{len(rejected)} of {len(records)} records were rejected by table "
+                f"{self.collection!r}",
+                rejected,
+            )
+
+    def _checked(self, batch: list[Record]) -> tuple[list[Record], dict[str, str]]:
+        if self.kind == "dense":  # dense vectors are checked by PostgreSQL itself, as before
+            problems: list[str | None] = [
+                None
+                if r.embedding.kind == "dense"
+                else f"this collection holds dense embeddings, not {r.embedding.kind}"
+                for r in batch
+            ]
+        else:
+            problems = vector_problems(batch, self.dim, kind=self.kind, nonzero=True)
+        return split_rejected(batch, problems)
 
     def _merge(self, conn: Any, batch: list[Record]) -> None:
         sql = self._psycopg.sql
         jsonb = self._psycopg.types.json.Jsonb
         table = sql.Identifier(self.collection)
         stage = sql.Identifier(f"vs_stage_{self.collection}")
-        cols = sql.SQL(", ").join(sql.Identifier(c) for c in COLUMNS)
+        columns, types = copy_layout(self.kind)
+        dim = int(self.dim or 0)
+        cols = sql.SQL(", ").join(sql.Identifier(c) for c in columns)
         with conn.transaction():
             if not self._staged:
                 conn.execute(
@@ -307,12 +348,13 @@ class PgVectorStore:
                     stage, cols
                 )
                 with cur.copy(copy_sql) as copy:
-                    copy.set_types(list(COPY_TYPES))
+                    copy.set_types(list(types))
                     for r in batch:
+                        vectors = embedding_values(r, self.kind, dim)
                         copy.write_row(
                             (
                                 r.id,
-                                np.asarray(r.embedding.as_dense(), dtype=np.float32),
+                                vectors[0],
                                 r.text,
                                 r.source,
                                 r.page,
@@ -323,11 +365,12 @@ class PgVectorStore:
                                 jsonb(dict(r.metadata)),
                                 r.model,
                                 r.section_index,
+                                *vectors[1:],
                             )
                         )
                 updates = sql.SQL(", ").join(
                     sql.SQL("{} = EXCLUDED.{}").format(sql.Identifier(c), sql.Identifier(c))
-                    for c in COLUMNS[1:]
+                    for c in columns[1:]
                 )
                 cur.execute(
                     sql.SQL(
@@ -356,10 +399,11 @@ class PgVectorStore:
         self._connection()
         return self._table_ready
 
-    def _where_sql(self, where: Where | None) -> tuple[Any, list[Any]]:
+    def _where_sql(self, where: Where | None, first: Any = None) -> tuple[Any, list[Any]]:
+        """The filter as a ``WHERE`` clause (``first``: one more condition, already SQL)."""
         sql = self._psycopg.sql
         jsonb = self._psycopg.types.json.Jsonb
-        parts: list[Any] = []
+        parts: list[Any] = [] if first is None else [first]
         params: list[Any] = []
         for key, values in where_items(where):
             if key.startswith("metadata."):
@@ -374,53 +418,91 @@ class PgVectorStore:
             return sql.SQL(""), []
         return sql.SQL("WHERE ") + sql.SQL(" AND ").join(parts), params
 
-    def search(self, vector: np.ndarray, k: int = 10, where: Where | None = None) -> list[Hit]:
-        check_k(k)
-        if not self._table_exists():
-            return []
-        q = as_query(vector, self.dim)
+    def _hit_columns(self) -> list[Any]:
         sql = self._psycopg.sql
-        where_sql, params = self._where_sql(where)
-        columns = [sql.Identifier(c) for c in HIT_COLUMNS]
+        columns: list[Any] = [sql.Identifier(c) for c in HIT_COLUMNS]
         if not self._section_index:
             # A reader of a table made before the column: read it through the row's JSON, which
             # gives 0 while the column is missing and its value once a writer has added it.
             columns[HIT_COLUMNS.index("section_index")] = sql.SQL(
                 "COALESCE((to_jsonb(t) ->> 'section_index')::integer, 0)"
             )
+        return columns
+
+    def _nearest(
+        self,
+        score: str,
+        order: str,
+        q: Any,
+        limit: int,
+        where: Where | None,
+        *,
+        positive: bool = False,
+        columns: Sequence[str] = (),
+    ) -> list[Any]:
+        """Rows of the hit columns, then ``score``, then ``columns``, ordered by ``order``.
+
+        ``score`` and ``order`` are SQL with one ``%s`` for the query each; with ``positive``
+        only rows whose ``order`` value is negative (a positive inner product) are kept.
+        """
+        sql = self._psycopg.sql
+        first = sql.SQL(order + " < 0") if positive else None
+        where_sql, params = self._where_sql(where, first)
+        extra = [sql.Identifier(c) for c in columns]
         query = sql.SQL(
-            "SELECT {}, 1 - (embedding <=> %s) AS score FROM {} AS t {} "
-            "ORDER BY embedding <=> %s LIMIT %s"
-        ).format(sql.SQL(", ").join(columns), sql.Identifier(self.collection), where_sql)
-        ef = min(1000, max(self.ef_search, k))
+            "SELECT {}, " + score + " AS score{} FROM {} AS t {} ORDER BY " + order + " LIMIT %s"
+        ).format(
+            sql.SQL(", ").join(self._hit_columns()),
+            sql.SQL("").join(sql.SQL(", ") + c for c in extra),
+            sql.Identifier(self.collection),
+            where_sql,
+        )
+        args = [q, *([q] if first is not None else []), *params, q, limit]
+        ef = min(1000, max(self.ef_search, limit))
 
         def run(conn: Any) -> list[Any]:
-            if ef == self.ef_search:
-                return conn.execute(query, [q, *params, q, k]).fetchall()
+            if ef == self.ef_search or not indexed(self.kind):
+                return conn.execute(query, args).fetchall()
             with conn.transaction():  # a wider beam for this query only
                 conn.execute(sql.SQL("SET LOCAL hnsw.ef_search = {}").format(sql.Literal(ef)))
-                return conn.execute(query, [q, *params, q, k]).fetchall()
+                return conn.execute(query, args).fetchall()
 
-        rows = self._run("search", run)
-        return [
-            Hit(
-                id=row[0],
-                text=row[1] or "",
-                source=row[2] or "",
-                page=row[3],
-                start=row[4] or 0,
-                end=row[5] or 0,
-                chunk_index=row[6] or 0,
-                headings=tuple(row[7] or ()),
-                metadata=row[8] or {},
-                section_index=row[9] or 0,
-                score=float(row[10]),
-            )
-            for row in rows
-        ]
+        return list(self._run("search", run))
+
+    def search(self, vector: Query, k: int = 10, where: Where | None = None) -> list[Hit]:
+        """The ``k`` best rows: cosine similarity (dense), inner product (sparse) or MaxSim
+        over pooled-vector candidates (multivector; see ``_pg_kinds``)."""
+        check_k(k)
+        if self.kind == "dense":
+            q: Any = as_query(vector, self.dim)
+            if not self._table_exists():
+                return []
+            rows = self._nearest("1 - (embedding <=> %s)", "embedding <=> %s", q, k, where)
+            return [_hit(row, float(row[10])) for row in rows]
+        e = query_embedding(vector, self.kind, self.dim)
+        if not self._table_exists():
+            return []
+        if e.sparse is not None:
+            q = sparse_query(e.sparse.indices, e.sparse.values, int(self.dim or e.sparse.dim))
+            order = "(embedding <#> %s)"
+            rows = self._nearest("-" + order, order, q, k, where, positive=True)
+            return [_hit(row, float(row[10])) for row in rows]
+        query_rows = np.asarray(e.multivector)
+        n = candidates(k, self.rerank_factor)
+        rows = self._nearest(
+            "1 - (embedding <=> %s)",
+            "embedding <=> %s",
+            pooled(query_rows),
+            n,
+            where,
+            columns=("tokens",),
+        )
+        dim = int(self.dim or query_rows.shape[1])
+        scores = maxsim(query_rows, [token_rows(row[11], dim) for row in rows])
+        return [_hit(rows[i], float(scores[i])) for i in top_order(scores, k).tolist()]
 
     def range_search(
-        self, vector: np.ndarray, beta: float, *, limit: int = 1000, where: Where | None = None
+        self, vector: Query, beta: float, *, limit: int = 1000, where: Where | None = None
     ) -> list[Hit]:
         return adaptive_range(lambda k: self.search(vector, k, where), beta, limit)
 
@@ -467,6 +549,23 @@ class PgVectorStore:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _hit(row: Any, score: float) -> Hit:
+    """A hit from a row of the ``HIT_COLUMNS``."""
+    return Hit(
+        id=row[0],
+        text=row[1] or "",
+        source=row[2] or "",
+        page=row[3],
+        start=row[4] or 0,
+        end=row[5] or 0,
+        chunk_index=row[6] or 0,
+        headings=tuple(row[7] or ()),
+        metadata=row[8] or {},
+        section_index=row[9] or 0,
+        score=score,
+    )
 
 
 __all__ = ["PgVectorStore"]

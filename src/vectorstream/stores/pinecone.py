@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigError, StoreError
-from ..types import Hit, Record
+from ..types import EmbeddingKind, Hit, Record
 from ._common import (
     SIDE_PREFIX,
     AdapterOptions,
@@ -49,7 +49,7 @@ from ._common import (
     where_items,
 )
 from ._side_collections import ReadOnlySideTable, refuse_side_marker
-from .base import Doc, SideTable, StoreCapabilities, Where
+from .base import Doc, Query, SideTable, StoreCapabilities, Where
 
 log = logging.getLogger("vectorstream.stores.pinecone")
 
@@ -163,6 +163,7 @@ class PineconeStore:
     """A namespace of a Pinecone index as a ``VectorStore``."""
 
     capabilities = StoreCapabilities(filters=True, range_search=True)
+    kind: EmbeddingKind = "dense"  # dense collections only (see docs/stores.md)
 
     def __init__(
         self, uri: str, collection: str, client: RestClient, *, readonly: bool = False
@@ -305,7 +306,7 @@ class PineconeStore:
         matches: list[dict[str, Any]] = answer.get("matches") or []
         return matches
 
-    def search(self, vector: np.ndarray, k: int = 10, where: Where | None = None) -> list[Hit]:
+    def search(self, vector: Query, k: int = 10, where: Where | None = None) -> list[Hit]:
         check_k(k)
         q = as_query(vector, self.dim).tolist()
         if self.dim is None:
@@ -316,7 +317,7 @@ class PineconeStore:
         ]
 
     def range_search(
-        self, vector: np.ndarray, beta: float, *, limit: int = 1000, where: Where | None = None
+        self, vector: Query, beta: float, *, limit: int = 1000, where: Where | None = None
     ) -> list[Hit]:
         beta = check_range(beta, limit)
         return adaptive_range(lambda k: self.search(vector, k, where), beta, min(limit, MAX_TOP_K))

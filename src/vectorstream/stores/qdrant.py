@@ -4,8 +4,17 @@
 Qdrant point ids must be integers or UUIDs, so each record is stored under the UUID5 of its id
 and the id itself is kept in the payload (``vs_id``); the other payload fields are the usual
 ones (``text``, ``source``, ``page``, …), so Qdrant's own clients and dashboard show what we wrote.
-Vectors use the Cosine distance, whose score is the cosine similarity. Range search is native:
-a ``score_threshold`` of ``best - beta``.
+Range search is native: a ``score_threshold`` of ``best - beta``.
+
+A collection holds one embedding kind, each in Qdrant's own form (qdrant-client's server and
+local mode; a Qdrant Edge shard holds dense vectors only):
+
+* ``dense``: the unnamed vector, Cosine distance (the score is the cosine similarity).
+* ``multivector``: the unnamed vector with a ``max_sim`` multivector comparator and the Cosine
+  distance: the score is MaxSim.
+* ``sparse``: a named sparse vector ``sparse`` (no dense vector); the score is the dot product.
+  Qdrant does not keep a vocabulary size, so the collection's metadata holds it
+  (``vectorstream.dim``; a server too old for collection metadata leaves it unchecked).
 
 Side tables (the manifest) are collections ``<collection>__vs_<name>`` without vectors
 (``_side_collections``); with Qdrant Edge, SQLite files in the shard's folder (``_qdrant_edge``).
@@ -16,7 +25,9 @@ writer lock, and their side tables refuse writes.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -25,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from .._dipr import threshold
+from .._vectors import embedding_width
 from ..errors import (
     ConfigError,
     RecordRejectedError,
@@ -32,7 +44,7 @@ from ..errors import (
     StoreLockedError,
     StoreUnavailableError,
 )
-from ..types import Hit, Record
+from ..types import EmbeddingKind, Hit, Record
 from ._common import (
     ID_FIELD,
     as_query,
@@ -48,18 +60,22 @@ from ._common import (
     where_items,
 )
 from ._flock import WriterLock
+from ._kinds import DIM_KEY, KIND_KEY, check_kind, query_embedding, refuse_kind, settle_kind
 from ._qdrant_edge import EdgeBackend
+from ._records import split_rejected, vector_problems
 from ._side_collections import (
     QdrantSideCollection,
     ReadOnlySideTable,
     refuse_side_marker,
     side_collection_name,
 )
-from .base import SideTable, StoreCapabilities, Where
+from .base import Query, SideTable, StoreCapabilities, Where
 
 log = logging.getLogger("vectorstream.stores.qdrant")
 
 SCROLL_PAGE = 1000
+SPARSE_NAME = "sparse"  # the named sparse vector of a sparse collection
+ALL_KINDS: frozenset[EmbeddingKind] = frozenset({"dense", "sparse", "multivector"})
 
 
 def _translate(exc: Exception, action: str) -> StoreError:
@@ -111,19 +127,51 @@ class _ClientBackend:
         self.collection = collection
         self.server = server
 
-    def dim(self) -> int | None:
+    kinds = ALL_KINDS
+
+    def describe(self) -> tuple[EmbeddingKind, int | None] | None:
+        """The collection's kind and width, or ``None`` when it does not exist."""
         if not self.client.collection_exists(self.collection):
             return None
-        vectors = self.client.get_collection(self.collection).config.params.vectors
-        return int(vectors.size)
+        config = self.client.get_collection(self.collection).config
+        params = config.params
+        if SPARSE_NAME in (params.sparse_vectors or {}):
+            raw = (getattr(config, "metadata", None) or {}).get(DIM_KEY)
+            return "sparse", int(raw) if raw else None
+        vectors = params.vectors
+        if not isinstance(vectors, self.m.VectorParams):
+            raise StoreError(
+                f"Qdrant collection {self.collection!r} has named vectors "
+                f"{sorted(vectors or {})}; it was not made by vectorstream"
+            )
+        if vectors.multivector_config is not None:
+            return "multivector", int(vectors.size)
+        return "dense", int(vectors.size)
 
-    def create(self, dim: int, hnsw_m: int, ef_construct: int) -> None:
+    def create(self, kind: EmbeddingKind, dim: int, hnsw_m: int, ef_construct: int) -> None:
         m = self.m
-        self.client.create_collection(
-            self.collection,
-            vectors_config=m.VectorParams(size=dim, distance=m.Distance.COSINE),
-            hnsw_config=m.HnswConfigDiff(m=hnsw_m, ef_construct=ef_construct),
-        )
+        hnsw = m.HnswConfigDiff(m=hnsw_m, ef_construct=ef_construct)
+        if kind == "sparse":
+            self.client.create_collection(
+                self.collection,
+                vectors_config={},
+                sparse_vectors_config={SPARSE_NAME: m.SparseVectorParams()},
+                hnsw_config=hnsw,
+                metadata={KIND_KEY: kind, DIM_KEY: dim},
+            )
+        else:
+            multi = (
+                m.MultiVectorConfig(comparator=m.MultiVectorComparator.MAX_SIM)
+                if kind == "multivector"
+                else None
+            )
+            self.client.create_collection(
+                self.collection,
+                vectors_config=m.VectorParams(
+                    size=dim, distance=m.Distance.COSINE, multivector_config=multi
+                ),
+                hnsw_config=hnsw,
+            )
         if self.server:
             # Local mode has no payload indexes (and warns); a server uses them for filters.
             for field in ("source", "model"):
@@ -131,11 +179,12 @@ class _ClientBackend:
                     self.collection, field, m.PayloadSchemaType.KEYWORD
                 )
 
-    def upsert(
-        self, ids: list[str], vectors: list[list[float]], payloads: list[dict[str, Any]]
-    ) -> None:
+    def upsert(self, ids: list[str], vectors: Any, payloads: list[dict[str, Any]]) -> None:
         batch = self.m.Batch(ids=ids, vectors=vectors, payloads=payloads)
         self.client.upsert(self.collection, points=batch, wait=True)
+
+    def sparse(self, indices: list[int], values: list[float]) -> Any:
+        return self.m.SparseVector(indices=indices, values=values)
 
     def delete_ids(self, ids: list[str]) -> None:
         self.client.delete(
@@ -153,13 +202,20 @@ class _ClientBackend:
         )
 
     def query(
-        self, vector: list[float], limit: int, flt: Any, threshold: float | None, ef: int
+        self,
+        vector: Any,
+        limit: int,
+        flt: Any,
+        threshold: float | None,
+        ef: int,
+        using: str | None = None,
     ) -> list[Any]:
         # Local mode searches exactly and warns about search parameters; a server uses hnsw_ef.
         params = self.m.SearchParams(hnsw_ef=ef) if self.server else None
         res = self.client.query_points(
             self.collection,
             query=vector,
+            using=using,
             limit=limit,
             query_filter=flt,
             score_threshold=threshold,
@@ -200,10 +256,17 @@ class _ClientBackend:
 class QdrantStore:
     """A Qdrant collection as a ``VectorStore``."""
 
-    capabilities = StoreCapabilities(filters=True, range_search=True)
+    capabilities = StoreCapabilities(kinds=ALL_KINDS, filters=True, range_search=True)
 
     def __init__(
-        self, uri: str, collection: str, backend: Any, *, hnsw_ef: int = 128, readonly: bool = False
+        self,
+        uri: str,
+        collection: str,
+        backend: Any,
+        *,
+        hnsw_ef: int = 128,
+        readonly: bool = False,
+        kind: EmbeddingKind = "dense",
     ) -> None:
         refuse_side_marker(collection, "Qdrant")
         self.uri = uri
@@ -211,7 +274,13 @@ class QdrantStore:
         self._b = backend
         self.hnsw_ef = hnsw_ef
         self.readonly = readonly  # mode="r": no writer lock, and side tables refuse writes
+        # What this form of Qdrant can hold (an Edge shard: dense only).
+        self.capabilities = StoreCapabilities(kinds=backend.kinds, filters=True, range_search=True)
+        if kind not in backend.kinds:
+            raise refuse_kind("Qdrant Edge", kind, sorted(backend.kinds))
+        self.kind: EmbeddingKind = kind  # read back from the collection when it exists
         self.dim: int | None = None
+        self._exists = False
         self._lock: WriterLock | None = None
         self._m_hnsw = 16
         self._ef_construct = 100
@@ -222,6 +291,8 @@ class QdrantStore:
     ) -> QdrantStore:
         """``qdrant://HOST:PORT``, ``qdrant:PATH`` (local mode), ``qdrant::memory:``, ``qdrant-edge:PATH``."""
         mode = pop_mode(options)
+        raw_kind = options.pop("kind", None)
+        kind = None if raw_kind is None else check_kind(raw_kind)
         lock: WriterLock | None = None
         hnsw_ef = int(options.pop("hnsw_ef", 128))
         hnsw_m = int(options.pop("m", 16))
@@ -267,11 +338,25 @@ class QdrantStore:
             if lock is not None:
                 lock.release()
             raise _translate(exc, f"open {uri!r}") from exc
-        store = cls(uri, collection, backend, hnsw_ef=hnsw_ef, readonly=mode == "r")
+        try:
+            store = cls(
+                uri,
+                collection,
+                backend,
+                hnsw_ef=hnsw_ef,
+                readonly=mode == "r",
+                kind=kind or "dense",
+            )
+        except BaseException:
+            with contextlib.suppress(Exception):
+                backend.close()
+            if lock is not None:
+                lock.release()
+            raise
         store._m_hnsw, store._ef_construct = hnsw_m, ef_construct
         store._lock = lock
         try:
-            store._open(dim)
+            store._open(dim, kind)
         except BaseException:
             store.close()
             raise
@@ -283,19 +368,31 @@ class QdrantStore:
         except Exception as exc:
             raise _translate(exc, action) from exc
 
-    def _open(self, dim: int | None) -> None:
-        stored = self._call("read the collection", self._b.dim)
-        if stored is not None:
-            if dim is not None and dim != stored:
+    def _open(self, dim: int | None, kind: EmbeddingKind | None) -> None:
+        found = self._call("read the collection", self._b.describe)
+        if found is not None:
+            stored_kind, stored = found
+            self.kind = settle_kind(f"Qdrant collection {self.collection!r}", stored_kind, kind)
+            if dim is not None and stored is not None and dim != stored:
                 raise ConfigError(
                     f"Qdrant collection {self.collection!r} holds vectors of dimension {stored}, not {dim}"
                 )
-            self.dim = stored
+            self.dim = stored if stored is not None else dim
+            self._exists = True
         elif dim is not None:
-            self._call(
-                "create the collection", self._b.create, dim, self._m_hnsw, self._ef_construct
-            )
-            self.dim = dim
+            self._create(dim)
+
+    def _create(self, dim: int) -> None:
+        self._call(
+            "create the collection",
+            self._b.create,
+            self.kind,
+            dim,
+            self._m_hnsw,
+            self._ef_construct,
+        )
+        self.dim = dim
+        self._exists = True
 
     # -- filters -----------------------------------------------------------------------------
 
@@ -333,24 +430,56 @@ class QdrantStore:
     # -- protocol ----------------------------------------------------------------------------
 
     def upsert(self, records: Sequence[Record]) -> None:
+        """Insert or replace by id. Records of another kind than the collection's (and, for
+        sparse and multivector collections, invalid ones) are set aside: the others are written,
+        then ``RecordRejectedError`` lists the set-aside ids with reasons."""
         if not records:
             return
-        batch = last_wins(records)
-        if self.dim is None:
-            dim = int(np.asarray(batch[0].embedding.as_dense()).shape[0])
-            self._call(
-                "create the collection", self._b.create, dim, self._m_hnsw, self._ef_construct
+        batch, rejected = self._checked(last_wins(records))
+        if batch and not self._exists:
+            self._create(embedding_width(batch[0].embedding))
+        if batch:
+            ids = [uuid_for(r.id) for r in batch]
+            payloads = [{ID_FIELD: r.id, **payload_of(r)} for r in batch]
+            self._call("upsert records", self._b.upsert, ids, self._vectors(batch), payloads)
+        if rejected:
+            raise RecordRejectedError(
+                f"{len(rejected)} of {len(records)} records were rejected by Qdrant collection "
+                f"{self.collection!r}",
+                rejected,
             )
-            self.dim = dim
-        ids = [uuid_for(r.id) for r in batch]
-        vectors = [np.asarray(r.embedding.as_dense(), dtype=np.float32).tolist() for r in batch]
-        payloads = [{ID_FIELD: r.id, **payload_of(r)} for r in batch]
-        self._call("upsert records", self._b.upsert, ids, vectors, payloads)
+
+    def _checked(self, batch: list[Record]) -> tuple[list[Record], dict[str, str]]:
+        if self.kind == "dense":  # dense vectors are checked by Qdrant itself, as before
+            problems: list[str | None] = [
+                None
+                if r.embedding.kind == "dense"
+                else f"this collection holds dense embeddings, not {r.embedding.kind}"
+                for r in batch
+            ]
+        else:
+            problems = vector_problems(batch, self.dim, kind=self.kind, nonzero=True)
+        return split_rejected(batch, problems)
+
+    def _vectors(self, batch: list[Record]) -> Any:
+        """The batch's vectors in the form the collection's kind takes."""
+        if self.kind == "sparse":
+            sparse = [r.embedding.sparse for r in batch]
+            return {
+                SPARSE_NAME: [
+                    self._b.sparse(sv.indices.tolist(), sv.values.tolist())
+                    for sv in sparse
+                    if sv is not None
+                ]
+            }
+        if self.kind == "multivector":
+            return [np.asarray(r.embedding.multivector, dtype=np.float32).tolist() for r in batch]
+        return [np.asarray(r.embedding.as_dense(), dtype=np.float32).tolist() for r in batch]
 
     def delete(self, ids: Sequence[str] | None = None, *, source: str | None = None) -> int:
         if (ids is None) == (source is None):
             raise ConfigError("delete takes either ids or source, not both or neither")
-        if self.dim is None:
+        if not self._exists:
             return 0
         if ids is not None:
             uuids = [uuid_for(i) for i in ids]
@@ -364,42 +493,62 @@ class QdrantStore:
         self._call("delete records", self._b.delete_filter, flt)
         return int(n)
 
+    def _query_form(self, vector: Query) -> tuple[Any, str | None, float]:
+        """The query as Qdrant takes it, the vector name it searches, and the lowest score
+        there is (a range bound at or below it bounds nothing)."""
+        if self.kind == "dense":
+            return as_query(vector, self.dim).tolist(), None, -1.0
+        q = query_embedding(vector, self.kind, self.dim)
+        if q.sparse is not None:
+            sparse = self._b.sparse(q.sparse.indices.tolist(), q.sparse.values.tolist())
+            return sparse, SPARSE_NAME, -math.inf
+        rows = np.asarray(q.multivector)
+        return rows.tolist(), None, -float(rows.shape[0])
+
     def _query(
-        self, vector: np.ndarray, limit: int, where: Where | None, threshold: float | None
+        self,
+        form: tuple[Any, str | None, float],
+        limit: int,
+        where: Where | None,
+        cut: float | None,
     ) -> list[Hit]:
-        if self.dim is None:
-            return []
-        q = as_query(vector, self.dim).tolist()
+        query, using, _ = form
         flt = self._filter(where)
-        points = self._call(
-            "search", self._b.query, q, limit, flt, threshold, max(self.hnsw_ef, limit)
-        )
+        ef = max(self.hnsw_ef, limit)
+        points = self._call("search", self._b.query, query, limit, flt, cut, ef, using)
         return [hit_of(str(p.payload[ID_FIELD]), p.score, p.payload) for p in points]
 
-    def search(self, vector: np.ndarray, k: int = 10, where: Where | None = None) -> list[Hit]:
+    def search(self, vector: Query, k: int = 10, where: Where | None = None) -> list[Hit]:
         check_k(k)
-        return self._query(vector, k, where, None)
+        form = self._query_form(vector)
+        if not self._exists:
+            return []
+        return self._query(form, k, where, None)
 
     def range_search(
-        self, vector: np.ndarray, beta: float, *, limit: int = 1000, where: Where | None = None
+        self, vector: Query, beta: float, *, limit: int = 1000, where: Where | None = None
     ) -> list[Hit]:
         beta = check_range(beta, limit)
-        best = self._query(vector, 1, where, None)
+        form = self._query_form(vector)
+        if not self._exists:
+            return []
+        best = self._query(form, 1, where, None)
         if not best:
             return []
         # Qdrant's score_threshold is the native range bound: everything scoring >= best - beta
-        # (none below -1, the lowest cosine: then there is no bound, and beta may be infinite).
+        # (none below the lowest score there is: then there is no bound, and beta may be
+        # infinite).
         cut = threshold(best[0].score, beta)
-        return self._query(vector, limit, where, cut if cut > -1.0 else None)
+        return self._query(form, limit, where, cut if cut > form[2] else None)
 
     def ids(self, source: str | None = None) -> set[str]:
-        if self.dim is None:
+        if not self._exists:
             return set()
         points = self._call("list ids", self._b.scroll, self._filter(None, source))
         return {str(p.payload[ID_FIELD]) for p in points}
 
     def count(self) -> int:
-        if self.dim is None:
+        if not self._exists:
             return 0
         return int(self._call("count records", self._b.count, None))
 

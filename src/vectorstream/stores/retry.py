@@ -196,8 +196,9 @@ def _valid_dim(value: Any) -> bool:
 def _expected_dim(store: VectorStore, kind: EmbeddingKind, records: Sequence[Record]) -> int | None:
     """The dimension the store holds embeddings of ``kind`` in.
 
-    ``<kind>_dim`` where the store names one per kind, its ``dim`` when it holds this kind only;
-    a store that does not know yet takes the batch's most common width.
+    ``<kind>_dim`` where the store names one per kind, its ``dim`` when it holds this kind only
+    (its collection is of this kind, or its adapter holds no other); a store that does not know
+    yet takes the batch's most common width.
     """
     named: Any = getattr(store, f"{kind}_dim", None)
     if _valid_dim(named):
@@ -205,7 +206,7 @@ def _expected_dim(store: VectorStore, kind: EmbeddingKind, records: Sequence[Rec
     capabilities = getattr(store, "capabilities", None)
     kinds = getattr(capabilities, "kinds", frozenset({"dense"}))
     dim: Any = getattr(store, "dim", None)
-    if set(kinds) == {kind} and _valid_dim(dim):
+    if (set(kinds) == {kind} or getattr(store, "kind", None) == kind) and _valid_dim(dim):
         return int(dim)
     sizes = [embedding_width(r.embedding) for r in records]
     return max(set(sizes), key=sizes.count) if sizes else None
@@ -214,13 +215,18 @@ def _expected_dim(store: VectorStore, kind: EmbeddingKind, records: Sequence[Rec
 def _problems(store: VectorStore, records: Sequence[Record]) -> list[str | None]:
     """The vector problem of each record (``None`` when fine), kind by kind, a batch at a time."""
     kinds = getattr(getattr(store, "capabilities", None), "kinds", None)
+    held = getattr(store, "kind", None)  # the one kind the collection holds, where it says
     out: list[str | None] = [None] * len(records)
     groups: dict[EmbeddingKind, list[int]] = {}
     for i, r in enumerate(records):
         groups.setdefault(r.embedding.kind, []).append(i)
     for kind, idx in groups.items():
         if kinds is not None and kind not in kinds:
-            held = " and ".join(sorted(kinds))
+            names = " and ".join(sorted(kinds))
+            for i in idx:
+                out[i] = f"{_where(store)} holds {names} embeddings, not {kind}"
+            continue
+        if isinstance(held, str) and held != kind:
             for i in idx:
                 out[i] = f"{_where(store)} holds {held} embeddings, not {kind}"
             continue

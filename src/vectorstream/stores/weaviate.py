@@ -31,7 +31,7 @@ import numpy as np
 
 from .._dipr import threshold
 from ..errors import ConfigError, RecordRejectedError
-from ..types import Hit, Record
+from ..types import EmbeddingKind, Hit, Record
 from ._common import (
     ID_FIELD,
     SIDE_PREFIX,
@@ -50,7 +50,7 @@ from ._common import (
 )
 from ._side_collections import ReadOnlySideTable, refuse_side_marker
 from ._weaviate_side import WeaviateSideTable, _Enum, gql, graphql
-from .base import SideTable, StoreCapabilities, Where, dipr_cut
+from .base import Query, SideTable, StoreCapabilities, Where, dipr_cut
 
 log = logging.getLogger("vectorstream.stores.weaviate")
 
@@ -97,6 +97,7 @@ class WeaviateStore:
     """A Weaviate class as a ``VectorStore``."""
 
     capabilities = StoreCapabilities(filters=True, range_search=True)
+    kind: EmbeddingKind = "dense"  # dense collections only (see docs/stores.md)
 
     def __init__(
         self, uri: str, collection: str, client: RestClient, *, readonly: bool = False
@@ -306,7 +307,7 @@ class WeaviateStore:
         return graphql(self._http, query, action)
 
     def _near(
-        self, vector: np.ndarray, limit: int, where: Where | None, max_distance: float | None
+        self, vector: Query, limit: int, where: Where | None, max_distance: float | None
     ) -> list[Hit]:
         q = as_query(vector, self.dim)
         if not self._exists:
@@ -331,12 +332,12 @@ class WeaviateStore:
             )
         return hits
 
-    def search(self, vector: np.ndarray, k: int = 10, where: Where | None = None) -> list[Hit]:
+    def search(self, vector: Query, k: int = 10, where: Where | None = None) -> list[Hit]:
         check_k(k)
         return self._near(vector, k, where, None)
 
     def range_search(
-        self, vector: np.ndarray, beta: float, *, limit: int = 1000, where: Where | None = None
+        self, vector: Query, beta: float, *, limit: int = 1000, where: Where | None = None
     ) -> list[Hit]:
         beta = check_range(beta, limit)
         best = self._near(vector, 1, where, None)
