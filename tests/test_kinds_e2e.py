@@ -37,3 +37,56 @@ def test_sparse_ingest_and_search(splade: object, tmp_path: Path, scheme: str) -
         hits = search(sentence, store=store, model=splade, k=3)
         assert hits and Path(hits[0].source).name.startswith(topic), (topic, hits[0].source)
         assert hits[0].score > 0
+
+
+def test_fuse_by_reciprocal_rank() -> None:
+    from vectorstream.errors import ConfigError
+    from vectorstream.search.hybrid import RRF_K, fuse
+    from vectorstream.types import Hit
+
+    def hit(source: str, score: float) -> Hit:
+        return Hit(id=source + str(score), score=score, text=source, source=source, start=0, end=1)
+
+    dense = [hit("a", 0.9), hit("b", 0.8), hit("c", 0.7)]
+    sparse = [hit("c", 30.0), hit("a", 20.0), hit("c", 5.0), hit("d", 1.0)]
+    fused = fuse([dense, sparse], k=3)
+    expected = {
+        "a": 1 / (RRF_K + 1) + 1 / (RRF_K + 2),
+        "c": 1 / (RRF_K + 3) + 1 / (RRF_K + 1),
+        "b": 1 / (RRF_K + 2),
+    }
+    assert [h.source for h in fused] == ["a", "c", "b"]
+    assert all(abs(h.score - expected[h.source]) < 1e-12 for h in fused)
+    assert fused[0].metadata["ranks"] == [1, 2] and fused[2].metadata["ranks"] == [2, None]
+    with pytest.raises(ConfigError):
+        fuse([dense], k=0)
+
+
+def test_hybrid_dense_and_sparse_over_one_corpus(splade: object, tmp_path: Path) -> None:
+    from _pipeline_support import FakeEmbedder
+    from vectorstream.search.hybrid import hybrid_search
+
+    write_corpus(tmp_path / "corpus", copies=1)
+    dense_model = FakeEmbedder()
+    uri = f"lancedb://{tmp_path / 'store'}"
+    for collection, model in (("dense", dense_model), ("sparse", splade)):
+        # The same chunk budget (and the same WordPiece vocabulary) gives both the same chunks.
+        vs.ingest(
+            [tmp_path / "corpus"],
+            store=uri,
+            collection=collection,
+            model=model,
+            chunk_tokens=100,
+            overlap=0,
+            workers=0,
+        )
+    hits = hybrid_search(
+        TOPICS["sailing"],
+        [
+            {"store": uri, "collection": "dense", "model": dense_model},
+            {"store": uri, "collection": "sparse", "model": splade},
+        ],
+        k=5,
+    )
+    assert Path(hits[0].source).name.startswith("sailing")
+    assert hits[0].metadata["ranks"][0] is not None and hits[0].metadata["ranks"][1] is not None
