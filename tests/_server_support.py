@@ -215,3 +215,168 @@ CORPUS = {
     "space-moon": "The Moon orbits the Earth every 27 days and astronauts first walked on it in 1969.",
     "code-python": "Python lists grow dynamically; append adds one item and extend adds many items.",
 }
+
+
+# -- fakes of the other model kinds, at the same seam ---------------------------------------------
+
+
+class FakeSparseModel(FakeEmbedder):
+    """A sparse model (kind "sparse"): a text's terms are its token ids, weighted by count.
+
+    The query side differs from the document side, so a test can tell which one ran: query
+    weights are doubled and every query carries the marker term ``QUERY_TERM``. ``sides`` records
+    which side each call embedded.
+    """
+
+    kind = "sparse"
+    QUERY_TERM = 1  # "[unused0]" in the MiniLM vocabulary
+
+    def __init__(self, max_tokens: int = 64, query_max_tokens: int = 16) -> None:
+        super().__init__(dim=8, max_tokens=max_tokens)
+        self.model_id = "fake/sparse"
+        self.fingerprint = "fake/sparse@1"
+        self.tokenizer_path = MODEL_DIR / "tokenizer.json"
+        self.dim = self.tokenizer.get_vocab_size()
+        self.query_max_tokens = query_max_tokens
+        self._queries = tokenizers.Tokenizer.from_file(str(MODEL_DIR / "tokenizer.json"))
+        self._queries.no_padding()
+        self._queries.enable_truncation(max_length=query_max_tokens)
+        self.sides: list[str] = []
+
+    def _sparse(self, encoding: tokenizers.Encoding, *, query: bool) -> Any:
+        from vectorstream.types import Embedding, SparseVector
+
+        weights: dict[int, float] = {}
+        for token_id, special in zip(encoding.ids, encoding.special_tokens_mask, strict=True):
+            if not special:
+                weights[token_id] = weights.get(token_id, 0.0) + (2.0 if query else 1.0)
+        if query:
+            weights[self.QUERY_TERM] = 1.0
+        indices = np.array(sorted(weights), dtype=np.int64)
+        values = np.array([weights[i] for i in indices], dtype=np.float32)
+        return Embedding(sparse=SparseVector(indices, values, self.dim))
+
+    def embed_tokenized(self, encodings: Sequence[tokenizers.Encoding]) -> list[Any]:  # type: ignore[override]
+        self.sides.append("document")
+        return [self._sparse(e, query=False) for e in encodings]
+
+    def embed(self, texts: Sequence[str]) -> list[Any]:  # type: ignore[override]
+        return self.embed_tokenized(self.tokenize(list(texts)))
+
+    def tokenize_queries(self, texts: Sequence[str]) -> list[tokenizers.Encoding]:
+        return list(self._queries.encode_batch([t.strip() for t in texts]))
+
+    def embed_queries(self, texts: Sequence[str]) -> list[Any]:
+        self.sides.append("query")
+        return [self._sparse(e, query=True) for e in self.tokenize_queries(list(texts))]
+
+
+class FakeMultivectorModel(FakeEmbedder):
+    """A late-interaction model (kind "multivector"): one unit row per token.
+
+    Documents get a row per non-special token. Queries start with a marker row and are padded with
+    expansion rows up to ``query_length`` (ColBERT's query side), cut to it when longer.
+    """
+
+    kind = "multivector"
+    MARKER = 1
+    EXPANSION = 103  # "[MASK]"
+
+    def __init__(self, dim: int = 8, max_tokens: int = 64, query_length: int = 8) -> None:
+        super().__init__(dim=dim, max_tokens=max_tokens)
+        self.model_id = "fake/colbert"
+        self.fingerprint = "fake/colbert@1"
+        self.tokenizer_path = MODEL_DIR / "tokenizer.json"
+        self.query_length = query_length
+        self.sides: list[str] = []
+
+    def _rows(self, ids: Sequence[int]) -> np.ndarray:
+        rows = np.array([self._token_vector(i) for i in ids], dtype=np.float32)
+        return rows / np.linalg.norm(rows, axis=1, keepdims=True)
+
+    def _tokens(self, encoding: tokenizers.Encoding) -> list[int]:
+        pairs = zip(encoding.ids, encoding.special_tokens_mask, strict=True)
+        return [token_id for token_id, special in pairs if not special]
+
+    def embed_tokenized(self, encodings: Sequence[tokenizers.Encoding]) -> list[Any]:  # type: ignore[override]
+        from vectorstream.types import Embedding
+
+        self.sides.append("document")
+        return [Embedding(multivector=self._rows(self._tokens(e))) for e in encodings]
+
+    def embed(self, texts: Sequence[str]) -> list[Any]:  # type: ignore[override]
+        return self.embed_tokenized(self.tokenize(list(texts)))
+
+    def embed_queries(self, texts: Sequence[str]) -> list[Any]:
+        from vectorstream.types import Embedding
+
+        self.sides.append("query")
+        out = []
+        for encoding in self.tokenize(list(texts)):
+            ids = [self.MARKER, *self._tokens(encoding)][: self.query_length]
+            ids += [self.EXPANSION] * (self.query_length - len(ids))
+            out.append(Embedding(multivector=self._rows(ids)))
+        return out
+
+
+class FakeImageModel(FakeEmbedder):
+    """An image model (kind "image", like CLIP): texts as the dense fake, images from pixels.
+
+    An image's vector is a fixed projection of its 4x4 RGB thumbnail (decoded by Pillow, so a bad
+    image raises ``ParseError`` as the real model does). ``image_calls`` records the images per
+    ``embed_images`` call.
+    """
+
+    kind = "image"
+
+    def __init__(self, dim: int = 16, max_tokens: int = 77) -> None:
+        super().__init__(dim=dim, max_tokens=max_tokens)
+        self.model_id = "fake/clip"
+        self.fingerprint = "fake/clip@1"
+        self.tokenizer_path = MODEL_DIR / "tokenizer.json"
+        self._projection = np.random.default_rng(7).standard_normal((48, dim)).astype(np.float32)
+        self.image_calls: list[int] = []
+
+    def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
+        return self.embed(texts)
+
+    def embed_images(self, images: Sequence[Any]) -> np.ndarray:
+        import io
+
+        from PIL import Image
+
+        from vectorstream.errors import ParseError
+
+        self.image_calls.append(len(images))
+        out = np.zeros((len(images), self.dim), dtype=np.float32)
+        for i, source in enumerate(images):
+            try:
+                opened = Image.open(
+                    source if isinstance(source, str | Path) else io.BytesIO(source)
+                )
+                with opened as image:
+                    small = np.asarray(image.convert("RGB").resize((4, 4)), dtype=np.float32)
+            except Exception as exc:
+                raise ParseError(f"image {i}: cannot decode the image: {exc}") from exc
+            out[i] = (small.reshape(-1) / 255.0 - 0.5) @ self._projection
+        norms = np.linalg.norm(out, axis=1, keepdims=True)
+        return out / np.maximum(norms, 1e-12)
+
+
+def image_bytes(width: int, height: int, colour: tuple[int, int, int], fmt: str = "PNG") -> bytes:
+    """An encoded image of one colour with a diagonal stripe (so no two colours look alike)."""
+    import io
+
+    from PIL import Image, ImageDraw
+
+    image = Image.new("RGB", (width, height), colour)
+    ImageDraw.Draw(image).line((0, 0, width, height), fill=(255 - colour[0], 40, 200), width=3)
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+def data_uri(data: bytes, media_type: str = "image/png") -> str:
+    import base64
+
+    return f"data:{media_type};base64,{base64.b64encode(data).decode()}"

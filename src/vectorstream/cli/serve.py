@@ -19,6 +19,11 @@ def serve_command(
     model: str | None = typer.Option(
         None, "--model", help="Model spec: a folder, hub id or alias."
     ),
+    kind: str | None = typer.Option(
+        None,
+        "--kind",
+        help="dense | sparse | multivector | image (default: what the model folder says).",
+    ),
     rerank_model: str | None = typer.Option(
         None,
         "--rerank-model",
@@ -60,6 +65,7 @@ def serve_command(
             store=store,
             collection=collection,
             model=model,
+            kind=kind,
             rerank_model=rerank_model,
             backend=backend,
             host=host,

@@ -18,6 +18,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.staticfiles import StaticFiles
 
 from .. import __version__
+from ..errors import ConfigError
 from ..search.highlights import HighlightEngine
 from .batcher import BatchStats, MicroBatcher
 from .errors import install_error_handlers
@@ -25,10 +26,10 @@ from .fastpath import EmbeddingsFastPath
 from .jobs import IngestFn, JobManager
 from .metrics import Metrics, make_metrics
 from .middleware import GuardMiddleware
-from .routes import embeddings, health, highlights, ingest, page, rerank, search
+from .routes import embeddings, health, highlights, ingest, page, rerank, search, sources
 from .routes.page import STATIC_DIR
 from .settings import ServerSettings
-from .state import BatchedModel, ServiceState
+from .state import BatchedModel, ServiceState, model_kind
 
 log = logging.getLogger("vectorstream.server")
 
@@ -65,7 +66,8 @@ def solo_model(embedder: Any, lanes: int, settings: ServerSettings) -> Any:
     threads = embedder.threads if hasattr(embedder, "threads") else None
     if lanes <= 1 or not threads or settings.solo_max_bytes <= 0:
         return None
-    weight_bytes = getattr(embedder.backend_impl, "weight_bytes", 0)
+    # Only the dense Embedder has a twin on other threads (the other kinds have no backend_impl).
+    weight_bytes = getattr(getattr(embedder, "backend_impl", None), "weight_bytes", 0)
     if not weight_bytes or weight_bytes > settings.solo_max_bytes:
         return None
     twin = embedder.with_threads(threads * lanes)
@@ -75,7 +77,7 @@ def solo_model(embedder: Any, lanes: int, settings: ServerSettings) -> Any:
 def _load_model(settings: ServerSettings, threads: int | None) -> Any:
     from ..models import load_model
 
-    return load_model(settings.model, backend=settings.backend, threads=threads)
+    return load_model(settings.model, backend=settings.backend, threads=threads, kind=settings.kind)
 
 
 def create_app(
@@ -89,7 +91,8 @@ def create_app(
     """Build the service.
 
     ``settings``: see :class:`ServerSettings` (default: from the environment). ``model``: an
-    already loaded Embedder (default: ``load_model(settings.model)`` at startup). ``store``: an
+    already loaded model, an Embedder or a sparse, multivector or image model (default:
+    ``load_model(settings.model, kind=settings.kind)`` at startup). ``store``: an
     open store used for the default collection (default: opened from ``settings.store`` on first
     use). ``ingest_fn``: replaces :func:`vectorstream.ingest` for ingest jobs. ``reranker``: a
     loaded cross-encoder for ``/v1/rerank`` (default: ``settings.rerank_model`` loaded at
@@ -127,6 +130,12 @@ def create_app(
             solo = await loop.run_in_executor(None, solo_model, embedder, lanes, settings)
         else:
             lanes = settings.lanes or 1  # a model handed in: as many lanes as asked for
+        kind = model_kind(embedder)
+        if settings.kind is not None and kind != settings.kind:
+            raise ConfigError(
+                f"the model {embedder.model_id!r} is a {kind} model, not the {settings.kind} "
+                "model the settings name"
+            )
         ranker = reranker
         if ranker is None and settings.rerank_model:
             log.info("loading reranker %s", settings.rerank_model)
@@ -177,6 +186,8 @@ def create_app(
             jobs=jobs,
             store_override=store,
             reranker=ranker,
+            kind=kind,
+            kind_slots=asyncio.Semaphore(lanes),
         )
         app.state.service = state
         try:
@@ -185,7 +196,13 @@ def create_app(
             await loop.run_in_executor(None, state.store)
         except Exception as exc:  # not fatal: embeddings and highlights need no store
             log.warning("the store %s is not usable yet: %s", settings.store, exc)
-        log.info("serving %s (dim %d) on store %s", embedder.model_id, embedder.dim, settings.store)
+        log.info(
+            "serving %s (%s, dim %d) on store %s",
+            embedder.model_id,
+            kind,
+            embedder.dim,
+            settings.store,
+        )
         try:
             yield
         finally:
@@ -206,7 +223,7 @@ def create_app(
     app.state.metrics = metrics
     app.state.service = None
     install_error_handlers(app, settings.retry_after_s)
-    for module in (embeddings, rerank, search, highlights, ingest, health, page):
+    for module in (embeddings, rerank, search, highlights, ingest, sources, health, page):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     # The lean embeddings path sits inside the guard (added later = outside it), so the API key,

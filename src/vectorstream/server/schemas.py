@@ -20,6 +20,9 @@ class EmbeddingsRequest(_Body):
     user: str | None = None
     # Not in OpenAI's API: cut over-long inputs to the model's limit instead of answering 400.
     truncate: bool | None = None
+    # Not in OpenAI's API: the side a sparse or multivector model embeds inputs as (query markers,
+    # query expansion); None is "document". Dense and image models embed both sides alike.
+    input_type: Literal["query", "document"] | None = None
 
 
 class ChunkingBody(_Body):

@@ -15,6 +15,9 @@ from typing import Any
 from ..config import load_settings
 from ..errors import ConfigError
 
+# The model kinds the service embeds with (a reranker is served beside one, with --rerank-model).
+SERVED_KINDS: tuple[str, ...] = ("dense", "sparse", "multivector", "image")
+
 
 @dataclass(frozen=True, slots=True)
 class ServerSettings:
@@ -25,6 +28,8 @@ class ServerSettings:
     """
 
     model: str | None = None
+    # The model's kind (dense, sparse, multivector, image); None: what the model folder says.
+    kind: str | None = None
     store: str | None = None
     collection: str | None = None
     backend: str | None = None
@@ -54,6 +59,9 @@ class ServerSettings:
     # A cross-encoder for POST /v1/rerank (a folder, hub id or alias); None: no reranker.
     rerank_model: str | None = None
     max_rerank_documents: int = 1000  # documents per /v1/rerank request
+    # An image input (image models) may hold at most this many pixels once decoded; it also bounds
+    # the pixels decoded at once for one request (images are embedded in groups within it).
+    max_image_pixels: int = 1 << 25
 
     def __post_init__(self) -> None:
         for name in (
@@ -65,6 +73,7 @@ class ServerSettings:
             "max_document_chars",
             "max_rerank_documents",
             "max_jobs",
+            "max_image_pixels",
         ):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"server setting {name} must be > 0, got {getattr(self, name)}")
@@ -80,6 +89,15 @@ class ServerSettings:
             )
         if not 0 < self.port < 65536:
             raise ConfigError(f"port must be in 1..65535, got {self.port}")
+        if self.kind is not None:
+            kind = self.kind.strip().lower()
+            if kind not in SERVED_KINDS:
+                hint = "; serve a reranker with rerank_model" if kind == "rerank" else ""
+                raise ConfigError(
+                    f"unknown model kind {self.kind!r} for the service; choose one of: "
+                    f"{', '.join(SERVED_KINDS)}{hint}"
+                )
+            object.__setattr__(self, "kind", kind)
 
     def resolved(self) -> ServerSettings:
         """Fill ``model``/``store``/``collection``/``backend`` from the library's settings."""
@@ -113,6 +131,8 @@ ENV_VARS: Mapping[str, str] = {
     "VECTORSTREAM_SERVER_HIGHLIGHT_CACHE_BYTES": "highlight_cache_bytes",
     "VECTORSTREAM_SERVER_RERANK_MODEL": "rerank_model",
     "VECTORSTREAM_SERVER_MAX_RERANK_DOCUMENTS": "max_rerank_documents",
+    "VECTORSTREAM_SERVER_KIND": "kind",
+    "VECTORSTREAM_SERVER_MAX_IMAGE_PIXELS": "max_image_pixels",
 }
 
 
@@ -149,4 +169,4 @@ def server_settings_from_env(
     return ServerSettings(**values)
 
 
-__all__ = ["ENV_VARS", "ServerSettings", "server_settings_from_env"]
+__all__ = ["ENV_VARS", "SERVED_KINDS", "ServerSettings", "server_settings_from_env"]

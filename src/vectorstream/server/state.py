@@ -15,11 +15,12 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import ConfigError
 from .batcher import MicroBatcher
 from .errors import APIError
 from .jobs import JobManager
 from .metrics import Metrics
-from .settings import ServerSettings
+from .settings import SERVED_KINDS, ServerSettings
 
 log = logging.getLogger("vectorstream.server.state")
 
@@ -53,6 +54,18 @@ class BatchedModel:
         return self.embed_tokenized(self._model.tokenize(list(texts)))
 
 
+def model_kind(model: Any) -> str:
+    """The kind of a loaded model (one that does not say is dense), if the service embeds with it."""
+    kind = str(getattr(model, "kind", "dense"))
+    if kind not in SERVED_KINDS:
+        hint = " (serve a reranker with --rerank-model, beside an embedding model)"
+        raise ConfigError(
+            f"{getattr(model, 'model_id', model)!r} is a {kind} model; the service embeds with a "
+            f"{', '.join(SERVED_KINDS)} model{hint if kind == 'rerank' else ''}"
+        )
+    return kind
+
+
 @dataclass(eq=False)
 class ServiceState:
     settings: ServerSettings
@@ -64,6 +77,10 @@ class ServiceState:
     jobs: JobManager
     store_override: Any = None
     reranker: Any = None  # a loaded cross-encoder for /v1/rerank, when one was configured
+    kind: str = "dense"  # the model's kind (model_kind): dense vectors take the batcher's path
+    # Sparse and multivector inputs, and images, run in worker threads outside the batcher; at
+    # most this many at once (the inference lanes), so they never oversubscribe the cores.
+    kind_slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(1))
     # One rerank at a time: a request's pairs form one job on every inference thread.
     rerank_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     _stores: dict[str, Any] = field(default_factory=dict)
@@ -128,4 +145,4 @@ class ServiceState:
                 log.warning("closing a store failed", exc_info=True)
 
 
-__all__ = ["BatchedModel", "ServiceState"]
+__all__ = ["BatchedModel", "ServiceState", "model_kind"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Sequence
 from typing import Any
 
@@ -41,11 +42,17 @@ def _truncated_text(text: str, encoding: Any, keep: int) -> str:
 
 
 async def tokenize_checked(
-    state: ServiceState, texts: Sequence[str], *, truncate: bool, param: str = "input"
+    state: ServiceState,
+    texts: Sequence[str],
+    *,
+    truncate: bool,
+    param: str = "input",
+    positions: Sequence[int] | None = None,
 ) -> list[Any]:
     """Tokenize ``texts`` for the model, enforcing the per-input token limit.
 
-    Over the limit: 400 naming the input, or (``truncate``) cut to the limit.
+    Over the limit: 400 naming the input, or (``truncate``) cut to the limit. ``positions``: where
+    each text stands in the request, when ``texts`` are some of its inputs (for the message).
     """
     model = state.model
     limit = model.max_tokens
@@ -61,8 +68,9 @@ async def tokenize_checked(
         return list(encodings)
     if not truncate:
         i = over[0]
-        n = model.count_tokens([items[i]])[0] + model.num_special_tokens
-        where = f"{param}[{i}]" if len(items) > 1 or param == "input" else param
+        n = _count_tokens(model, items[i]) + model.num_special_tokens
+        at = positions[i] if positions is not None else i
+        where = f"{param}[{at}]" if len(items) > 1 or param == "input" else param
         raise APIError(
             400,
             f'{where} has {n} tokens, more than the limit of {limit}; shorten it or send "truncate": true',
@@ -76,6 +84,14 @@ async def tokenize_checked(
         for i, enc in zip(over, model.tokenize(cut), strict=True):
             encodings[i] = enc
     return list(encodings)
+
+
+def _count_tokens(model: Any, text: str) -> int:
+    """Tokens of ``text`` without special tokens or truncation (for an over-the-limit message)."""
+    count = getattr(model, "count_tokens", None)
+    if callable(count):
+        return int(count([text])[0])
+    return len(model.tokenizer.encode(text, add_special_tokens=False).ids)
 
 
 def real_tokens(encodings: Sequence[Any]) -> int:
@@ -95,3 +111,22 @@ def resize(vectors: np.ndarray, dimensions: int | None, full: int) -> np.ndarray
     cut = vectors[:, :dimensions]
     norms = np.linalg.norm(cut, axis=1, keepdims=True)
     return (cut / np.maximum(norms, 1e-12)).astype(np.float32)
+
+
+def dense_data(vectors: np.ndarray, encoding_format: str) -> list[dict[str, Any]]:
+    """OpenAI's ``data`` items for dense rows: float lists, or base64 of little-endian float32."""
+    if encoding_format == "base64":
+        # Little-endian float32 bytes, as OpenAI sends them (its client decodes with numpy).
+        rows = np.ascontiguousarray(vectors, dtype="<f4")
+        return [
+            {
+                "object": "embedding",
+                "index": i,
+                "embedding": base64.b64encode(row.tobytes()).decode(),
+            }
+            for i, row in enumerate(rows)
+        ]
+    return [
+        {"object": "embedding", "index": i, "embedding": row}
+        for i, row in enumerate(np.ascontiguousarray(vectors, dtype=np.float32))
+    ]

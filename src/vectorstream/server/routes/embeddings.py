@@ -1,19 +1,24 @@
-"""``POST /v1/embeddings`` (OpenAI-compatible) and ``GET /v1/models``."""
+"""``POST /v1/embeddings`` (OpenAI-compatible) and ``GET /v1/models``.
+
+Dense vectors (a dense model's, an image model's texts) go through the micro-batcher; sparse and
+multivector embeddings and images take the simpler path of ``routes/_kinds.py``.
+"""
 
 from __future__ import annotations
 
-import base64
 import os
 from typing import Any
 
 import numpy as np
 from fastapi import APIRouter, Request
 
+from .._images import is_image_uri
 from ..errors import APIError
 from ..responses import FastJSONResponse as JSONResponse
 from ..schemas import EmbeddingsRequest
 from ..state import ServiceState
-from ._common import real_tokens, resize, service, tokenize_checked
+from ._common import dense_data, real_tokens, resize, service, tokenize_checked
+from ._kinds import kind_payload
 
 router = APIRouter()
 
@@ -56,27 +61,17 @@ async def embeddings_payload(state: ServiceState, body: EmbeddingsRequest) -> di
     for i, text in enumerate(texts):
         if not text.strip():
             raise APIError(400, f"input[{i}] is empty", param="input")
+    if state.kind != "dense" and (
+        state.kind != "image" or any(is_image_uri(text) for text in texts)
+    ):
+        # Sparse and multivector models, and images: their own path, off the micro-batcher.
+        return await kind_payload(state, body, texts)
     truncate = state.settings.truncate if body.truncate is None else body.truncate
     encodings = await tokenize_checked(state, texts, truncate=truncate)
     vectors = await state.batcher.run(encodings)
     vectors = resize(np.asarray(vectors, dtype=np.float32), body.dimensions, model.dim)
     tokens = real_tokens(encodings)
-    if body.encoding_format == "base64":
-        # Little-endian float32 bytes, as OpenAI sends them (its client decodes with numpy).
-        rows = np.ascontiguousarray(vectors, dtype="<f4")
-        data = [
-            {
-                "object": "embedding",
-                "index": i,
-                "embedding": base64.b64encode(row.tobytes()).decode(),
-            }
-            for i, row in enumerate(rows)
-        ]
-    else:
-        data = [
-            {"object": "embedding", "index": i, "embedding": row}
-            for i, row in enumerate(np.ascontiguousarray(vectors, dtype=np.float32))
-        ]
+    data = dense_data(vectors, body.encoding_format)
     return {
         "object": "list",
         "data": data,
@@ -89,17 +84,25 @@ async def embeddings_payload(state: ServiceState, body: EmbeddingsRequest) -> di
 async def models(request: Request) -> JSONResponse:
     state = service(request)
     model = state.model
-    return JSONResponse(
+    data: list[dict[str, Any]] = [
         {
-            "object": "list",
-            "data": [
-                {
-                    "id": model.model_id,
-                    "object": "model",
-                    "owned_by": "vectorstream",
-                    "dim": model.dim,
-                    "max_tokens": model.max_tokens,
-                }
-            ],
+            "id": model.model_id,
+            "object": "model",
+            "owned_by": "vectorstream",
+            "kind": state.kind,
+            "dim": model.dim,
+            "max_tokens": model.max_tokens,
         }
-    )
+    ]
+    ranker = state.reranker
+    if ranker is not None:
+        data.append(
+            {
+                "id": ranker.model_id,
+                "object": "model",
+                "owned_by": "vectorstream",
+                "kind": "rerank",
+                "max_tokens": ranker.max_tokens,
+            }
+        )
+    return JSONResponse({"object": "list", "data": data})

@@ -42,6 +42,7 @@ async def readyz(request: Request) -> JSONResponse:
             "status": "ready" if ready else "not ready",
             "model": {
                 "id": state.model.model_id,
+                "kind": state.kind,
                 "dim": state.model.dim,
                 "max_tokens": state.model.max_tokens,
             },

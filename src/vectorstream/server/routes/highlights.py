@@ -113,6 +113,14 @@ async def _multipart(request: Request) -> tuple[HighlightsRequest, list[tuple[st
 @router.post("/v1/highlights")
 async def highlights(request: Request) -> JSONResponse:
     state = service(request)
+    if state.kind in ("sparse", "multivector"):
+        # The engine scores chunks by the cosine of dense vectors.
+        raise APIError(
+            400,
+            f"highlights need a dense text model; {state.model.model_id!r} makes {state.kind} "
+            "embeddings",
+            code="unsupported_model_kind",
+        )
     content_type = request.headers.get("content-type", "")
     if content_type.startswith("multipart/form-data"):
         body, files = await _multipart(request)

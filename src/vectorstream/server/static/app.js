@@ -70,11 +70,58 @@ function markRanges(container, text, ranges) {
   container.append(text.slice(last));
 }
 
+// Image hits (an image model's records: empty text, metadata.media_type "image/...") show the file
+// name and what the store knows of it, and a thumbnail the service makes of the file when that
+// file is one the collection ingested (GET /v1/sources/thumbnail; fetched with the API key, so it
+// cannot be an <img src>). Object URLs of the last results are released before new ones load.
+let thumbnailUrls = [];
+
+function isImageHit(hit) {
+  const media = hit.metadata && hit.metadata.media_type;
+  return typeof media === "string" && media.startsWith("image/") && !hit.text;
+}
+
+function baseName(path) {
+  const parts = String(path).split(/[\\/]/);
+  return parts[parts.length - 1] || String(path);
+}
+
+function imageHit(hit, collection) {
+  const box = el("div", "image-hit");
+  const figure = el("div", "thumb-frame");
+  box.append(figure);
+  const meta = hit.metadata;
+  const facts = [meta.media_type];
+  if (meta.width && meta.height) facts.push(meta.width + "×" + meta.height);
+  if (meta.bytes) facts.push(Math.max(1, Math.round(meta.bytes / 1024)) + " KB");
+  const caption = el("div", "image-caption");
+  caption.append(el("span", "image-name", baseName(hit.source)));
+  caption.append(el("span", "muted", " · " + facts.join(" · ")));
+  box.append(caption);
+  const params = new URLSearchParams({ source: hit.source });
+  if (collection) params.set("collection", collection);
+  fetch("/v1/sources/thumbnail?" + params, { headers: headers(false) })
+    .then((r) => (r.ok ? r.blob() : null))
+    .then((blob) => {
+      if (!blob) return;
+      const url = URL.createObjectURL(blob);
+      thumbnailUrls.push(url);
+      const img = el("img", "thumb");
+      img.alt = baseName(hit.source);
+      img.src = url;
+      figure.append(img);
+    })
+    .catch(() => {});
+  return box;
+}
+
 $("search-form").addEventListener("submit", async (event) => {
   event.preventDefault();
   const query = $("search-query").value.trim();
   const list = $("search-results");
   list.replaceChildren();
+  for (const url of thumbnailUrls) URL.revokeObjectURL(url);
+  thumbnailUrls = [];
   $("search-status").className = "muted";
   $("search-status").textContent = "Searching…";
   const body = { query, k: Number($("search-k").value) || 10 };
@@ -87,6 +134,13 @@ $("search-form").addEventListener("submit", async (event) => {
     for (const hit of result.data) {
       const item = el("li", "hit");
       item.append(el("span", "score", hit.score.toFixed(3)));
+      if (isImageHit(hit)) {
+        item.classList.add("image");
+        item.append(imageHit(hit, collection));
+        item.append(el("div", "source", hit.source));
+        list.append(item);
+        continue;
+      }
       const snippet = el("span", "snippet");
       markTerms(snippet, hit.text, query);
       item.append(snippet);
@@ -169,5 +223,10 @@ $("hl-form").addEventListener("submit", async (event) => {
 
 fetch("/v1/models", { headers: headers(false) })
   .then((r) => (r.ok ? r.json() : null))
-  .then((data) => { if (data && data.data.length) $("model").textContent = data.data[0].id + " · " + data.data[0].dim + " dimensions"; })
+  .then((data) => {
+    if (!data || !data.data.length) return;
+    const served = data.data[0];
+    const kind = served.kind && served.kind !== "dense" ? " · " + served.kind : "";
+    $("model").textContent = served.id + " · " + served.dim + " dimensions" + kind;
+  })
   .catch(() => {});
