@@ -120,3 +120,25 @@ def test_multivector_ingest_and_search(colbert: object, tmp_path: Path, scheme: 
     maxsim = [float((q @ d.multivector.T).max(axis=1).sum()) for d in docs]
     assert hits[0].id == hits[int(np.argmax(maxsim))].id
     assert abs(hits[0].score - max(maxsim)) < 1e-3
+
+
+def test_search_cli_takes_the_model_kind(splade: object, tmp_path: Path) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from vectorstream.cli.main import app
+
+    write_corpus(tmp_path / "corpus", copies=1)
+    uri = f"lancedb://{tmp_path / 'store'}"
+    vs.ingest([tmp_path / "corpus"], store=uri, model=splade, workers=0)
+    folder = str(splade.path) if hasattr(splade, "path") else None  # type: ignore[attr-defined]
+    assert folder is not None
+    runner = CliRunner()
+    args = ["search", TOPICS["cooking"], "--store", uri, "--model", folder, "--json"]
+    found = runner.invoke(app, [*args, "--kind", "sparse"])
+    assert found.exit_code == 0, found.output
+    hits = json.loads(found.output)["hits"]
+    assert Path(hits[0]["source"]).name.startswith("cooking")
+    refused = runner.invoke(app, [*args, "--kind", "rerank"])
+    assert refused.exit_code == 2 and "reranker" in refused.output

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -20,6 +20,12 @@ def search_command(
     store: Annotated[str | None, typer.Option(help="Store URI.")] = None,
     collection: Annotated[str | None, typer.Option(help="Collection name.")] = None,
     model: Annotated[str | None, typer.Option(help="Model spec (must match the store's).")] = None,
+    kind: Annotated[
+        str | None,
+        typer.Option(
+            help="dense | sparse | multivector | image: the model's kind (default: its folder's)"
+        ),
+    ] = None,
     k: Annotated[int, typer.Option("-k", "--k", help="Number of hits.")] = 5,
     where: Annotated[
         list[str] | None, typer.Option(help="Filter key=value (repeatable; key=a,b for one-of).")
@@ -43,6 +49,15 @@ def search_command(
 
     with library_errors():
         filters = parse_where(where or [])
+        query_model: Any = model
+        if kind is not None:
+            from ..errors import ConfigError
+            from ..models import load_model
+            from ..models._kinds import check_kind
+
+            if check_kind(kind) == "rerank":
+                raise ConfigError("a reranker makes no query vector; use it with --rerank")
+            query_model = load_model(model, kind=kind)
         reranker = None
         if rerank is not None:
             from ..search.rerank import load_reranker
@@ -52,7 +67,7 @@ def search_command(
             query,
             store=store,
             collection=collection,
-            model=model,
+            model=query_model,
             k=max(k, rerank_candidates) if reranker is not None else k,
             where=filters or None,
             mode=mode,
