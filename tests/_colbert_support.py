@@ -88,7 +88,7 @@ def st_colbert(
         query_expansion=expansion,  # type: ignore[arg-type]
     )
     modules: list[Any] = [transformer]
-    width = HIDDEN
+    width = int(json.loads((Path(base) / "config.json").read_text())["hidden_size"])
     for dim in dims:
         act = torch.nn.Identity() if activation == "identity" else torch.nn.Tanh()
         modules.append(
