@@ -305,3 +305,89 @@ def test_free_core_quick_run_pins_and_compares(tmp_path: Path) -> None:
     seen = pipeline["affinity_seen"].values()
     assert any(cpus == [[inference]] for cpus in seen), pipeline["affinity_seen"]
     assert any(cpus == [[io]] for cpus in seen), pipeline["affinity_seen"]
+
+
+KINDS = REPO / "benchmarks" / "kinds.py"
+
+
+@pytest.mark.skipif(not _two_cores(), reason="the MaxSim section pins a core; ask for two")
+def test_kinds_quick_run_measures_every_kind_beside_its_reference(tmp_path: Path) -> None:
+    out = tmp_path / "kinds.json"
+    cmd = [
+        sys.executable,
+        str(KINDS),
+        "--quick",
+        "--work",
+        str(tmp_path / "work"),
+        "--out",
+        str(out),
+    ]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "## Goals" in done.stdout
+    data = json.loads(out.read_text())
+    sections = data["sections"]
+    assert set(sections) == {"colbert", "splade", "clip", "rerank", "writes", "maxsim", "search"}
+
+    def rows(name: str, key: str = "system") -> dict[str, dict[str, Any]]:
+        return {row[key]: row for row in sections[name]["rows"]}
+
+    colbert = rows("colbert")
+    for name in ("vectorstream-fp32", "vectorstream-int8", "sentence-transformers"):
+        assert colbert[name]["ok"], colbert[name].get("error")
+        # Identical texts, counted once: every system is credited the same tokens.
+        assert colbert[name]["tokens"] == sections["colbert"]["tokens"] > 0
+    assert sections["colbert"]["truncated_texts"] == 0
+    # The reference reads the same folder: same rows per text, same vectors.
+    assert colbert["sentence-transformers"]["shape_mismatches"] == 0
+    assert colbert["sentence-transformers"]["cos_min"] > 0.9999
+    assert colbert["vectorstream-int8"]["cos_mean"] >= 0.99
+    fastembed = colbert["fastembed"]  # optional peer: measured, or a row saying why not
+    assert fastembed["ok"] is False or fastembed["cos_mean"] > 0.999, fastembed
+    ratio = (
+        colbert["vectorstream-fp32"]["tokens_per_s"]
+        / colbert["sentence-transformers"]["tokens_per_s"]
+    )
+    assert colbert["vectorstream-fp32"]["vs_reference"] == pytest.approx(ratio)
+
+    splade = rows("splade")
+    assert all(row["ok"] for row in splade.values()), splade
+    assert splade["sentence-transformers"]["cos_min"] > 0.999
+    memory = sections["splade"]["memory"]
+    assert memory["target_mib"] == pytest.approx(memory["weights_mib"] + 300)
+    for row in memory["rows"]:
+        assert row["ok"], row.get("error")
+        assert row["tokens_per_text"] == 512 and row["texts"] == memory["batch"]
+        assert row["peak_mib"] >= row["after_load_mib"] > row["baseline_mib"] > 0
+        assert row["growth_mib"] == pytest.approx(row["peak_mib"] - row["baseline_mib"])
+
+    clip = rows("clip")
+    assert all(row["ok"] for row in clip.values()), clip
+    assert clip["transformers"]["cos_min"] > 0.999
+    rerank = rows("rerank")
+    assert all(row["ok"] for row in rerank.values()), rerank
+    assert rerank["sentence-transformers"]["max_abs_diff"] < 1e-3
+
+    writes = rows("writes")
+    records = sections["writes"]["records"]
+    for row in writes.values():
+        assert row["ok"], row.get("error")
+        assert 80 * records <= row["token_vectors"] <= 120 * records
+        assert row["token_vectors_per_s"] == pytest.approx(row["token_vectors"] / row["seconds"])
+    maxsim = sections["maxsim"]
+    assert maxsim["ok"] and len(maxsim["affinity"]) == 1 and maxsim["blas_threads"] == "1"
+    assert maxsim["candidates"] == 100 and 0 < maxsim["p50_ms"] <= maxsim["p95_ms"]
+    search = rows("search", key="kind")
+    assert set(search) == {"dense", "sparse", "multivector"}
+    for row in search.values():
+        assert row["ok"], row.get("error")
+        assert 0 < row["p50_ms"] <= row["p95_ms"]
+
+    goals = {goal["goal"]: goal for goal in data["goals"]}
+    assert len(goals) == 12
+    for name, goal in goals.items():
+        if "fastembed" not in name:
+            assert goal["met"] is not None and goal["value"] is not None, name
+    speedup = goals["Rerank ÷ CrossEncoder.predict (pairs/s)"]
+    assert speedup["value"] == pytest.approx(rerank["vectorstream"]["vs_reference"])
+    assert speedup["met"] == (speedup["value"] >= 1.5)
