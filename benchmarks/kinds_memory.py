@@ -29,12 +29,13 @@ from _common import format_table, machine_info, mib, run_measured, write_json
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def _child(corpus: str, store: str, model: str, kind: str) -> None:
+def _child(corpus: str, store: str, model: str, kind: str, scheme: str) -> None:
     from vectorstream import ingest
     from vectorstream.models import load_model
 
     loaded = load_model(model, kind=kind)
-    report = ingest([corpus], store=f"lancedb://{store}", model=loaded)
+    uri = f"lancedb://{store}" if scheme == "lancedb" else f"{scheme}:{store}"
+    report = ingest([corpus], store=uri, model=loaded)
     print(json.dumps(report.to_dict()))
 
 
@@ -58,9 +59,11 @@ def _images(root: Path, count: int, seed: int) -> Path:
     return root
 
 
-def _measure(corpus: Path, store: Path, model: str, kind: str) -> tuple[dict[str, Any], int]:
+def _measure(
+    corpus: Path, store: Path, model: str, kind: str, scheme: str
+) -> tuple[dict[str, Any], int]:
     shutil.rmtree(store, ignore_errors=True)
-    args = [sys.executable, __file__, "child", str(corpus), str(store), model, kind]
+    args = [sys.executable, __file__, "child", str(corpus), str(store), model, kind, scheme]
     m = run_measured(args, timeout=3600)
     if m.returncode not in (0, 1):
         raise SystemExit(f"ingest failed ({m.returncode}):\n{m.stderr_tail}")
@@ -69,7 +72,7 @@ def _measure(corpus: Path, store: Path, model: str, kind: str) -> tuple[dict[str
 
 def main() -> int:
     if len(sys.argv) > 1 and sys.argv[1] == "child":
-        _child(*sys.argv[2:6])
+        _child(*sys.argv[2:7])
         return 0
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--model", required=True, help="model folder or spec")
@@ -77,6 +80,9 @@ def main() -> int:
     ap.add_argument("--documents", type=int, default=40, help="sample documents in the x1 corpus")
     ap.add_argument("--images", type=int, default=0, help="generated images in the x1 corpus")
     ap.add_argument("--scale", type=int, default=10)
+    ap.add_argument(
+        "--store", default="lancedb", choices=("lancedb", "parquet"), help="where the vectors go"
+    )
     ap.add_argument("--quick", action="store_true", help="a tiny corpus, to check the harness")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
@@ -96,10 +102,12 @@ def main() -> int:
             ).path
         # Untimed first run: a model's first load exports its graphs (torch in memory), which
         # is not what the ingest holds.
-        _measure(small, work / "store-warm-up", args.model, args.kind)
+        _measure(small, work / "store-warm-up", args.model, args.kind, args.store)
         rows = []
         for label, corpus in (("x1", small), (f"x{args.scale}", large)):
-            report, peak = _measure(corpus, work / f"store-{label}", args.model, args.kind)
+            report, peak = _measure(
+                corpus, work / f"store-{label}", args.model, args.kind, args.store
+            )
             rows.append(
                 {
                     "run": label,
