@@ -94,7 +94,9 @@ def _check(source: Source, data: bytes) -> tuple[int, int]:
     except Image.DecompressionBombError as exc:
         raise ParseError(f"{source.uri}: refused as a decompression bomb ({exc})") from exc
     except UnidentifiedImageError as exc:
-        raise ParseError(f"{source.uri}: unreadable image (damaged, or a format no decoder here reads)") from exc
+        raise ParseError(
+            f"{source.uri}: unreadable image (damaged, or a format no decoder here reads)"
+        ) from exc
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise ParseError(f"{source.uri}: damaged image: {exc}") from exc
     return int(size[0]), int(size[1])
