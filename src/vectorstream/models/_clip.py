@@ -37,7 +37,7 @@ import tokenizers
 from ..errors import ConfigError, MissingDependencyError, ModelError, ParseError
 from ._backends import onnx_session, quiet_transformers, torch_available
 from ._checkset import check_texts
-from ._embedder import DEFAULT_TOKEN_BUDGET, _load_tokenizer, token_budget_batches
+from ._embedder import DEFAULT_TOKEN_BUDGET, _load_tokenizer, pad_batch, token_budget_batches
 from ._export import _temp_path, export_dir, export_graph, export_lock, quantize_int8
 from ._folder import files_identity
 from ._gate import GateReport, cosine_rows
@@ -399,7 +399,7 @@ def _measure(fp32: _OnnxTowers, int8: _OnnxTowers, model: ClipModel) -> GateRepo
     texts = check_texts()
     pixels = model.preprocess(gate_images())
     encodings = model._encoder.encode_batch(texts)  # not tokenize(): no truncation warnings
-    ids, mask = _pad(encodings, range(len(encodings)), model._pad_id)
+    ids, mask, _ = pad_batch(encodings, range(len(encodings)), model._pad_id)
     text_cos = cosine_rows(fp32.texts(ids, mask), int8.texts(ids, mask))
     image_cos = cosine_rows(fp32.images(pixels), int8.images(pixels))
     cos = np.concatenate([text_cos, image_cos])
@@ -459,19 +459,6 @@ def _ensure_int8(
 
 
 # -- the model ----------------------------------------------------------------------------------
-
-
-def _pad(
-    encodings: Sequence[tokenizers.Encoding], rows: Iterable[int], pad_id: int
-) -> tuple[np.ndarray, np.ndarray]:
-    picked = [encodings[i] for i in rows]
-    width = max((len(e.ids) for e in picked), default=1)
-    ids = np.full((len(picked), width), pad_id, dtype=np.int64)
-    mask = np.zeros((len(picked), width), dtype=np.int64)
-    for row, enc in enumerate(picked):
-        ids[row, : len(enc.ids)] = enc.ids
-        mask[row, : len(enc.ids)] = enc.attention_mask
-    return ids, mask
 
 
 class ClipModel:
@@ -587,7 +574,7 @@ class ClipModel:
                 )
         out = np.empty((len(encodings), self.dim), dtype=np.float32)
         for batch in token_budget_batches(lengths, self.token_budget):
-            ids, mask = _pad(encodings, batch, self._pad_id)
+            ids, mask, _ = pad_batch(encodings, batch, self._pad_id)
             out[batch] = self.towers.texts(ids, mask)
         with self._lock:
             self.embedded_inputs += len(encodings)

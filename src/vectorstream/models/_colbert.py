@@ -41,7 +41,7 @@ from ..errors import ConfigError, MissingDependencyError, ModelError
 from ..types import Embedding
 from ._backends import onnx_session, quiet_transformers, torch_available
 from ._checkset import check_texts
-from ._embedder import DEFAULT_TOKEN_BUDGET, token_budget_batches
+from ._embedder import DEFAULT_TOKEN_BUDGET, pad_batch, token_budget_batches
 from ._export import _temp_path, export_dir, export_graph, export_lock, quantize_int8
 from ._folder import files_identity
 from ._gate import MIN_MEAN_COSINE
@@ -1158,14 +1158,7 @@ class ColbertEmbedder:
         dtype = np.float16 if self.precision == "float16" else np.float32
         for batch in token_budget_batches(widths, self.token_budget):
             width = widths[batch[0]]
-            ids = np.full((len(batch), width), self._pad_id, dtype=np.int64)
-            mask = np.zeros((len(batch), width), dtype=np.int64)
-            types = np.zeros((len(batch), width), dtype=np.int64)
-            for row, i in enumerate(batch):
-                enc, k = encodings[i], lengths[i]
-                ids[row, :k] = enc.ids
-                mask[row, :k] = enc.attention_mask
-                types[row, :k] = enc.type_ids
+            ids, mask, types = pad_batch(encodings, batch, self._pad_id, width)
             keep = mask.astype(bool)
             if side.expansion is not None:
                 # Pads below the floor become the expansion token, scored (normally) whether

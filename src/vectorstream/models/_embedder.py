@@ -65,6 +65,28 @@ def token_budget_batches(
         yield batch
 
 
+def pad_batch(
+    encodings: Sequence[tokenizers.Encoding],
+    rows: Sequence[int],
+    pad_id: int,
+    width: int | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``input_ids``, ``attention_mask`` and ``token_type_ids`` of ``encodings[rows]``, right-padded
+    with ``pad_id`` to ``width`` (default: the longest of them, at least 1). Every model kind
+    builds its batches with this."""
+    lengths = [len(encodings[i].ids) for i in rows]
+    width = width if width is not None else max(max(lengths, default=1), 1)
+    ids = np.full((len(rows), width), pad_id, dtype=np.int64)
+    mask = np.zeros((len(rows), width), dtype=np.int64)
+    types = np.zeros((len(rows), width), dtype=np.int64)
+    for row, (i, k) in enumerate(zip(rows, lengths, strict=True)):
+        enc = encodings[i]
+        ids[row, :k] = enc.ids
+        mask[row, :k] = enc.attention_mask
+        types[row, :k] = enc.type_ids
+    return ids, mask, types
+
+
 class Embedder:
     """A loaded dense text-embedding model. Safe to call from several threads at once.
 
@@ -225,16 +247,7 @@ class Embedder:
                 )
         pooled = np.empty((n, self.full_dim), dtype=np.float32)
         for batch in token_budget_batches(lengths, self.token_budget):
-            width = max(lengths[batch[0]], 1)
-            ids = np.full((len(batch), width), self._pad_id, dtype=np.int64)
-            mask = np.zeros((len(batch), width), dtype=np.int64)
-            types = np.zeros((len(batch), width), dtype=np.int64)
-            for row, i in enumerate(batch):
-                enc = encodings[i]
-                k = lengths[i]
-                ids[row, :k] = enc.ids
-                mask[row, :k] = enc.attention_mask
-                types[row, :k] = enc.type_ids
+            ids, mask, types = pad_batch(encodings, batch, self._pad_id)
             states = self.backend_impl.run(ids, mask, types)
             pooled[batch] = pool(states, mask, self.folder.pooling)
         with self._lock:
@@ -290,4 +303,4 @@ class Embedder:
         return to_precision(vectors, self.precision)
 
 
-__all__ = ["DEFAULT_TOKEN_BUDGET", "Embedder", "token_budget_batches"]
+__all__ = ["DEFAULT_TOKEN_BUDGET", "Embedder", "pad_batch", "token_budget_batches"]

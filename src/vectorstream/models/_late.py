@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import tokenizers
 
-from ._embedder import token_budget_batches
+from ._embedder import pad_batch, token_budget_batches
 
 # Share of a window that overlaps the next one: each token then has at least this much context
 # on both sides, except at the document's ends.
@@ -97,16 +97,7 @@ def embed_late(embedder: Any, plans: Sequence[LatePlan]) -> list[np.ndarray]:
     lengths = [len(e.ids) for e in encodings]
     states: list[np.ndarray | None] = [None] * len(flat)
     for batch in token_budget_batches(lengths, embedder.token_budget):
-        width = max(lengths[batch[0]], 1)
-        ids = np.full((len(batch), width), embedder._pad_id, dtype=np.int64)
-        mask = np.zeros((len(batch), width), dtype=np.int64)
-        types = np.zeros((len(batch), width), dtype=np.int64)
-        for row, i in enumerate(batch):
-            enc = encodings[i]
-            k = lengths[i]
-            ids[row, :k] = enc.ids
-            mask[row, :k] = enc.attention_mask
-            types[row, :k] = enc.type_ids
+        ids, mask, types = pad_batch(encodings, batch, embedder._pad_id)
         out = np.asarray(embedder.backend_impl.run(ids, mask, types), dtype=np.float32)
         for row, i in enumerate(batch):
             states[i] = out[row, : lengths[i]]

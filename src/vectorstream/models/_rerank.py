@@ -40,7 +40,7 @@ import numpy as np
 import tokenizers
 
 from ..errors import ConfigError, MissingDependencyError, ModelError
-from ._embedder import token_budget_batches
+from ._embedder import pad_batch, token_budget_batches
 
 log = logging.getLogger("vectorstream.models.rerank")
 
@@ -628,15 +628,7 @@ class Reranker:
                 )
         out = np.empty((len(encodings), self.num_labels), dtype=np.float32)
         for batch in token_budget_batches(lengths, self.token_budget):
-            width = max(lengths[batch[0]], 1)
-            ids = np.full((len(batch), width), self._pad, dtype=np.int64)
-            mask = np.zeros((len(batch), width), dtype=np.int64)
-            types = np.zeros((len(batch), width), dtype=np.int64)
-            for row, i in enumerate(batch):
-                enc, k = encodings[i], lengths[i]
-                ids[row, :k] = enc.ids
-                mask[row, :k] = enc.attention_mask
-                types[row, :k] = enc.type_ids
+            ids, mask, types = pad_batch(encodings, batch, self._pad)
             logits = self._engine(ids, mask, types)
             if logits.shape != (len(batch), self.num_labels):
                 raise ModelError(

@@ -886,7 +886,7 @@ class SparseEmbedder:
         return self._run(encodings, self.max_tokens)
 
     def _run(self, encodings: Sequence[tokenizers.Encoding], limit: int) -> list[Embedding]:
-        from ._embedder import token_budget_batches
+        from ._embedder import pad_batch, token_budget_batches
 
         lengths = [len(e.ids) for e in encodings]
         for i, length in enumerate(lengths):
@@ -897,15 +897,7 @@ class SparseEmbedder:
                 )
         out: list[Embedding | None] = [None] * len(encodings)
         for batch in token_budget_batches(lengths, self.token_budget):
-            width = max(lengths[batch[0]], 1)
-            ids = np.full((len(batch), width), self._pad, dtype=np.int64)
-            mask = np.zeros((len(batch), width), dtype=np.int64)
-            types = np.zeros((len(batch), width), dtype=np.int64)
-            for row, i in enumerate(batch):
-                enc, k = encodings[i], lengths[i]
-                ids[row, :k] = enc.ids
-                mask[row, :k] = enc.attention_mask
-                types[row, :k] = enc.type_ids
+            ids, mask, types = pad_batch(encodings, batch, self._pad)
             weights = self._engine.run(ids, mask, types)
             if weights.shape != (len(batch), self.dim):
                 raise ModelError(
