@@ -39,7 +39,7 @@ import tokenizers
 
 from ..errors import ConfigError, MissingDependencyError, ModelError
 from ..types import Embedding
-from ._backends import onnx_session, quiet_transformers, torch_available
+from ._backends import accepts_token_types, onnx_session, quiet_transformers, torch_available
 from ._checkset import check_texts
 from ._embedder import DEFAULT_TOKEN_BUDGET, pad_batch, token_budget_batches
 from ._export import _temp_path, export_dir, export_graph, export_lock, quantize_int8
@@ -916,7 +916,7 @@ def _torch_head(folder: ColbertFolder, *, eager: bool) -> Any:
     except Exception as exc:  # transformers raises OSError/ValueError/... for bad folders
         raise ModelError(f"transformers cannot load {folder.transformer_path}: {exc}") from exc
     layers = [_torch_dense(layer, folder.layout == "stanford") for layer in folder.dense]
-    accepts_types = "token_type_ids" in encoder.forward.__code__.co_varnames
+    accepts_types = accepts_token_types(encoder)
     normalize = folder.normalize
 
     class ColbertHead(torch.nn.Module):

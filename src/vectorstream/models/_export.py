@@ -13,7 +13,7 @@ import os
 import re
 import tempfile
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +55,7 @@ def export_fp32(folder: ModelFolder, target: Path) -> Path:
     if target.is_file():
         return target
     try:
-        import torch
+        import torch  # noqa: F401  (here only to name the missing extra)
         from transformers import AutoModel
     except ImportError as exc:
         raise MissingDependencyError("torch", "torch") from exc
@@ -74,42 +74,55 @@ def export_fp32(folder: ModelFolder, target: Path) -> Path:
         except Exception as exc:
             raise ModelError(f"cannot load {folder.transformer_path} for export: {exc}") from exc
 
-        class _States(torch.nn.Module):
-            def __init__(self, inner: torch.nn.Module) -> None:
-                super().__init__()
-                self.inner = inner
-
-            def forward(
-                self,
-                input_ids: torch.Tensor,
-                attention_mask: torch.Tensor,
-                token_type_ids: torch.Tensor,
-            ) -> torch.Tensor:
-                kwargs = {"input_ids": input_ids, "attention_mask": attention_mask}
-                if accepts_types:
-                    kwargs["token_type_ids"] = token_type_ids
-                return self.inner(**kwargs)[0]
-
-        accepts_types = accepts_token_types(model)
-        dummy = torch.ones((2, 8), dtype=torch.long)
-        axes = {0: "batch", 1: "sequence"}
         try:
-            export_graph(
-                _States(model),
-                (dummy, dummy, torch.zeros_like(dummy)),
-                target,
-                input_names=["input_ids", "attention_mask", "token_type_ids"],
-                output_names=["last_hidden_state"],
-                dynamic_axes={
-                    "input_ids": axes,
-                    "attention_mask": axes,
-                    "token_type_ids": axes,
-                    "last_hidden_state": axes,
-                },
-            )
+            export_token_graph(model, target, lambda out: out[0], "last_hidden_state", 3)
         except ModelError as exc:
             raise ModelError(f"ONNX export of {folder.path} failed: {exc}") from exc
     return target
+
+
+def export_token_graph(
+    model: Any, target: Path, head: Callable[[Any], Any], output_name: str, output_rank: int
+) -> Path:
+    """Export a transformers ``model`` that reads (input_ids, attention_mask, token_type_ids)
+    with ``head(model outputs)`` as the graph's one output, of rank ``output_rank`` (2: batch x
+    features, 3: batch x tokens x features). Token types are passed only to a model that takes
+    them. The caller holds :func:`export_lock` and loaded the model with eager attention."""
+    import torch
+
+    types = accepts_token_types(model)
+
+    class _Head(torch.nn.Module):
+        def __init__(self, inner: Any) -> None:
+            super().__init__()
+            self.inner = inner
+
+        def forward(
+            self,
+            input_ids: torch.Tensor,
+            attention_mask: torch.Tensor,
+            token_type_ids: torch.Tensor,
+        ) -> Any:
+            kwargs = {"input_ids": input_ids, "attention_mask": attention_mask}
+            if types:
+                kwargs["token_type_ids"] = token_type_ids
+            return head(self.inner(**kwargs))
+
+    dummy = torch.ones((2, 8), dtype=torch.long)
+    axes = {0: "batch", 1: "sequence"}
+    return export_graph(
+        _Head(model),
+        (dummy, dummy, torch.zeros_like(dummy)),
+        target,
+        input_names=["input_ids", "attention_mask", "token_type_ids"],
+        output_names=[output_name],
+        dynamic_axes={
+            "input_ids": axes,
+            "attention_mask": axes,
+            "token_type_ids": axes,
+            output_name: axes if output_rank == 3 else {0: "batch"},
+        },
+    )
 
 
 def export_graph(
@@ -211,5 +224,6 @@ __all__ = [
     "export_fp32",
     "export_graph",
     "export_lock",
+    "export_token_graph",
     "quantize_int8",
 ]

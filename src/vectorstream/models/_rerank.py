@@ -40,6 +40,7 @@ import numpy as np
 import tokenizers
 
 from ..errors import ConfigError, MissingDependencyError, ModelError
+from ._backends import accepts_token_types
 from ._embedder import pad_batch, token_budget_batches
 
 log = logging.getLogger("vectorstream.models.rerank")
@@ -354,14 +355,6 @@ def _load_classifier(folder: Path, *, eager: bool) -> Any:
     return model.eval()
 
 
-def _accepts_types(model: Any) -> bool:
-    # The signature, not ``forward.__code__``: transformers wraps forward in decorators whose own
-    # code takes ``*args, **kwargs``, and a pair's second segment lives in its token types.
-    import inspect
-
-    return "token_type_ids" in inspect.signature(model.forward).parameters
-
-
 class _TorchLogits:
     name = "torch"
 
@@ -376,7 +369,7 @@ class _TorchLogits:
         self.threads = threads
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
         self._model = _load_classifier(folder, eager=False).to(self.device)
-        self._types = _accepts_types(self._model)
+        self._types = accepts_token_types(self._model)
 
     def __call__(self, ids: np.ndarray, mask: np.ndarray, types: np.ndarray) -> np.ndarray:
         torch = self._torch
@@ -399,10 +392,10 @@ def export_rerank_graph(folder: RerankFolder, target: Path) -> Path:
     if target.is_file():
         return target
     try:
-        import torch
+        import torch  # noqa: F401  (here only to name the missing extra)
     except ImportError as exc:
         raise MissingDependencyError("torch", "torch") from exc
-    from ._export import export_graph, export_lock
+    from ._export import export_lock, export_token_graph
 
     with export_lock(target.parent):
         if target.is_file():  # another process exported while we waited
@@ -410,39 +403,7 @@ def export_rerank_graph(folder: RerankFolder, target: Path) -> Path:
         log.warning("exporting %s to ONNX at %s (once; later loads reuse it)", folder.path, target)
         # Eager attention exports plain MatMul/Softmax, which ONNX Runtime fuses.
         model = _load_classifier(folder.transformer_path, eager=True)
-        types = _accepts_types(model)
-
-        class _Logits(torch.nn.Module):
-            def __init__(self, inner: Any) -> None:
-                super().__init__()
-                self.inner = inner
-
-            def forward(
-                self,
-                input_ids: torch.Tensor,
-                attention_mask: torch.Tensor,
-                token_type_ids: torch.Tensor,
-            ) -> torch.Tensor:
-                kwargs = {"input_ids": input_ids, "attention_mask": attention_mask}
-                if types:
-                    kwargs["token_type_ids"] = token_type_ids
-                return self.inner(**kwargs).logits
-
-        dummy = torch.ones((2, 8), dtype=torch.long)
-        axes = {0: "batch", 1: "sequence"}
-        export_graph(
-            _Logits(model),
-            (dummy, dummy, torch.zeros_like(dummy)),
-            target,
-            input_names=["input_ids", "attention_mask", "token_type_ids"],
-            output_names=["logits"],
-            dynamic_axes={
-                "input_ids": axes,
-                "attention_mask": axes,
-                "token_type_ids": axes,
-                "logits": {0: "batch"},
-            },
-        )
+        export_token_graph(model, target, lambda out: out.logits, "logits", 2)
     return target
 
 

@@ -29,6 +29,7 @@ import tokenizers
 
 from ..errors import ConfigError, MissingDependencyError, ModelError
 from ..types import Embedding, SparseVector
+from ._backends import accepts_token_types
 
 log = logging.getLogger("vectorstream.models.sparse")
 
@@ -362,10 +363,6 @@ def _load_mlm(folder: SparseFolder, *, eager: bool = False) -> Any:
     return model.eval()
 
 
-def _accepts_types(model: Any) -> bool:
-    return "token_type_ids" in model.forward.__code__.co_varnames
-
-
 class _TorchEngine:
     """The masked LM under ``inference_mode``; the head works in place on the model's logits."""
 
@@ -382,7 +379,7 @@ class _TorchEngine:
             torch.set_num_threads(self.threads)  # process-wide: only when asked for
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
         self._model = _load_mlm(folder).to(self.device)
-        self._types = _accepts_types(self._model)
+        self._types = accepts_token_types(self._model)
         self._pooling = folder.pooling
         self._log1p_twice = folder.activation == "log1p_relu"
 
@@ -421,45 +418,13 @@ class _TorchEngine:
 def _export_logits(folder: SparseFolder, target: Path) -> Path:
     """Trace the masked LM to an ONNX graph whose output is its logits (batch, tokens, vocab)."""
     try:
-        import torch
+        import torch  # noqa: F401  (here only to name the missing extra)
     except ImportError as exc:
         raise MissingDependencyError("torch", "torch") from exc
-    from ._export import export_graph
+    from ._export import export_token_graph
 
     model = _load_mlm(folder, eager=True)
-    accepts_types = _accepts_types(model)
-
-    class _Logits(torch.nn.Module):
-        def __init__(self, inner: torch.nn.Module) -> None:
-            super().__init__()
-            self.inner = inner
-
-        def forward(
-            self,
-            input_ids: torch.Tensor,
-            attention_mask: torch.Tensor,
-            token_type_ids: torch.Tensor,
-        ) -> torch.Tensor:
-            kwargs = {"input_ids": input_ids, "attention_mask": attention_mask}
-            if accepts_types:
-                kwargs["token_type_ids"] = token_type_ids
-            return self.inner(**kwargs).logits
-
-    dummy = torch.ones((2, 8), dtype=torch.long)
-    axes = {0: "batch", 1: "sequence"}
-    return export_graph(
-        _Logits(model),
-        (dummy, dummy, torch.zeros_like(dummy)),
-        target,
-        input_names=["input_ids", "attention_mask", "token_type_ids"],
-        output_names=["logits"],
-        dynamic_axes={
-            "input_ids": axes,
-            "attention_mask": axes,
-            "token_type_ids": axes,
-            "logits": axes,
-        },
-    )
+    return export_token_graph(model, target, lambda out: out.logits, "logits", 3)
 
 
 def _logits_output(model: Any, vocab: int, source: Path) -> Any:
