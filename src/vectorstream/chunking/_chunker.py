@@ -42,9 +42,10 @@ class Chunker(Protocol):
 
 
 class _BaseChunker(ABC):
-    """The section loop: spans from the splitter, then exact token counts and the limits enforced.
+    """What every splitter shares: the limits, exact token counts, and the one-source check.
 
-    A splitter supplies one method, :meth:`_spans`: the chunk spans of one tokenized section.
+    A splitter either plans each section on its own (:class:`_SectionChunker`) or reads the
+    sections of a source together (:class:`MarkdownChunker`).
     """
 
     def __init__(
@@ -68,11 +69,10 @@ class _BaseChunker(ABC):
         return f"{type(self).__name__}(limit={self.limit}, options={self.options!r})"
 
     @abstractmethod
-    def _spans(self, st: SectionTokens, section: Section) -> list[_Piece]:
-        """Spans of ``section.text`` (tokenized as ``st``), in order, covering its text."""
+    def chunk(self, sections: Iterable[Section]) -> Iterator[Chunk]: ...
 
-    def chunk(self, sections: Iterable[Section]) -> Iterator[Chunk]:
-        index = 0
+    def _with_text(self, sections: Iterable[Section]) -> Iterator[tuple[Section, SectionTokens]]:
+        """The sections with text, each tokenized once; sections of a second source raise."""
         source: str | None = None
         for section in sections:
             if source is None:
@@ -85,22 +85,7 @@ class _BaseChunker(ABC):
             text = section.text
             if not text or text.isspace():
                 continue  # image sections and blank pages have nothing to chunk
-            st = SectionTokens.encode(self.tokenizer, text, punct_cuts=self.punct_cuts)
-            at = section.start
-            for start, end, n_tokens, extra in self._exact(st, self._spans(st, section)):
-                yield Chunk(
-                    text=text[start:end],
-                    source=section.source,
-                    chunk_index=index,
-                    start=at + start,
-                    end=at + end,
-                    section_index=section.index,
-                    page=section.page,
-                    headings=section.headings + extra,
-                    metadata=section.metadata,
-                    n_tokens=n_tokens,
-                )
-                index += 1
+            yield section, SectionTokens.encode(self.tokenizer, text, punct_cuts=self.punct_cuts)
 
     # -- exact counts and limits -------------------------------------------------------------
 
@@ -190,14 +175,44 @@ def _in_order(
     return out
 
 
-class TokenChunker(_BaseChunker):
+class _SectionChunker(_BaseChunker):
+    """The section loop: spans from the splitter, then exact token counts and the limits enforced.
+
+    A splitter supplies one method, :meth:`_spans`: the chunk spans of one tokenized section.
+    """
+
+    @abstractmethod
+    def _spans(self, st: SectionTokens, section: Section) -> list[_Piece]:
+        """Spans of ``section.text`` (tokenized as ``st``), in order, covering its text."""
+
+    def chunk(self, sections: Iterable[Section]) -> Iterator[Chunk]:
+        index = 0
+        for section, st in self._with_text(sections):
+            text, at = section.text, section.start
+            for start, end, n_tokens, extra in self._exact(st, self._spans(st, section)):
+                yield Chunk(
+                    text=text[start:end],
+                    source=section.source,
+                    chunk_index=index,
+                    start=at + start,
+                    end=at + end,
+                    section_index=section.index,
+                    page=section.page,
+                    headings=section.headings + extra,
+                    metadata=section.metadata,
+                    n_tokens=n_tokens,
+                )
+                index += 1
+
+
+class TokenChunker(_SectionChunker):
     """Windows of ``limit`` tokens with ``overlap`` tokens shared, ends snapped to word breaks."""
 
     def _spans(self, st: SectionTokens, section: Section) -> list[_Piece]:
         return [(s, e, ()) for s, e in windows(st, 0, len(st.text), self.limit, self.overlap)]
 
 
-class SentenceChunker(_BaseChunker):
+class SentenceChunker(_SectionChunker):
     """Consecutive sentences packed up to the limit; whole sentences carried as overlap."""
 
     def _spans(self, st: SectionTokens, section: Section) -> list[_Piece]:
@@ -213,25 +228,10 @@ class MarkdownChunker(_BaseChunker):
     another (same metadata, no gap); see ``_structure`` for the plan. Each chunk keeps the heading
     path of its first atom, headings found inside the section text included."""
 
-    def _spans(self, st: SectionTokens, section: Section) -> list[_Piece]:
-        # Not used: this splitter plans across sections in `chunk`.
-        raise NotImplementedError
-
     def chunk(self, sections: Iterable[Section]) -> Iterator[Chunk]:
         window = _structure.Window(self.limit, self.max_chars)
         index = 0
-        source: str | None = None
-        for section in sections:
-            if source is None:
-                source = section.source
-            elif section.source != source:
-                raise ChunkingError(
-                    f"a chunker call takes the sections of one source; got {source!r} "
-                    f"and then {section.source!r}"
-                )
-            if not section.text or section.text.isspace():
-                continue
-            st = SectionTokens.encode(self.tokenizer, section.text, punct_cuts=self.punct_cuts)
+        for section, st in self._with_text(sections):
             for chunk in self._chunks(window.parts, window.add(section, st), index):
                 yield chunk
                 index += 1
@@ -299,7 +299,7 @@ class MarkdownChunker(_BaseChunker):
         return out
 
 
-class SemanticChunker(_BaseChunker):
+class SemanticChunker(_SectionChunker):
     """Sentences grouped where adjacent sentences stay similar, each group packed to the limit."""
 
     def _spans(self, st: SectionTokens, section: Section) -> list[_Piece]:

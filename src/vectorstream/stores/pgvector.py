@@ -262,9 +262,8 @@ class PgVectorStore:
                         sql.Identifier(f"{self.collection}_source_idx"), table
                     )
                 )
-                if not indexed(self.kind):
-                    pass  # sparse: exact search (see _pg_kinds)
-                elif dim <= HNSW_MAX_DIM:
+                # A sparse collection has no index: its search is exact (see _pg_kinds).
+                if indexed(self.kind) and dim <= HNSW_MAX_DIM:
                     conn.execute(
                         sql.SQL(
                             "CREATE INDEX IF NOT EXISTS {} ON {} USING hnsw (embedding vector_cosine_ops) "
@@ -276,7 +275,7 @@ class PgVectorStore:
                             sql.Literal(self.ef_construction),
                         )
                     )
-                else:
+                elif indexed(self.kind):
                     log.warning(
                         "dimension %d > %d: no HNSW index, searches are exact", dim, HNSW_MAX_DIM
                     )
