@@ -87,6 +87,35 @@ class OnnxBackend:
         return _file_bytes(self.path)
 
 
+def torch_runtime(threads: int | None) -> tuple[Any, str]:
+    """torch and the device every kind's torch path runs on (CUDA when available).
+
+    torch's thread count is process-wide, so it is set only when the caller asked for a number.
+    Raises ``MissingDependencyError`` without torch.
+    """
+    try:
+        import torch
+    except ImportError as exc:
+        raise MissingDependencyError("torch", "torch") from exc
+    if threads and threads > 0:
+        torch.set_num_threads(threads)
+    return torch, "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def torch_inputs(
+    torch: Any, device: str, ids: np.ndarray, mask: np.ndarray, types: np.ndarray, with_types: bool
+) -> dict[str, Any]:
+    """The keyword inputs of a transformers model on ``device``; token types only when it takes
+    them (:func:`accepts_token_types`)."""
+    kwargs = {
+        "input_ids": torch.from_numpy(ids).to(device),
+        "attention_mask": torch.from_numpy(mask).to(device),
+    }
+    if with_types:
+        kwargs["token_type_ids"] = torch.from_numpy(types).to(device)
+    return kwargs
+
+
 def accepts_token_types(model: Any) -> bool:
     """Whether a transformers model's ``forward`` takes ``token_type_ids``.
 
@@ -146,15 +175,11 @@ class TorchBackend:
 
     def __init__(self, folder: Path, threads: int | None = None, device: str | None = None) -> None:
         try:
-            import torch
             from transformers import AutoModel
         except ImportError as exc:
             raise MissingDependencyError("torch", "torch") from exc
-        self._torch = torch
-        if threads and threads > 0:
-            # Process-wide in torch; only touched when the caller asked for a number.
-            torch.set_num_threads(threads)
-        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self._torch, default_device = torch_runtime(threads)
+        self.device = device or default_device
         try:
             with quiet_transformers():
                 model: Any = AutoModel.from_pretrained(str(folder))
@@ -167,12 +192,9 @@ class TorchBackend:
         self, input_ids: np.ndarray, attention_mask: np.ndarray, token_type_ids: np.ndarray
     ) -> np.ndarray:
         torch = self._torch
-        kwargs = {
-            "input_ids": torch.from_numpy(input_ids).to(self.device),
-            "attention_mask": torch.from_numpy(attention_mask).to(self.device),
-        }
-        if self._accepts_types:
-            kwargs["token_type_ids"] = torch.from_numpy(token_type_ids).to(self.device)
+        kwargs = torch_inputs(
+            torch, self.device, input_ids, attention_mask, token_type_ids, self._accepts_types
+        )
         try:
             with torch.inference_mode():
                 out = self._model(**kwargs)

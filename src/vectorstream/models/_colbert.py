@@ -39,7 +39,13 @@ import tokenizers
 
 from ..errors import ConfigError, MissingDependencyError, ModelError
 from ..types import Embedding
-from ._backends import accepts_token_types, onnx_session, quiet_transformers, torch_available
+from ._backends import (
+    accepts_token_types,
+    onnx_session,
+    quiet_transformers,
+    torch_available,
+    torch_runtime,
+)
 from ._checkset import check_texts
 from ._embedder import DEFAULT_TOKEN_BUDGET, pad_batch, token_budget_batches
 from ._export import _temp_path, export_dir, export_graph, export_lock, quantize_int8
@@ -806,15 +812,8 @@ class _TorchRunner:
     name = "torch"
 
     def __init__(self, folder: ColbertFolder, threads: int | None) -> None:
-        try:
-            import torch
-        except ImportError as exc:
-            raise MissingDependencyError("torch", "torch") from exc
-        self._torch = torch
-        if threads and threads > 0:
-            torch.set_num_threads(threads)  # process-wide: only when the caller asked
+        self._torch, self.device = torch_runtime(threads)
         self.threads = threads
-        self.device = "cuda" if torch.cuda.is_available() else "cpu"
         self._model = _torch_head(folder, eager=False).to(self.device).eval()
 
     def run(self, ids: np.ndarray, mask: np.ndarray, types: np.ndarray) -> np.ndarray:

@@ -40,7 +40,7 @@ import numpy as np
 import tokenizers
 
 from ..errors import ConfigError, MissingDependencyError, ModelError
-from ._backends import accepts_token_types
+from ._backends import accepts_token_types, torch_inputs, torch_runtime
 from ._embedder import pad_batch, token_budget_batches
 
 log = logging.getLogger("vectorstream.models.rerank")
@@ -359,26 +359,14 @@ class _TorchLogits:
     name = "torch"
 
     def __init__(self, folder: Path, threads: int | None) -> None:
-        try:
-            import torch
-        except ImportError as exc:
-            raise MissingDependencyError("torch", "torch") from exc
-        self._torch = torch
-        if threads and threads > 0:
-            torch.set_num_threads(threads)  # process-wide; only when a number was asked for
+        self._torch, self.device = torch_runtime(threads)
         self.threads = threads
-        self.device = "cuda" if torch.cuda.is_available() else "cpu"
         self._model = _load_classifier(folder, eager=False).to(self.device)
         self._types = accepts_token_types(self._model)
 
     def __call__(self, ids: np.ndarray, mask: np.ndarray, types: np.ndarray) -> np.ndarray:
         torch = self._torch
-        kwargs = {
-            "input_ids": torch.from_numpy(ids).to(self.device),
-            "attention_mask": torch.from_numpy(mask).to(self.device),
-        }
-        if self._types:
-            kwargs["token_type_ids"] = torch.from_numpy(types).to(self.device)
+        kwargs = torch_inputs(torch, self.device, ids, mask, types, self._types)
         try:
             with torch.inference_mode():
                 logits = self._model(**kwargs).logits

@@ -29,7 +29,7 @@ import tokenizers
 
 from ..errors import ConfigError, MissingDependencyError, ModelError
 from ..types import Embedding, SparseVector
-from ._backends import accepts_token_types
+from ._backends import accepts_token_types, torch_inputs, torch_runtime
 
 log = logging.getLogger("vectorstream.models.sparse")
 
@@ -369,15 +369,8 @@ class _TorchEngine:
     name = "torch"
 
     def __init__(self, folder: SparseFolder, threads: int | None) -> None:
-        try:
-            import torch
-        except ImportError as exc:
-            raise MissingDependencyError("torch", "torch") from exc
-        self._torch = torch
         self.threads = threads if threads and threads > 0 else None
-        if self.threads:
-            torch.set_num_threads(self.threads)  # process-wide: only when asked for
-        self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        self._torch, self.device = torch_runtime(self.threads)
         self._model = _load_mlm(folder).to(self.device)
         self._types = accepts_token_types(self._model)
         self._pooling = folder.pooling
@@ -385,12 +378,7 @@ class _TorchEngine:
 
     def run(self, ids: np.ndarray, mask: np.ndarray, types: np.ndarray) -> np.ndarray:
         torch = self._torch
-        kwargs = {
-            "input_ids": torch.from_numpy(ids).to(self.device),
-            "attention_mask": torch.from_numpy(mask).to(self.device),
-        }
-        if self._types:
-            kwargs["token_type_ids"] = torch.from_numpy(types).to(self.device)
+        kwargs = torch_inputs(torch, self.device, ids, mask, types, self._types)
         try:
             with torch.inference_mode():
                 logits = self._model(**kwargs).logits  # (batch, tokens, vocab)
