@@ -39,9 +39,10 @@ from _clip_support import (
     write_image_cases,
 )
 from vectorstream.errors import ConfigError, ModelError, ParseError
-from vectorstream.models import _clip, _images
+from vectorstream.models import _clip_int8, _clip_onnx, _images
 from vectorstream.models._checkset import check_texts
-from vectorstream.models._clip import ClipModel, detect_image, load_image
+from vectorstream.models._clip import detect_image, load_image
+from vectorstream.models._clip_model import ClipModel
 from vectorstream.models._images import image_settings, load_pixels, read_image_settings
 
 MODEL_ID = "tests/tiny-clip"
@@ -470,7 +471,7 @@ def test_graphs_are_exported_once_and_shipped_graphs_run_without_weights(
     def no_export(*args: object) -> None:
         raise AssertionError("exported again")
 
-    monkeypatch.setattr(_clip, "export_towers", no_export)
+    monkeypatch.setattr(_clip_onnx, "export_towers", no_export)
     again = load_image(folder, MODEL_ID, cache=cache)
     assert again.towers.graphs == onnx_model.towers.graphs  # type: ignore[union-attr]
     # A folder that ships per-tower graphs (the transformers.js layout) needs neither torch nor
@@ -535,9 +536,9 @@ def test_int8_graphs_pass_the_gate_and_stay_close(
     assert int8.quantized and int8.backend == "onnx"
     assert int8.fingerprint != onnx_model.fingerprint
     directory = int8.towers.graphs[0].parent  # type: ignore[union-attr]
-    report = json.loads((directory / _clip.CLIP_GATE).read_text())
+    report = json.loads((directory / _clip_int8.CLIP_GATE).read_text())
     assert report["mean_cosine"] >= 0.99
-    assert report["texts"] == len(check_texts()) + len(_clip.gate_images())
+    assert report["texts"] == len(check_texts()) + len(_clip_int8.gate_images())
     sources = [c.source for c in cases[:16]]
     assert cosines(int8.embed_images(sources), onnx_model.embed_images(sources)).mean() >= 0.99
     texts = clip_texts()[:50]

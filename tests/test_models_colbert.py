@@ -31,13 +31,10 @@ from _colbert_support import (
 from _models_support import varied_texts
 from vectorstream.errors import ConfigError, ModelError
 from vectorstream.models import load_model
-from vectorstream.models._colbert import (
-    GRAPH_NAME,
-    INT8_GATE_NAME,
-    ColbertEmbedder,
-    detect_multivector,
-    load_multivector,
-)
+from vectorstream.models._colbert import detect_multivector, load_multivector
+from vectorstream.models._colbert_int8 import INT8_GATE_NAME
+from vectorstream.models._colbert_model import ColbertEmbedder
+from vectorstream.models._colbert_onnx import GRAPH_NAME
 
 MIN_COSINE = 0.9999
 TEXTS = varied_texts(200, seed=11)  # one word to over-limit paragraphs, unicode, code, empty

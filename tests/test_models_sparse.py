@@ -28,13 +28,10 @@ import pytest
 
 from vectorstream.errors import ConfigError, ModelError
 from vectorstream.models import load_model
-from vectorstream.models._sparse import (
-    SparseEmbedder,
-    detect_sparse,
-    load_sparse,
-    read_sparse_folder,
-    top_overlap,
-)
+from vectorstream.models._sparse import detect_sparse, load_sparse
+from vectorstream.models._sparse_folder import read_sparse_folder
+from vectorstream.models._sparse_int8 import top_overlap
+from vectorstream.models._sparse_model import SparseEmbedder
 from vectorstream.types import Embedding
 
 torch = pytest.importorskip("torch")
@@ -556,13 +553,13 @@ def test_the_graph_is_exported_once_and_reused(
 def test_a_folder_graph_of_logits_gets_the_head_appended(
     folders: dict[str, Path], references: dict[str, Any], texts: list[str], tmp_path: Path
 ) -> None:
-    from vectorstream.models._sparse import _export_logits
+    from vectorstream.models._sparse_torch import export_logits
 
     # A folder that ships only a logits graph (as exporters of masked LMs write it), no weights.
     folder = tmp_path / "onnx-only"
     shutil.copytree(folders["transformer"], folder, ignore=shutil.ignore_patterns("*.safetensors"))
     (folder / "onnx").mkdir()
-    _export_logits(read_sparse_folder(folders["transformer"]), folder / "onnx" / "model.onnx")
+    export_logits(read_sparse_folder(folders["transformer"]), folder / "onnx" / "model.onnx")
     model = load_sparse(folder, "test/onnx-only", cache=tmp_path / "cache")
     assert model.backend == "onnx"
     assert_matches(model.embed(texts), _expected(references, "transformer", texts))
@@ -594,9 +591,9 @@ def test_int8_keeps_the_top_terms(
 def test_a_poor_int8_graph_is_refused(
     folders: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from vectorstream.models import _sparse
+    from vectorstream.models import _sparse_int8
 
-    monkeypatch.setattr(_sparse, "MIN_MEAN_OVERLAP", 1.01)  # nothing can pass
+    monkeypatch.setattr(_sparse_int8, "MIN_MEAN_OVERLAP", 1.01)  # nothing can pass
     with pytest.raises(ModelError, match="int8 graph of test/refused refused"):
         load_sparse(folders["transformer"], "test/refused", cache=tmp_path, quantized=True)
     assert not list(tmp_path.glob("onnx/*/splade.int8.onnx"))

@@ -16,6 +16,7 @@ from ..errors import ModelError
 from ._backends import Backend
 from ._folder import ModelFolder
 from ._pooling import PRECISIONS, l2_normalize, output_dtype, pool, to_precision
+from ._truncation import TruncationCounter
 
 log = logging.getLogger("vectorstream.models.embedder")
 
@@ -147,7 +148,7 @@ class Embedder:
         self._pad_id = self._pad_token_id(base)
 
         self._lock = threading.Lock()
-        self.truncated_inputs = 0  # texts cut to max_tokens since load (all threads)
+        self._truncations = TruncationCounter(log)
         self.embedded_inputs = 0
 
     @staticmethod
@@ -204,18 +205,7 @@ class Embedder:
         if not items:
             return []
         encodings = self._encoder.encode_batch([self._prepare(t) for t in items])
-        truncated = sum(1 for e in encodings if e.overflowing)
-        if truncated:
-            with self._lock:
-                self.truncated_inputs += truncated
-                total = self.truncated_inputs
-            log.warning(
-                "%d of %d inputs exceed %d tokens and were truncated (%d since load)",
-                truncated,
-                len(items),
-                self.max_tokens,
-                total,
-            )
+        self._truncations.record(encodings, self.max_tokens)
         return encodings
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
@@ -283,7 +273,13 @@ class Embedder:
             return self
         twin = copy.copy(self)
         twin.backend_impl = sibling
+        twin._truncations = self._truncations.fork()
         return twin
+
+    @property
+    def truncated_inputs(self) -> int:
+        """Texts cut to ``max_tokens`` since load (all threads)."""
+        return self._truncations.total
 
     @property
     def threads(self) -> int | None:

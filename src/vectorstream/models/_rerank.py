@@ -42,6 +42,7 @@ import tokenizers
 from ..errors import ConfigError, MissingDependencyError, ModelError
 from ._backends import accepts_token_types, torch_inputs, torch_runtime
 from ._embedder import pad_batch, token_budget_batches
+from ._truncation import TruncationCounter
 
 log = logging.getLogger("vectorstream.models.rerank")
 
@@ -516,8 +517,13 @@ class Reranker:
         self.num_special_tokens: int = base.num_special_tokens_to_add(True)
         self._pad = _pad_id(base, folder.transformer_path / "config.json")
         self._lock = threading.Lock()
-        self.truncated_pairs = 0  # pairs cut to max_tokens since load (all threads)
+        self._truncations = TruncationCounter(log, "pairs", level=logging.INFO)
         self.scored_pairs = 0
+
+    @property
+    def truncated_pairs(self) -> int:
+        """Pairs cut to ``max_tokens`` since load (all threads)."""
+        return self._truncations.total
 
     def __repr__(self) -> str:
         return (
@@ -550,18 +556,7 @@ class Reranker:
             return []
         prompt = self.folder.prompt
         encodings = self._encoder.encode_batch([(prompt + q, t) for q, t in items])
-        truncated = sum(1 for e in encodings if e.overflowing)
-        if truncated:
-            with self._lock:
-                self.truncated_pairs += truncated
-                total = self.truncated_pairs
-            log.info(
-                "%d of %d pairs exceed %d tokens and were truncated (%d since load)",
-                truncated,
-                len(items),
-                self.max_tokens,
-                total,
-            )
+        self._truncations.record(encodings, self.max_tokens)
         return list(encodings)
 
     # -- scoring ----------------------------------------------------------------------------
