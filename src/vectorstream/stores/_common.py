@@ -138,6 +138,29 @@ def where_items(where: Where | None) -> list[tuple[str, list[Any]]]:
     ]
 
 
+def check_delete(ids: Sequence[str] | None, source: str | None) -> None:
+    """Every adapter's ``delete`` takes exactly one of ``ids`` and ``source``."""
+    if (ids is None) == (source is None):
+        raise ConfigError("delete takes either ids or source, not both or neither")
+
+
+def scoped_items(where: Where | None, source: str | None = None) -> list[tuple[str, list[Any]]]:
+    """``where_items`` of the filter, narrowed to one ``source`` when given (a delete or an id
+    listing by source)."""
+    items = where_items(where)
+    if source is not None:
+        items.append(("source", [source]))
+    return items
+
+
+def settled_dim(what: str, stored: int | None, wanted: int | None) -> int | None:
+    """The width of an existing collection: the stored one, or ``wanted`` where the store keeps
+    none; a ``ConfigError`` naming ``what`` when both are known and differ."""
+    if wanted is not None and stored is not None and wanted != stored:
+        raise ConfigError(f"{what} holds vectors of dimension {stored}, not {wanted}")
+    return stored if stored is not None else wanted
+
+
 def adaptive_range(
     search: Callable[[int], list[Hit]], beta: float, limit: int, *, first: int = 32
 ) -> list[Hit]:
@@ -397,6 +420,7 @@ __all__ = [
     "RestClient",
     "adaptive_range",
     "as_query",
+    "check_delete",
     "check_k",
     "check_range",
     "doc_json",
@@ -408,7 +432,9 @@ __all__ = [
     "pop_mode",
     "require",
     "rest_client",
+    "scoped_items",
     "server_address",
+    "settled_dim",
     "side_key_id",
     "side_name",
     "uuid_for",

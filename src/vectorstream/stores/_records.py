@@ -46,7 +46,7 @@ import numpy as np
 import pyarrow as pa
 
 from .._vectors import embedding_problems
-from ..errors import StoreError
+from ..errors import RecordRejectedError, StoreError
 from ..types import Embedding, EmbeddingKind, Hit, Record, SparseVector
 from ._common import last_wins
 from ._kinds import DIM_KEY, KIND_KEY
@@ -188,6 +188,28 @@ def vector_problems(
             problem = _zero_problem(records[i].embedding)
         out[i] = problem
     return out
+
+
+def kind_problems(
+    records: Sequence[Record], dim: int | None, kind: EmbeddingKind, *, nonzero: bool = False
+) -> list[str | None]:
+    """``vector_problems`` for a server store: a dense collection's records are checked for
+    their kind only (the database checks dense vectors itself), the other kinds' fully."""
+    if kind == "dense":
+        return [
+            None
+            if r.embedding.kind == "dense"
+            else f"this collection holds dense embeddings, not {r.embedding.kind}"
+            for r in records
+        ]
+    return vector_problems(records, dim, kind=kind, nonzero=nonzero)
+
+
+def rejected_error(rejected: Mapping[str, str], total: int, target: str) -> RecordRejectedError:
+    """The error an upsert raises after writing the rest: the set-aside ids with reasons."""
+    return RecordRejectedError(
+        f"{len(rejected)} of {total} records were rejected by {target}", dict(rejected)
+    )
 
 
 def _zero_problem(embedding: Embedding) -> str | None:
@@ -404,12 +426,14 @@ __all__ = [
     "hit_columns",
     "hit_from_row",
     "hits_from_arrow",
+    "kind_problems",
     "metadata_json",
     "record_dict",
     "record_from_row",
     "record_schema",
     "records_table",
     "records_to_arrow",
+    "rejected_error",
     "schema_kind",
     "sink_schema",
     "split_rejected",

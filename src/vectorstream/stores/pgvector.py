@@ -16,6 +16,9 @@ dense as above, ``sparse`` in a ``sparsevec`` column (exact inner product), ``mu
 pooled vector plus the token rows, ranked by exact MaxSim over pooled-vector candidates
 (``_pg_kinds``).
 
+The connection and its error translation are ``_pg_conn``; the DDL ``_pg_schema``; the COPY and
+merge of an upsert ``_pg_write``; search SQL and its rows as hits ``_pg_query``.
+
 ``section_index`` came last: a table made before it gets it (``ALTER TABLE … ADD COLUMN IF NOT
 EXISTS``, its rows 0) when a store opens it for writing. A reader (``mode="r"``) alters nothing
 and reads such a table's rows as section 0.
@@ -26,59 +29,25 @@ beside the collection's (``_pg_side``). Readers (``mode="r"``) get side tables t
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 from .._vectors import embedding_width
-from ..errors import ConfigError, RecordRejectedError, StoreError, StoreUnavailableError
+from ..errors import ConfigError
 from ..types import EmbeddingKind, Hit, Record
-from ._common import adaptive_range, as_query, check_k, last_wins, pop_mode, require, where_items
+from ._common import adaptive_range, as_query, check_delete, check_k, last_wins, pop_mode, require
 from ._kinds import check_kind, maxsim, pooled, query_embedding, settle_kind, top_order
-from ._pg_kinds import (
-    candidates,
-    copy_layout,
-    embedding_sql,
-    embedding_values,
-    extra_columns_sql,
-    indexed,
-    sparse_query,
-    stored_kind,
-    token_rows,
-)
+from ._pg_conn import close_quietly, connect, translate
+from ._pg_kinds import candidates, indexed, sparse_query, stored_kind, token_rows
+from ._pg_query import EXTRA, SCORE, hit_of_row, nearest, run_nearest
+from ._pg_schema import add_section_index, create_table, has_section_index, stored_layout
 from ._pg_side import PgSideTable, pg_side_table_name
-from ._records import split_rejected, vector_problems
+from ._pg_write import merge
+from ._records import kind_problems, rejected_error, split_rejected
 from ._side_collections import ReadOnlySideTable, refuse_side_marker
 from .base import Query, SideTable, StoreCapabilities, Where
-
-log = logging.getLogger("vectorstream.stores.pgvector")
-
-HIT_COLUMNS = (
-    "id",
-    "text",
-    "source",
-    "page",
-    "start_offset",
-    "end_offset",
-    "chunk_index",
-    "headings",
-    "metadata",
-    "section_index",
-)
-HNSW_MAX_DIM = 2000  # pgvector's HNSW index holds `vector` columns of at most 2,000 dimensions
-
-
-def _translate(exc: Exception, action: str) -> StoreError:
-    """Map a psycopg error to ours: connection trouble is transient, bad data is a rejection."""
-    import psycopg
-
-    if isinstance(exc, psycopg.OperationalError):
-        return StoreUnavailableError(f"PostgreSQL unavailable while trying to {action}: {exc}")
-    if isinstance(exc, psycopg.errors.DataError | psycopg.errors.IntegrityError):
-        return RecordRejectedError(f"PostgreSQL rejected the batch while trying to {action}: {exc}")
-    return StoreError(f"PostgreSQL failed to {action}: {exc}")
 
 
 class PgVectorStore:
@@ -119,7 +88,6 @@ class PgVectorStore:
         self.m = m
         self.ef_construction = ef_construction
         self.connect_timeout = connect_timeout
-        self._dsn = "postgresql" + uri[uri.index(":") :] if uri.startswith("pgvector:") else uri
         self._conn: Any = None
         self._staged = False
         self._iterative_scan = False
@@ -144,50 +112,23 @@ class PgVectorStore:
     def _connection(self) -> Any:
         if self._conn is not None and not self._conn.closed:
             return self._conn
-        psycopg = self._psycopg
-        from pgvector.psycopg import register_vector
-
-        try:
-            conn = psycopg.connect(
-                self._dsn, autocommit=True, connect_timeout=max(1, int(self.connect_timeout))
-            )
-        except psycopg.Error as exc:
-            raise StoreUnavailableError(
-                f"cannot connect to PostgreSQL at {self._safe_uri()}: {exc}"
-            ) from exc
-        try:
-            conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
-            register_vector(conn)
-            version = conn.execute(
-                "SELECT extversion FROM pg_extension WHERE extname = 'vector'"
-            ).fetchone()[0]
-            self._iterative_scan = tuple(int(p) for p in version.split(".")[:2]) >= (0, 8)
-            # Session settings, so a search is one round trip. Iterative scans (pgvector >= 0.8)
-            # keep walking the graph until k rows pass a filter; unfiltered queries never need it.
-            conn.execute(f"SET hnsw.ef_search = {int(min(1000, self.ef_search))}")
-            if self._iterative_scan:
-                conn.execute("SET hnsw.iterative_scan = strict_order")
-        except psycopg.Error as exc:
-            conn.close()
-            raise _translate(exc, "enable the pgvector extension") from exc
-        self._conn = conn
+        session = connect(
+            self._psycopg,
+            self.uri,
+            ef_search=self.ef_search,
+            connect_timeout=self.connect_timeout,
+        )
+        self._iterative_scan = session.iterative_scan
+        self._conn = session.conn
         self._staged = False
         self._table_ready = False
         self._ensure_table(self.dim)
-        return conn
+        return self._conn
 
     def _drop_connection(self) -> None:
         if self._conn is not None:
-            try:
-                self._conn.close()
-            except self._psycopg.Error:
-                log.debug("closing a broken connection failed", exc_info=True)
+            close_quietly(self._psycopg, self._conn)
         self._conn = None
-
-    def _safe_uri(self) -> str:
-        # Never log a password.
-        head, at, tail = self.uri.rpartition("@")
-        return f"{head.split('://')[0]}://…@{tail}" if at else self.uri
 
     def _run(self, action: str, fn: Any) -> Any:
         """Run ``fn(conn)``; translate errors and drop a broken connection so the next call reconnects."""
@@ -199,99 +140,52 @@ class PgVectorStore:
             self._staged = False
             if isinstance(exc, self._psycopg.OperationalError) or conn.closed or conn.broken:
                 self._drop_connection()
-            raise _translate(exc, action) from exc
+            raise translate(exc, action) from exc
 
     def _ensure_table(self, dim: int | None) -> None:
+        """Read the table's kind and width, or create it when ``dim`` is known (``_pg_schema``)."""
         if self._table_ready:
             return
         sql = self._psycopg.sql
-        table = sql.Identifier(self.collection)
         conn = self._conn
         try:
-            rows = conn.execute(
-                "SELECT a.attname, a.atttypmod, format_type(a.atttypid, a.atttypmod) "
-                "FROM pg_attribute a WHERE a.attrelid = to_regclass(%s) "
-                "AND a.attname IN ('embedding', 'tokens') AND NOT a.attisdropped",
-                [sql.Identifier(self.collection).as_string(conn)],
-            ).fetchall()
-            found = {r[0]: r for r in rows}
-            row = found.get("embedding")
-            if row is not None:
+            layout = stored_layout(conn, sql, self.collection)
+            if layout is not None:
                 self.kind = settle_kind(
                     f"table {self.collection!r}",
-                    stored_kind(str(row[2]), "tokens" in found),
+                    stored_kind(layout.embedding_type, layout.has_tokens),
                     self._wanted,
                 )
-                stored = int(row[1]) if row[1] and row[1] > 0 else None
+                stored = layout.dim
                 if dim is not None and stored is not None and stored != dim:
                     raise ConfigError(
                         f"table {self.collection!r} holds vectors of dimension {stored}, not {dim}; "
                         "use another collection or the matching model"
                     )
                 self.dim = stored
-                self._section_index = self._has_section_index(conn)
+                self._section_index = has_section_index(conn, sql, self.collection)
                 if not self._section_index and not self.readonly:
                     # A table made before section_index existed: its rows are of section 0.
-                    conn.execute(
-                        sql.SQL(
-                            "ALTER TABLE {} ADD COLUMN IF NOT EXISTS section_index integer "
-                            "NOT NULL DEFAULT 0"
-                        ).format(table)
-                    )
+                    add_section_index(conn, sql, self.collection)
                     self._section_index = True
-                    log.info("added the section_index column to table %r", self.collection)
                 self._table_ready = True
                 return
             if dim is None:
                 return  # created by the first upsert, which knows the dimension
-            with conn.transaction():
-                conn.execute(
-                    sql.SQL(
-                        "CREATE TABLE IF NOT EXISTS {} (id text PRIMARY KEY, embedding "
-                        + embedding_sql(self.kind)
-                        + " NOT NULL, "
-                        "text text, source text, page integer, start_offset integer, end_offset integer, "
-                        "chunk_index integer, headings text[], metadata jsonb, model text, "
-                        "section_index integer NOT NULL DEFAULT 0"
-                        + extra_columns_sql(self.kind)
-                        + ")"
-                    ).format(table, sql.Literal(int(dim)))
-                )
-                conn.execute(
-                    sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} (source)").format(
-                        sql.Identifier(f"{self.collection}_source_idx"), table
-                    )
-                )
-                # A sparse collection has no index: its search is exact (see _pg_kinds).
-                if indexed(self.kind) and dim <= HNSW_MAX_DIM:
-                    conn.execute(
-                        sql.SQL(
-                            "CREATE INDEX IF NOT EXISTS {} ON {} USING hnsw (embedding vector_cosine_ops) "
-                            "WITH (m = {}, ef_construction = {})"
-                        ).format(
-                            sql.Identifier(f"{self.collection}_embedding_hnsw"),
-                            table,
-                            sql.Literal(self.m),
-                            sql.Literal(self.ef_construction),
-                        )
-                    )
-                elif indexed(self.kind):
-                    log.warning(
-                        "dimension %d > %d: no HNSW index, searches are exact", dim, HNSW_MAX_DIM
-                    )
+            create_table(
+                conn,
+                sql,
+                self.collection,
+                self.kind,
+                dim,
+                m=self.m,
+                ef_construction=self.ef_construction,
+            )
         except self._psycopg.Error as exc:
-            raise _translate(exc, f"create table {self.collection!r}") from exc
+            raise translate(exc, f"create table {self.collection!r}") from exc
         self.dim = dim
         self._section_index = True
         self._table_ready = True
-
-    def _has_section_index(self, conn: Any) -> bool:
-        row = conn.execute(
-            "SELECT 1 FROM pg_attribute a WHERE a.attrelid = to_regclass(%s) "
-            "AND a.attname = 'section_index' AND NOT a.attisdropped",
-            [self._psycopg.sql.Identifier(self.collection).as_string(conn)],
-        ).fetchone()
-        return row is not None
 
     # -- writes ------------------------------------------------------------------------------
 
@@ -302,84 +196,35 @@ class PgVectorStore:
         if not records:
             return
         self._connection()
-        batch, rejected = self._checked(last_wins(records))
+        batch = last_wins(records)
+        # Dense vectors are checked by PostgreSQL itself.
+        batch, rejected = split_rejected(
+            batch, kind_problems(batch, self.dim, self.kind, nonzero=True)
+        )
         if batch and not self._table_ready:
             self._ensure_table(embedding_width(batch[0].embedding))
         if batch:
             self._run("upsert records", lambda conn: self._merge(conn, batch))
         if rejected:
-            raise RecordRejectedError(
-                f"{len(rejected)} of {len(records)} records were rejected by table "
-                f"{self.collection!r}",
-                rejected,
-            )
-
-    def _checked(self, batch: list[Record]) -> tuple[list[Record], dict[str, str]]:
-        if self.kind == "dense":  # dense vectors are checked by PostgreSQL itself, as before
-            problems: list[str | None] = [
-                None
-                if r.embedding.kind == "dense"
-                else f"this collection holds dense embeddings, not {r.embedding.kind}"
-                for r in batch
-            ]
-        else:
-            problems = vector_problems(batch, self.dim, kind=self.kind, nonzero=True)
-        return split_rejected(batch, problems)
+            raise rejected_error(rejected, len(records), f"table {self.collection!r}")
 
     def _merge(self, conn: Any, batch: list[Record]) -> None:
-        sql = self._psycopg.sql
-        jsonb = self._psycopg.types.json.Jsonb
-        table = sql.Identifier(self.collection)
-        stage = sql.Identifier(f"vs_stage_{self.collection}")
-        columns, types = copy_layout(self.kind)
+        psycopg = self._psycopg
         dim = int(self.dim or 0)
-        cols = sql.SQL(", ").join(sql.Identifier(c) for c in columns)
-        with conn.transaction():
-            if not self._staged:
-                conn.execute(
-                    sql.SQL(
-                        "CREATE TEMP TABLE IF NOT EXISTS {} (LIKE {} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
-                    ).format(stage, table)
-                )
-                self._staged = True
-            with conn.cursor() as cur:
-                copy_sql = sql.SQL("COPY {} ({}) FROM STDIN WITH (FORMAT BINARY)").format(
-                    stage, cols
-                )
-                with cur.copy(copy_sql) as copy:
-                    copy.set_types(list(types))
-                    for r in batch:
-                        vectors = embedding_values(r, self.kind, dim)
-                        copy.write_row(
-                            (
-                                r.id,
-                                vectors[0],
-                                r.text,
-                                r.source,
-                                r.page,
-                                r.start,
-                                r.end,
-                                r.chunk_index,
-                                list(r.headings),
-                                jsonb(dict(r.metadata)),
-                                r.model,
-                                r.section_index,
-                                *vectors[1:],
-                            )
-                        )
-                updates = sql.SQL(", ").join(
-                    sql.SQL("{} = EXCLUDED.{}").format(sql.Identifier(c), sql.Identifier(c))
-                    for c in columns[1:]
-                )
-                cur.execute(
-                    sql.SQL(
-                        "INSERT INTO {} ({}) SELECT {} FROM {} ON CONFLICT (id) DO UPDATE SET {}"
-                    ).format(table, cols, cols, stage, updates)
-                )
+        merge(
+            conn,
+            psycopg.sql,
+            psycopg.types.json.Jsonb,
+            self.collection,
+            self.kind,
+            dim,
+            batch,
+            staged=self._staged,
+        )
+        self._staged = True
 
     def delete(self, ids: Sequence[str] | None = None, *, source: str | None = None) -> int:
-        if (ids is None) == (source is None):
-            raise ConfigError("delete takes either ids or source, not both or neither")
+        check_delete(ids, source)
         if not self._table_exists():
             return 0
         sql = self._psycopg.sql
@@ -398,36 +243,6 @@ class PgVectorStore:
         self._connection()
         return self._table_ready
 
-    def _where_sql(self, where: Where | None, first: Any = None) -> tuple[Any, list[Any]]:
-        """The filter as a ``WHERE`` clause (``first``: one more condition, already SQL)."""
-        sql = self._psycopg.sql
-        jsonb = self._psycopg.types.json.Jsonb
-        parts: list[Any] = [] if first is None else [first]
-        params: list[Any] = []
-        for key, values in where_items(where):
-            if key.startswith("metadata."):
-                # Containment (@>) compares JSON values with their types and can use a GIN index.
-                ors = [sql.SQL("metadata @> %s") for _ in values]
-                params.extend(jsonb({key[9:]: v}) for v in values)
-                parts.append(sql.SQL("({})").format(sql.SQL(" OR ").join(ors)))
-            else:
-                parts.append(sql.SQL("{} = ANY(%s)").format(sql.Identifier(key)))
-                params.append(list(values))
-        if not parts:
-            return sql.SQL(""), []
-        return sql.SQL("WHERE ") + sql.SQL(" AND ").join(parts), params
-
-    def _hit_columns(self) -> list[Any]:
-        sql = self._psycopg.sql
-        columns: list[Any] = [sql.Identifier(c) for c in HIT_COLUMNS]
-        if not self._section_index:
-            # A reader of a table made before the column: read it through the row's JSON, which
-            # gives 0 while the column is missing and its value once a writer has added it.
-            columns[HIT_COLUMNS.index("section_index")] = sql.SQL(
-                "COALESCE((to_jsonb(t) ->> 'section_index')::integer, 0)"
-            )
-        return columns
-
     def _nearest(
         self,
         score: str,
@@ -439,32 +254,29 @@ class PgVectorStore:
         positive: bool = False,
         columns: Sequence[str] = (),
     ) -> list[Any]:
-        """Rows of the hit columns, then ``score``, then ``columns``, ordered by ``order``.
-
-        ``score`` and ``order`` are SQL with one ``%s`` for the query each; with ``positive``
-        only rows whose ``order`` value is negative (a positive inner product) are kept.
-        """
+        """Rows of the hit columns, then ``score``, then ``columns`` (``_pg_query.nearest``)."""
         sql = self._psycopg.sql
-        first = sql.SQL(order + " < 0") if positive else None
-        where_sql, params = self._where_sql(where, first)
-        extra = [sql.Identifier(c) for c in columns]
-        query = sql.SQL(
-            "SELECT {}, " + score + " AS score{} FROM {} AS t {} ORDER BY " + order + " LIMIT %s"
-        ).format(
-            sql.SQL(", ").join(self._hit_columns()),
-            sql.SQL("").join(sql.SQL(", ") + c for c in extra),
-            sql.Identifier(self.collection),
-            where_sql,
+        search = nearest(
+            sql,
+            self._psycopg.types.json.Jsonb,
+            self.collection,
+            section_index=self._section_index,
+            score=score,
+            order=order,
+            q=q,
+            limit=limit,
+            where=where,
+            ef_search=self.ef_search,
+            positive=positive,
+            columns=columns,
         )
-        args = [q, *([q] if first is not None else []), *params, q, limit]
-        ef = min(1000, max(self.ef_search, limit))
 
         def run(conn: Any) -> list[Any]:
-            if ef == self.ef_search or not indexed(self.kind):
-                return conn.execute(query, args).fetchall()
-            with conn.transaction():  # a wider beam for this query only
-                conn.execute(sql.SQL("SET LOCAL hnsw.ef_search = {}").format(sql.Literal(ef)))
-                return conn.execute(query, args).fetchall()
+            return list(
+                run_nearest(
+                    conn, sql, search, session_ef=self.ef_search, indexed=indexed(self.kind)
+                )
+            )
 
         return list(self._run("search", run))
 
@@ -477,7 +289,7 @@ class PgVectorStore:
             if not self._table_exists():
                 return []
             rows = self._nearest("1 - (embedding <=> %s)", "embedding <=> %s", q, k, where)
-            return [_hit(row, float(row[10])) for row in rows]
+            return [hit_of_row(row, float(row[SCORE])) for row in rows]
         e = query_embedding(vector, self.kind, self.dim)
         if not self._table_exists():
             return []
@@ -485,7 +297,7 @@ class PgVectorStore:
             q = sparse_query(e.sparse.indices, e.sparse.values, int(self.dim or e.sparse.dim))
             order = "(embedding <#> %s)"
             rows = self._nearest("-" + order, order, q, k, where, positive=True)
-            return [_hit(row, float(row[10])) for row in rows]
+            return [hit_of_row(row, float(row[SCORE])) for row in rows]
         query_rows = np.asarray(e.multivector)
         n = candidates(k, self.rerank_factor)
         rows = self._nearest(
@@ -497,8 +309,8 @@ class PgVectorStore:
             columns=("tokens",),
         )
         dim = int(self.dim or query_rows.shape[1])
-        scores = maxsim(query_rows, [token_rows(row[11], dim) for row in rows])
-        return [_hit(rows[i], float(scores[i])) for i in top_order(scores, k).tolist()]
+        scores = maxsim(query_rows, [token_rows(row[EXTRA], dim) for row in rows])
+        return [hit_of_row(rows[i], float(scores[i])) for i in top_order(scores, k).tolist()]
 
     def range_search(
         self, vector: Query, beta: float, *, limit: int = 1000, where: Where | None = None
@@ -548,23 +360,6 @@ class PgVectorStore:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def _hit(row: Any, score: float) -> Hit:
-    """A hit from a row of the ``HIT_COLUMNS``."""
-    return Hit(
-        id=row[0],
-        text=row[1] or "",
-        source=row[2] or "",
-        page=row[3],
-        start=row[4] or 0,
-        end=row[5] or 0,
-        chunk_index=row[6] or 0,
-        headings=tuple(row[7] or ()),
-        metadata=row[8] or {},
-        section_index=row[9] or 0,
-        score=score,
-    )
 
 
 __all__ = ["PgVectorStore"]

@@ -21,236 +21,42 @@ Side tables (the manifest) are collections ``<collection>__vs_<name>`` without v
 Local mode serves a folder to one client at a time, readers included: a second process is told
 to run a Qdrant server (``qdrant://HOST:PORT``). Readers (``mode="r"``) never take the Edge
 writer lock, and their side tables refuse writes.
+
+The backend a URI names and the error translation are ``_qdrant_conn`` (qdrant-client in
+``_qdrant_client``, Qdrant Edge in ``_qdrant_edge``); the kinds' vector and query forms
+``_qdrant_kinds``; filters ``_qdrant_filter``.
 """
 
 from __future__ import annotations
 
 import contextlib
-import logging
-import math
-import os
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from .._dipr import threshold
 from .._vectors import embedding_width
-from ..errors import (
-    ConfigError,
-    RecordRejectedError,
-    StoreError,
-    StoreLockedError,
-    StoreUnavailableError,
-)
 from ..types import EmbeddingKind, Hit, Record
 from ._common import (
     ID_FIELD,
-    as_query,
+    check_delete,
     check_k,
     check_range,
     hit_of,
-    host_port,
     last_wins,
     payload_of,
     pop_mode,
-    require,
+    settled_dim,
     uuid_for,
-    where_items,
 )
 from ._flock import WriterLock
-from ._kinds import DIM_KEY, KIND_KEY, check_kind, query_embedding, refuse_kind, settle_kind
+from ._kinds import check_kind, refuse_kind, settle_kind
+from ._qdrant_conn import open_backend, translate
 from ._qdrant_edge import EdgeBackend
-from ._records import split_rejected, vector_problems
-from ._side_collections import (
-    QdrantSideCollection,
-    ReadOnlySideTable,
-    refuse_side_marker,
-    side_collection_name,
-)
+from ._qdrant_filter import qdrant_filter
+from ._qdrant_kinds import ALL_KINDS, query_form, record_vectors
+from ._records import kind_problems, rejected_error, split_rejected
+from ._side_collections import ReadOnlySideTable, refuse_side_marker, side_collection_name
 from .base import Query, SideTable, StoreCapabilities, Where
-
-log = logging.getLogger("vectorstream.stores.qdrant")
-
-SCROLL_PAGE = 1000
-SPARSE_NAME = "sparse"  # the named sparse vector of a sparse collection
-ALL_KINDS: frozenset[EmbeddingKind] = frozenset({"dense", "sparse", "multivector"})
-
-
-def _translate(exc: Exception, action: str) -> StoreError:
-    """Map qdrant-client / qdrant-edge / transport errors to ours."""
-    if isinstance(exc, StoreError):
-        return exc
-    name = type(exc).__name__
-    text = str(exc)
-    if name == "UnexpectedResponse":
-        status = int(getattr(exc, "status_code", 0) or 0)
-        if status in (400, 422):
-            return RecordRejectedError(f"Qdrant rejected the request to {action}: {text}")
-        if status in (408, 429) or status >= 500:
-            return StoreUnavailableError(
-                f"Qdrant unavailable ({status}) while trying to {action}: {text}"
-            )
-        return StoreError(f"Qdrant failed to {action} ({status}): {text}")
-    if name in (
-        "ResponseHandlingException",
-        "ConnectError",
-        "ConnectTimeout",
-        "ReadTimeout",
-        "RpcError",
-    ):
-        return StoreUnavailableError(f"Qdrant unavailable while trying to {action}: {text}")
-    if isinstance(exc, ConnectionError | TimeoutError):
-        return StoreUnavailableError(f"Qdrant unavailable while trying to {action}: {text}")
-    if "already accessed by another instance" in text:
-        # Local mode serves a folder to one client at a time, readers included.
-        return StoreLockedError(
-            f"another process (or another open store in this one) holds the Qdrant local-mode "
-            f"folder while trying to {action}; local mode serves a folder to one client at a "
-            "time, readers included: for concurrent access run a Qdrant server and use "
-            "qdrant://HOST:PORT"
-        )
-    if isinstance(exc, ValueError) and (
-        "dimension" in text.lower() or "wrong input" in text.lower()
-    ):
-        return RecordRejectedError(f"Qdrant rejected the records while trying to {action}: {text}")
-    return StoreError(f"Qdrant failed to {action}: {text}")
-
-
-class _ClientBackend:
-    """qdrant-client, against a server or its local (embedded) mode."""
-
-    def __init__(self, client: Any, models: Any, collection: str, *, server: bool) -> None:
-        self.client = client
-        self.m = models
-        self.collection = collection
-        self.server = server
-
-    kinds = ALL_KINDS
-
-    def describe(self) -> tuple[EmbeddingKind, int | None] | None:
-        """The collection's kind and width, or ``None`` when it does not exist."""
-        if not self.client.collection_exists(self.collection):
-            return None
-        config = self.client.get_collection(self.collection).config
-        params = config.params
-        if SPARSE_NAME in (params.sparse_vectors or {}):
-            raw = (getattr(config, "metadata", None) or {}).get(DIM_KEY)
-            return "sparse", int(raw) if raw else None
-        vectors = params.vectors
-        if not isinstance(vectors, self.m.VectorParams):
-            raise StoreError(
-                f"Qdrant collection {self.collection!r} has named vectors "
-                f"{sorted(vectors or {})}; it was not made by vectorstream"
-            )
-        if vectors.multivector_config is not None:
-            return "multivector", int(vectors.size)
-        return "dense", int(vectors.size)
-
-    def create(self, kind: EmbeddingKind, dim: int, hnsw_m: int, ef_construct: int) -> None:
-        m = self.m
-        hnsw = m.HnswConfigDiff(m=hnsw_m, ef_construct=ef_construct)
-        if kind == "sparse":
-            self.client.create_collection(
-                self.collection,
-                vectors_config={},
-                sparse_vectors_config={SPARSE_NAME: m.SparseVectorParams()},
-                hnsw_config=hnsw,
-                metadata={KIND_KEY: kind, DIM_KEY: dim},
-            )
-        else:
-            multi = (
-                m.MultiVectorConfig(comparator=m.MultiVectorComparator.MAX_SIM)
-                if kind == "multivector"
-                else None
-            )
-            self.client.create_collection(
-                self.collection,
-                vectors_config=m.VectorParams(
-                    size=dim, distance=m.Distance.COSINE, multivector_config=multi
-                ),
-                hnsw_config=hnsw,
-            )
-        if self.server:
-            # Local mode has no payload indexes (and warns); a server uses them for filters.
-            for field in ("source", "model"):
-                self.client.create_payload_index(
-                    self.collection, field, m.PayloadSchemaType.KEYWORD
-                )
-
-    def upsert(self, ids: list[str], vectors: Any, payloads: list[dict[str, Any]]) -> None:
-        batch = self.m.Batch(ids=ids, vectors=vectors, payloads=payloads)
-        self.client.upsert(self.collection, points=batch, wait=True)
-
-    def sparse(self, indices: list[int], values: list[float]) -> Any:
-        return self.m.SparseVector(indices=indices, values=values)
-
-    def delete_ids(self, ids: list[str]) -> None:
-        self.client.delete(
-            self.collection, points_selector=self.m.PointIdsList(points=ids), wait=True
-        )
-
-    def delete_filter(self, flt: Any) -> None:
-        self.client.delete(
-            self.collection, points_selector=self.m.FilterSelector(filter=flt), wait=True
-        )
-
-    def existing(self, ids: list[str]) -> int:
-        return len(
-            self.client.retrieve(self.collection, ids=ids, with_payload=False, with_vectors=False)
-        )
-
-    def query(
-        self,
-        vector: Any,
-        limit: int,
-        flt: Any,
-        threshold: float | None,
-        ef: int,
-        using: str | None = None,
-    ) -> list[Any]:
-        # Local mode searches exactly and warns about search parameters; a server uses hnsw_ef.
-        params = self.m.SearchParams(hnsw_ef=ef) if self.server else None
-        res = self.client.query_points(
-            self.collection,
-            query=vector,
-            using=using,
-            limit=limit,
-            query_filter=flt,
-            score_threshold=threshold,
-            with_payload=True,
-            search_params=params,
-        )
-        return list(res.points)
-
-    def scroll(self, flt: Any) -> list[Any]:
-        out: list[Any] = []
-        offset = None
-        while True:
-            page, offset = self.client.scroll(
-                self.collection,
-                scroll_filter=flt,
-                limit=SCROLL_PAGE,
-                offset=offset,
-                with_payload=[ID_FIELD],
-                with_vectors=False,
-            )
-            out.extend(page)
-            if offset is None:
-                return out
-
-    def count(self, flt: Any) -> int:
-        return int(self.client.count(self.collection, count_filter=flt, exact=True).count)
-
-    def flush(self) -> None:
-        """Writes use ``wait=True``: acknowledged means applied."""
-
-    def close(self) -> None:
-        self.client.close()
-
-    def side_table(self, name: str, call: Any) -> SideTable:
-        return QdrantSideCollection(self.client, self.m, name, call)
 
 
 class QdrantStore:
@@ -293,51 +99,10 @@ class QdrantStore:
         mode = pop_mode(options)
         raw_kind = options.pop("kind", None)
         kind = None if raw_kind is None else check_kind(raw_kind)
-        lock: WriterLock | None = None
         hnsw_ef = int(options.pop("hnsw_ef", 128))
         hnsw_m = int(options.pop("m", 16))
         ef_construct = int(options.pop("ef_construct", 100))
-        scheme, _, rest = uri.partition(":")
-        scheme = scheme.lower()
-        try:
-            if scheme == "qdrant-edge":
-                edge = require("qdrant_edge", "qdrant-edge-py", "qdrant")
-                if not rest:
-                    raise ConfigError("qdrant-edge:PATH needs a directory")
-                root = os.path.expanduser(rest.removeprefix("//"))
-                if mode != "r":
-                    # An Edge shard has one writer: a second one fails now, not corrupts later.
-                    lock = WriterLock(
-                        Path(root) / f"{collection}.writer.lock",
-                        f"Qdrant Edge collection {collection!r} at {root}",
-                    )
-                    lock.acquire()
-                backend: Any = EdgeBackend(edge, root, collection)
-            else:
-                qc = require("qdrant_client", "qdrant-client", "qdrant")
-                models = require("qdrant_client.models", "qdrant-client", "qdrant")
-                if rest.startswith("//"):
-                    host, port = host_port(rest[2:], 6333)
-                    # The version check runs in a background thread that only logs; skip it.
-                    options.setdefault("check_compatibility", False)
-                    client = qc.QdrantClient(host=host, port=port, **options)
-                    backend = _ClientBackend(client, models, collection, server=True)
-                else:
-                    if not rest:
-                        raise ConfigError("qdrant:PATH needs a directory (or qdrant://HOST:PORT)")
-                    if rest == ":memory:":  # qdrant::memory: — local mode without persistence
-                        client = qc.QdrantClient(location=":memory:", **options)
-                    else:
-                        client = qc.QdrantClient(path=os.path.expanduser(rest), **options)
-                    backend = _ClientBackend(client, models, collection, server=False)
-        except (ConfigError, StoreError, ImportError):
-            if lock is not None:
-                lock.release()
-            raise
-        except Exception as exc:
-            if lock is not None:
-                lock.release()
-            raise _translate(exc, f"open {uri!r}") from exc
+        backend, lock = open_backend(uri, collection, mode, options)
         try:
             store = cls(
                 uri,
@@ -366,18 +131,15 @@ class QdrantStore:
         try:
             return fn(*args)
         except Exception as exc:
-            raise _translate(exc, action) from exc
+            raise translate(exc, action) from exc
 
     def _open(self, dim: int | None, kind: EmbeddingKind | None) -> None:
         found = self._call("read the collection", self._b.describe)
         if found is not None:
             stored_kind, stored = found
-            self.kind = settle_kind(f"Qdrant collection {self.collection!r}", stored_kind, kind)
-            if dim is not None and stored is not None and dim != stored:
-                raise ConfigError(
-                    f"Qdrant collection {self.collection!r} holds vectors of dimension {stored}, not {dim}"
-                )
-            self.dim = stored if stored is not None else dim
+            what = f"Qdrant collection {self.collection!r}"
+            self.kind = settle_kind(what, stored_kind, kind)
+            self.dim = settled_dim(what, stored, dim)
             self._exists = True
         elif dim is not None:
             self._create(dim)
@@ -394,38 +156,8 @@ class QdrantStore:
         self.dim = dim
         self._exists = True
 
-    # -- filters -----------------------------------------------------------------------------
-
     def _filter(self, where: Where | None, source: str | None = None) -> Any:
-        m = self._b.m
-        must: list[Any] = []
-        items = where_items(where)
-        if source is not None:
-            items.append(("source", [source]))
-        for key, values in items:
-            field = key  # "metadata.lang" is Qdrant's own nested-key syntax
-            if any(isinstance(v, float) and not float(v).is_integer() for v in values):
-                raise ConfigError(
-                    f"Qdrant matches exact values only; {key!r} has a fractional number"
-                )
-            vals = [int(v) if isinstance(v, float) else v for v in values]
-            if (
-                len(vals) > 1
-                and not any(isinstance(v, bool) for v in vals)
-                and len({type(v) for v in vals}) == 1
-            ):
-                must.append(m.FieldCondition(key=field, match=m.MatchAny(any=vals)))
-            elif len(vals) == 1:
-                must.append(m.FieldCondition(key=field, match=m.MatchValue(value=vals[0])))
-            else:
-                must.append(
-                    m.Filter(
-                        should=[
-                            m.FieldCondition(key=field, match=m.MatchValue(value=v)) for v in vals
-                        ]
-                    )
-                )
-        return m.Filter(must=must) if must else None
+        return qdrant_filter(self._b.m, where, source)
 
     # -- protocol ----------------------------------------------------------------------------
 
@@ -435,50 +167,23 @@ class QdrantStore:
         then ``RecordRejectedError`` lists the set-aside ids with reasons."""
         if not records:
             return
-        batch, rejected = self._checked(last_wins(records))
+        batch = last_wins(records)
+        # Dense vectors are checked by Qdrant itself.
+        batch, rejected = split_rejected(
+            batch, kind_problems(batch, self.dim, self.kind, nonzero=True)
+        )
         if batch and not self._exists:
             self._create(embedding_width(batch[0].embedding))
         if batch:
             ids = [uuid_for(r.id) for r in batch]
             payloads = [{ID_FIELD: r.id, **payload_of(r)} for r in batch]
-            self._call("upsert records", self._b.upsert, ids, self._vectors(batch), payloads)
+            vectors = record_vectors(self.kind, self._b, batch)
+            self._call("upsert records", self._b.upsert, ids, vectors, payloads)
         if rejected:
-            raise RecordRejectedError(
-                f"{len(rejected)} of {len(records)} records were rejected by Qdrant collection "
-                f"{self.collection!r}",
-                rejected,
-            )
-
-    def _checked(self, batch: list[Record]) -> tuple[list[Record], dict[str, str]]:
-        if self.kind == "dense":  # dense vectors are checked by Qdrant itself, as before
-            problems: list[str | None] = [
-                None
-                if r.embedding.kind == "dense"
-                else f"this collection holds dense embeddings, not {r.embedding.kind}"
-                for r in batch
-            ]
-        else:
-            problems = vector_problems(batch, self.dim, kind=self.kind, nonzero=True)
-        return split_rejected(batch, problems)
-
-    def _vectors(self, batch: list[Record]) -> Any:
-        """The batch's vectors in the form the collection's kind takes."""
-        if self.kind == "sparse":
-            sparse = [r.embedding.sparse for r in batch]
-            return {
-                SPARSE_NAME: [
-                    self._b.sparse(sv.indices.tolist(), sv.values.tolist())
-                    for sv in sparse
-                    if sv is not None
-                ]
-            }
-        if self.kind == "multivector":
-            return [np.asarray(r.embedding.multivector, dtype=np.float32).tolist() for r in batch]
-        return [np.asarray(r.embedding.as_dense(), dtype=np.float32).tolist() for r in batch]
+            raise rejected_error(rejected, len(records), f"Qdrant collection {self.collection!r}")
 
     def delete(self, ids: Sequence[str] | None = None, *, source: str | None = None) -> int:
-        if (ids is None) == (source is None):
-            raise ConfigError("delete takes either ids or source, not both or neither")
+        check_delete(ids, source)
         if not self._exists:
             return 0
         if ids is not None:
@@ -492,18 +197,6 @@ class QdrantStore:
         n = self._call("count records", self._b.count, flt)
         self._call("delete records", self._b.delete_filter, flt)
         return int(n)
-
-    def _query_form(self, vector: Query) -> tuple[Any, str | None, float]:
-        """The query as Qdrant takes it, the vector name it searches, and the lowest score
-        there is (a range bound at or below it bounds nothing)."""
-        if self.kind == "dense":
-            return as_query(vector, self.dim).tolist(), None, -1.0
-        q = query_embedding(vector, self.kind, self.dim)
-        if q.sparse is not None:
-            sparse = self._b.sparse(q.sparse.indices.tolist(), q.sparse.values.tolist())
-            return sparse, SPARSE_NAME, -math.inf
-        rows = np.asarray(q.multivector)
-        return rows.tolist(), None, -float(rows.shape[0])
 
     def _query(
         self,
@@ -520,7 +213,7 @@ class QdrantStore:
 
     def search(self, vector: Query, k: int = 10, where: Where | None = None) -> list[Hit]:
         check_k(k)
-        form = self._query_form(vector)
+        form = query_form(self.kind, self.dim, self._b, vector)
         if not self._exists:
             return []
         return self._query(form, k, where, None)
@@ -529,7 +222,7 @@ class QdrantStore:
         self, vector: Query, beta: float, *, limit: int = 1000, where: Where | None = None
     ) -> list[Hit]:
         beta = check_range(beta, limit)
-        form = self._query_form(vector)
+        form = query_form(self.kind, self.dim, self._b, vector)
         if not self._exists:
             return []
         best = self._query(form, 1, where, None)
