@@ -75,6 +75,21 @@ def _field(source: dict[str, Any], path: str) -> list[Any]:
     return list(value) if isinstance(value, list) else [value]
 
 
+def feature_weight(value: float) -> float:
+    """A feature weight as Lucene's ``FeatureField`` keeps it (``sparse_vector``,
+    ``rank_features``): the top 17 bits of its float32, truncated (9 significant bits)."""
+    bits = np.array([value], dtype=np.float32).view(np.uint32) >> 15 << 15
+    return float(bits.view(np.float32)[0])
+
+
+class _Refused(Exception):
+    """A request the engine answers with a 400 and this error."""
+
+    def __init__(self, kind: str, reason: str) -> None:
+        super().__init__(reason)
+        self.body = {"error": {"type": kind, "reason": reason}, "status": 400}
+
+
 def _same(a: Any, b: Any) -> bool:
     """Equality as a typed store sees it: 1 equals 1.0, but not True and not "1"."""
     if isinstance(a, bool) or isinstance(b, bool):
@@ -85,15 +100,24 @@ def _same(a: Any, b: Any) -> bool:
 
 
 class FakeSearchEngine(_Fake):
-    """Elasticsearch 8 (``flavor="elasticsearch"``) or OpenSearch 2 (``"opensearch"``).
+    """Elasticsearch 8.15+ (``flavor="elasticsearch"``) or OpenSearch 2 (``"opensearch"``).
 
     Searches and counts see the documents as of the last refresh, as in the real engines;
-    ``_mget`` reads in real time.
+    ``_mget`` reads in real time. The vector field is a dense one (``dense_vector`` /
+    ``knn_vector``) or a sparse one (``sparse_vector`` / ``rank_features``): sparse documents
+    must have strictly positive normal weights, which are kept with 9 significant bits as Lucene
+    keeps them, and the sparse queries (``sparse_vector``; linear ``rank_feature``) score the dot
+    product over those kept weights. ``bool`` queries combine ``must``, ``filter``, ``should``
+    (with ``minimum_should_match``) and ``must_not`` as the engines do; a search's ``min_score``
+    drops lower scores.
     """
 
     def __init__(self, flavor: str = "elasticsearch") -> None:
         super().__init__()
         self.flavor = flavor
+        es = flavor == "elasticsearch"
+        self.dense_type = "dense_vector" if es else "knn_vector"
+        self.sparse_type = "sparse_vector" if es else "rank_features"
         self.indices: dict[str, dict[str, Any]] = {}
         self.route("HEAD", r"/([^/_][^/]*)", self._head)
         self.route("PUT", r"/([^/_][^/]*)", self._create)
@@ -120,10 +144,10 @@ class FakeSearchEngine(_Fake):
         props = body["mappings"].get("properties", {})
         emb = props.get("embedding")
         if emb is not None:
-            want = "dense_vector" if self.flavor == "elasticsearch" else "knn_vector"
-            if emb["type"] != want:
+            if emb["type"] not in (self.dense_type, self.sparse_type):
                 return _json(400, {"error": {"type": "mapper_parsing_exception"}, "status": 400})
-            if self.flavor == "opensearch" and not body["settings"]["index"]["knn"]:
+            knn = (body.get("settings") or {}).get("index", {}).get("knn")
+            if emb["type"] == "knn_vector" and not knn:
                 return _json(400, {"error": {"type": "illegal_argument_exception"}, "status": 400})
         self.indices[name] = {"body": body, "docs": {}, "visible": {}}
         return _json(200, {"acknowledged": True, "index": name})
@@ -133,9 +157,30 @@ class FakeSearchEngine(_Fake):
             return self._missing(name)
         return _json(200, {name: {"mappings": self.indices[name]["body"]["mappings"]}})
 
-    def _dims(self, index: dict[str, Any]) -> int | None:
+    @staticmethod
+    def _vector_type(index: dict[str, Any]) -> str | None:
         emb = index["body"]["mappings"].get("properties", {}).get("embedding")
-        return None if emb is None else int(emb.get("dims") or emb.get("dimension"))
+        return None if emb is None else str(emb["type"])
+
+    def _dims(self, index: dict[str, Any]) -> int | None:
+        if self._vector_type(index) != self.dense_type:
+            return None
+        emb = index["body"]["mappings"]["properties"]["embedding"]
+        return int(emb.get("dims") or emb.get("dimension"))
+
+    def _sparse_error(self, index: dict[str, Any], doc: dict[str, Any]) -> str | None:
+        """Why a document's sparse field is refused: the engines take an object of feature
+        name → strictly positive normal float (Lucene's ``FeatureField`` rule)."""
+        if self._vector_type(index) != self.sparse_type or "embedding" not in doc:
+            return None
+        features = doc["embedding"]
+        if not isinstance(features, dict):
+            return "sparse field must be an object of feature name to weight"
+        for name, value in features.items():
+            ok = isinstance(value, int | float) and not isinstance(value, bool)
+            if not ok or not math.isfinite(value) or value < np.finfo(np.float32).tiny:
+                return f"feature [{name}] must be a positive normal float, got [{value}]"
+        return None
 
     def _bulk(self, req: httpx.Request, lines: list[dict[str, Any]]) -> httpx.Response:
         items, i = [], 0
@@ -168,6 +213,11 @@ class FakeSearchEngine(_Fake):
                 err = {"type": "mapper_parsing_exception", "reason": "wrong vector dimension"}
                 items.append({op: {"_id": _id, "status": 400, "error": err}})
                 continue
+            problem = self._sparse_error(index, doc)
+            if problem is not None:
+                err = {"type": "mapper_parsing_exception", "reason": problem}
+                items.append({op: {"_id": _id, "status": 400, "error": err}})
+                continue
             index["docs"][_id] = json.loads(json.dumps(doc))
             items.append({op: {"_id": _id, "status": 201, "result": "created"}})
         if req.url.params.get("refresh") in ("true", "wait_for"):
@@ -188,28 +238,99 @@ class FakeSearchEngine(_Fake):
         ]
         return _json(200, {"docs": out})
 
-    def _matches(self, _id: str, src: dict[str, Any], query: dict[str, Any]) -> bool:
+    def _score(
+        self, name: str, _id: str, src: dict[str, Any], query: dict[str, Any]
+    ) -> float | None:
+        """The score of a document for ``query``, ``None`` where it does not match."""
         ((kind, arg),) = query.items()
         if kind == "match_all":
-            return True
+            return 1.0
         if kind == "ids":
-            return _id in arg["values"]
+            return 1.0 if _id in arg["values"] else None
         if kind == "bool":
-            return all(self._matches(_id, src, q) for q in arg.get("filter", []))
+            return self._bool(name, _id, src, arg)
+        if kind == "sparse_vector":
+            return self._sparse_vector(name, src, arg)
+        if kind == "rank_feature":
+            return self._rank_feature(name, src, arg)
+        if kind not in ("term", "terms"):
+            raise ValueError(f"query {kind} is not in this fake")
         ((field, wanted),) = arg.items()
         wanted = wanted if kind == "terms" else [wanted]
-        return any(_same(v, w) for v in _field(src, field) for w in wanted)
+        return 1.0 if any(_same(v, w) for v in _field(src, field) for w in wanted) else None
+
+    def _bool(self, name: str, _id: str, src: dict[str, Any], arg: dict[str, Any]) -> float | None:
+        def each(key: str) -> list[float | None]:
+            return [self._score(name, _id, src, q) for q in arg.get(key, [])]
+
+        must, filters, should = each("must"), each("filter"), each("should")
+        if None in must or None in filters or any(s is not None for s in each("must_not")):
+            return None
+        matched = [s for s in should if s is not None]
+        # Without must or filter clauses, one should clause must match; with them, none need to.
+        needed = arg.get("minimum_should_match", 0 if must or filters else 1 if should else 0)
+        if len(matched) < int(needed):
+            return None
+        return float(sum(s for s in must if s is not None) + sum(matched))
+
+    def _sparse_field(self, name: str, field: str) -> None:
+        mapped = self.indices[name]["body"]["mappings"].get("properties", {}).get(field, {})
+        if mapped.get("type") != self.sparse_type:
+            raise _Refused("query_shard_exception", f"[{field}] is not a sparse field")
+
+    @staticmethod
+    def _dot(features: dict[str, Any], terms: dict[str, float]) -> float | None:
+        shared = [t for t in terms if t in features]
+        if not shared:
+            return None
+        # Lucene scores each term in float32 (the query weight times the kept feature weight)
+        # and sums them in double; the search rounds the sum to float32.
+        return sum(
+            float(np.float32(terms[t]) * np.float32(feature_weight(features[t]))) for t in shared
+        )
+
+    def _sparse_vector(self, name: str, src: dict[str, Any], arg: dict[str, Any]) -> float | None:
+        if self.flavor != "elasticsearch":
+            raise _Refused("parsing_exception", "unknown query [sparse_vector]")
+        self._sparse_field(name, arg["field"])
+        if arg.get("prune") is not False:
+            # Indices made by 8.19/9.1+ prune query terms unless the query says not to.
+            raise ValueError("query-term pruning is not in this fake: send prune: false")
+        terms = {str(t): float(w) for t, w in arg["query_vector"].items()}
+        return self._dot(src.get(arg["field"]) or {}, terms)
+
+    def _rank_feature(self, name: str, src: dict[str, Any], arg: dict[str, Any]) -> float | None:
+        field, _, feature = arg["field"].rpartition(".")
+        self._sparse_field(name, field)
+        if self.flavor != "opensearch" or set(arg) - {"field", "boost", "linear"}:
+            raise ValueError(f"rank_feature {sorted(arg)} is not in this fake (linear only)")
+        if "linear" not in arg:
+            raise ValueError("the default saturation function is not in this fake")
+        return self._dot(src.get(field) or {}, {feature: float(arg.get("boost", 1.0))})
+
+    def _matches(self, name: str, _id: str, src: dict[str, Any], query: dict[str, Any]) -> bool:
+        return self._score(name, _id, src, query) is not None
 
     def _hits(self, name: str, query: dict[str, Any] | None) -> list[tuple[str, dict[str, Any]]]:
         visible = self.indices[name]["visible"]
         return [
-            (i, src) for i, src in visible.items() if query is None or self._matches(i, src, query)
+            (i, src)
+            for i, src in visible.items()
+            if query is None or self._matches(name, i, src, query)
         ]
 
     def _search(self, _req: httpx.Request, body: Any, name: str) -> httpx.Response:
         if name not in self.indices:
             return self._missing(name)
+        try:
+            return self._searched(body, name)
+        except _Refused as exc:
+            return _json(400, exc.body)
+
+    def _searched(self, body: Any, name: str) -> httpx.Response:
         size = int(body.get("size", 10))
+        if size > 10_000:  # index.max_result_window
+            raise _Refused("illegal_argument_exception", "Result window is too large")
         found: list[tuple[float, str, dict[str, Any], list[Any] | None]] = []
         knn = body.get("knn")
         os_knn = (body.get("query") or {}).get("knn")
@@ -232,13 +353,22 @@ class FakeSearchEngine(_Fake):
                     found.append((score, i, src, None))
             found.sort(key=lambda t: -t[0])
             found = found[: int(k)] if k is not None else found
-        else:
+        elif "sort" in body:
             ((field, _order),) = body["sort"][0].items()
             for i, src in self._hits(name, body.get("query")):
                 found.append((1.0, i, src, _field(src, field)[:1]))
             found.sort(key=lambda t: t[3])
             if "search_after" in body:
                 found = [t for t in found if t[3] > body["search_after"]]
+        else:  # by score, best first; ties in index order, as one shard breaks them
+            floor = body.get("min_score")
+            for i, src in self.indices[name]["visible"].items():
+                score = self._score(name, i, src, body.get("query") or {"match_all": {}})
+                if score is not None:
+                    score = float(np.float32(score))  # a _score is a float32
+                    if floor is None or score >= floor:
+                        found.append((score, i, src, None))
+            found.sort(key=lambda t: -t[0])
         source = body.get("_source", True)
         excludes = source.get("excludes", []) if isinstance(source, dict) else []
         out = []
@@ -627,4 +757,4 @@ class FakePinecone(_Fake):
         return _json(200, answer)
 
 
-__all__ = ["FakePinecone", "FakeSearchEngine", "FakeWeaviate"]
+__all__ = ["FakePinecone", "FakeSearchEngine", "FakeWeaviate", "feature_weight"]

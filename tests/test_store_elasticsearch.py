@@ -1,7 +1,8 @@
 """Elasticsearch and OpenSearch adapters at the HTTP seam (no server runs on this machine).
 
 Each test answers the adapter's requests with an ``httpx.MockTransport`` and checks the method,
-path and body it sent, and what it made of the answer.
+path and body it sent, and what it made of the answer. Sparse collections are in
+``test_store_elasticsearch_sparse.py``.
 """
 
 from __future__ import annotations

@@ -164,11 +164,14 @@ def test_a_collection_keeps_its_kind(tmp_path: Path) -> None:
     store.close()
 
 
-def test_dense_only_adapters_refuse_other_kinds_before_connecting() -> None:
+def test_adapters_refuse_kinds_they_cannot_hold_before_connecting() -> None:
     # Nothing listens on these ports: the refusal comes first.
-    for uri in ("chroma://127.0.0.1:9", "es://127.0.0.1:9", "pinecone://127.0.0.1:9"):
+    for uri in ("chroma://127.0.0.1:9", "pinecone://127.0.0.1:9"):
         with pytest.raises(ConfigError, match="not sparse"):
             open_store(uri, "docs", dim=VOCAB, kind="sparse")
+    for uri in ("es://127.0.0.1:9", "opensearch://127.0.0.1:9"):  # sparse, but no multivectors
+        with pytest.raises(ConfigError, match="not multivector"):
+            open_store(uri, "docs", dim=DIM, kind="multivector")
 
 
 def test_the_retry_writer_sets_aside_records_of_another_kind(tmp_path: Path) -> None:

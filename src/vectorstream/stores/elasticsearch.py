@@ -16,6 +16,12 @@ without it read as section 0); a reader (``mode="r"``) changes nothing.
 Both engines score cosine as ``(1 + cos) / 2``; hits carry the cosine itself. Range search is
 native: Elasticsearch's kNN ``similarity`` bound, OpenSearch's radial ``min_score``.
 
+An index holds dense or sparse embeddings (``open(..., kind="sparse")``; multivector is refused
+before anything is sent: neither engine has MaxSim over a field of this layout). A sparse index
+keeps the term weights in a ``sparse_vector`` field (Elasticsearch 8.15+) or ``rank_features``
+(OpenSearch 1.1+) and is searched by the dot product, scored exactly (``_es_kinds``). The kind is
+noted in the mapping's ``_meta`` and read back when an index is opened.
+
 Side tables (the manifest) are hidden indices ``<index>__vs_<name>`` (``_es_side``); a store
 opened with ``mode="r"`` reads them and refuses writes.
 
@@ -27,14 +33,14 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
-
 from .._dipr import threshold
-from ..errors import ConfigError
+from .._vectors import embedding_width
+from ..errors import ConfigError, RecordRejectedError
 from ..types import EmbeddingKind, Hit, Record
 from ._common import (
     SIDE_PREFIX,
@@ -45,20 +51,33 @@ from ._common import (
     check_range,
     hit_of,
     last_wins,
-    payload_of,
     rest_client,
     server_address,
     side_name,
     where_items,
 )
+from ._es_kinds import (
+    MAX_CANDIDATES,
+    document,
+    es_sparse_query,
+    exact_top,
+    index_body,
+    os_sparse_query,
+    query_terms,
+    record_problems,
+    sparse_body,
+    sparse_properties,
+    stored_kind,
+)
 from ._es_side import SideIndex, raise_bulk_errors
+from ._kinds import check_kind, query_embedding, refuse_kind, settle_kind
+from ._records import split_rejected
 from ._side_collections import ReadOnlySideTable, refuse_side_marker
 from .base import Query, SideTable, StoreCapabilities, Where, dipr_cut
 
 log = logging.getLogger("vectorstream.stores.elasticsearch")
 
 PAGE = 5000
-MAX_CANDIDATES = 10_000  # both engines cap num_candidates / k at 10,000
 
 
 class _SearchEngineStore(ABC):
@@ -67,11 +86,20 @@ class _SearchEngineStore(ABC):
     vendor = "search engine"
     extra = "elasticsearch"
     default_port = 9200
-    capabilities = StoreCapabilities(filters=True, range_search=True)
-    kind: EmbeddingKind = "dense"  # dense collections only (see docs/stores.md)
+    capabilities = StoreCapabilities(
+        kinds=frozenset({"dense", "sparse"}), filters=True, range_search=True
+    )
+    dense_type: str  # the mapping types of the embedding field, per kind (each engine's own)
+    sparse_type: str
 
     def __init__(
-        self, uri: str, collection: str, client: RestClient, *, readonly: bool = False
+        self,
+        uri: str,
+        collection: str,
+        client: RestClient,
+        *,
+        readonly: bool = False,
+        kind: EmbeddingKind = "dense",
     ) -> None:
         if (
             collection != collection.lower()
@@ -86,11 +114,17 @@ class _SearchEngineStore(ABC):
         self.readonly = readonly  # mode="r": side tables refuse writes
         self.collection = collection
         self._http = client
+        self.kind: EmbeddingKind = kind  # read back from the index when it exists
         self.dim: int | None = None
+        self._exists = False  # whether the index exists with an embedding field
 
     @classmethod
     def open(cls, uri: str, collection: str, *, dim: int | None = None, **options: Any) -> Any:
         opts = AdapterOptions(cls.vendor, options)
+        raw_kind = opts.take("kind")
+        kind = None if raw_kind is None else check_kind(raw_kind)
+        if kind is not None and kind not in cls.capabilities.kinds:
+            raise refuse_kind(cls.vendor, kind, sorted(cls.capabilities.kinds))
         host, port = server_address(uri, cls.vendor, cls.default_port)
         scheme = "https" if opts.take("https", False) else "http"
         api_key = opts.take("api_key")
@@ -102,24 +136,38 @@ class _SearchEngineStore(ABC):
             auth=opts.take("basic_auth"),
         )
         opts.finish()
-        store = cls(uri, collection, client, readonly=opts.mode == "r")
-        store._open(dim)
+        store = cls(uri, collection, client, readonly=opts.mode == "r", kind=kind or "dense")
+        try:
+            store._open(dim, kind)
+        except BaseException:
+            store.close()
+            raise
         return store
 
     # -- index lifecycle -----------------------------------------------------------------------
 
-    def _open(self, dim: int | None) -> None:
+    def _open(self, dim: int | None, kind: EmbeddingKind | None) -> None:
         mapping = self._http.request(
             "GET", f"/{self.collection}/_mapping", action="read the index mapping", ok_missing=True
         )
         if mapping is not None:
-            props = next(iter(mapping.values()))["mappings"].get("properties", {})
-            stored = self._dim_of(props.get("embedding", {}))
-            if dim is not None and stored is not None and stored != dim:
-                raise ConfigError(
-                    f"{self.vendor} index {self.collection!r} holds vectors of dimension {stored}, not {dim}"
-                )
-            self.dim = stored
+            what = f"{self.vendor} index {self.collection!r}"
+            mappings = next(iter(mapping.values()))["mappings"]
+            props = mappings.get("properties", {})
+            found = stored_kind(
+                what,
+                mappings,
+                dense_type=self.dense_type,
+                sparse_type=self.sparse_type,
+                dense_dim=self._dim_of,
+            )
+            if found is not None:
+                held, stored = found
+                self.kind = settle_kind(what, held, kind)
+                if dim is not None and stored is not None and stored != dim:
+                    raise ConfigError(f"{what} holds vectors of dimension {stored}, not {dim}")
+                self.dim = stored if stored is not None else dim
+                self._exists = True
             if "section_index" not in props and not self.readonly:
                 # Typed now, as in a new index, rather than left to dynamic mapping (a long).
                 self._http.request(
@@ -136,61 +184,55 @@ class _SearchEngineStore(ABC):
         """The dimension recorded in the vector field's mapping (each engine names it differently)."""
 
     @abstractmethod
-    def _index_body(self, dim: int) -> dict[str, Any]:
-        """Settings and mappings of a new index."""
+    def _dense_field(self, dim: int) -> dict[str, Any]:
+        """The mapping of a dense index's vector field."""
+
+    def _index_settings(self) -> dict[str, Any]:
+        """The settings a new index of this kind needs (none by default)."""
+        return {}
 
     def _create(self, dim: int) -> None:
-        self._http.request(
-            "PUT", f"/{self.collection}", json_body=self._index_body(dim), action="create the index"
+        vector = (
+            sparse_properties(self.sparse_type)
+            if self.kind == "sparse"
+            else {"embedding": self._dense_field(dim)}
         )
+        body = index_body(self.kind, dim, vector, self._index_settings())
+        self._http.request("PUT", f"/{self.collection}", json_body=body, action="create the index")
         self.dim = dim
-
-    @staticmethod
-    def _properties() -> dict[str, Any]:
-        return {
-            "id": {"type": "keyword"},
-            "text": {"type": "text"},
-            "source": {"type": "keyword"},
-            "model": {"type": "keyword"},
-            "page": {"type": "integer"},
-            "start_offset": {"type": "integer"},
-            "end_offset": {"type": "integer"},
-            "chunk_index": {"type": "integer"},
-            "section_index": {"type": "integer"},
-            "headings": {"type": "keyword"},
-            "metadata": {"type": "object", "dynamic": True},
-        }
-
-    @staticmethod
-    def _dynamic_templates() -> list[dict[str, Any]]:
-        # Metadata strings as keywords: a filter compares exact values, not analysed text.
-        return [
-            {
-                "metadata_strings": {
-                    "path_match": "metadata.*",
-                    "match_mapping_type": "string",
-                    "mapping": {"type": "keyword"},
-                }
-            }
-        ]
+        self._exists = True
 
     # -- writes --------------------------------------------------------------------------------
 
     def upsert(self, records: Sequence[Record]) -> None:
+        """Insert or replace by id. Records the index cannot hold (another kind; in a sparse
+        index, an invalid vector or a negative weight) are set aside, as are those the engine
+        refuses: the others are written, then ``RecordRejectedError`` lists the set-aside ids."""
         if not records:
             return
         batch = last_wins(records)
-        if self.dim is None:
-            self._create(int(np.asarray(batch[0].embedding.as_dense()).shape[0]))
+        good, rejected = split_rejected(
+            batch, record_problems(self.kind, batch, self.dim, self.vendor)
+        )
+        if good:
+            if not self._exists:
+                self._create(embedding_width(good[0].embedding))
+            try:
+                self._write(good)
+            except RecordRejectedError as exc:
+                if not exc.rejected:  # the whole request was refused
+                    raise
+                rejected.update(exc.rejected)
+        if rejected:
+            raise RecordRejectedError(
+                f"{self.vendor} rejected {len(rejected)} of {len(batch)} documents", rejected
+            )
+
+    def _write(self, batch: Sequence[Record]) -> None:
         lines: list[str] = []
         for r in batch:
-            doc = {
-                "id": r.id,
-                **payload_of(r),
-                "embedding": np.asarray(r.embedding.as_dense(), dtype=np.float32).tolist(),
-            }
             lines.append(json.dumps({"index": {"_index": self.collection, "_id": r.id}}))
-            lines.append(json.dumps(doc, ensure_ascii=False))
+            lines.append(json.dumps(document(r), ensure_ascii=False))
         body = ("\n".join(lines) + "\n").encode("utf-8")
         answer = self._http.request(
             "POST",
@@ -208,7 +250,7 @@ class _SearchEngineStore(ABC):
     def delete(self, ids: Sequence[str] | None = None, *, source: str | None = None) -> int:
         if (ids is None) == (source is None):
             raise ConfigError("delete takes either ids or source, not both or neither")
-        if self.dim is None:
+        if not self._exists:
             return 0
         if ids is not None:
             if not list(ids):
@@ -250,7 +292,7 @@ class _SearchEngineStore(ABC):
         self, vector: Query, k: int, where: Where | None, min_cosine: float | None
     ) -> list[Hit]:
         q = as_query(vector, self.dim).tolist()
-        if self.dim is None:
+        if not self._exists:
             return []
         body = self._knn(q, min(k, MAX_CANDIDATES), self._filter(where), min_cosine)
         body["_source"] = {"excludes": ["embedding"]}
@@ -259,14 +301,51 @@ class _SearchEngineStore(ABC):
         )
         return self._hits(answer)
 
+    @abstractmethod
+    def _sparse_query(
+        self, terms: dict[str, float], filters: list[dict[str, Any]]
+    ) -> dict[str, Any]:
+        """The query scoring documents by their dot product with ``terms``, under the filters."""
+
+    def _sparse(self, vector: Query, k: int, where: Where | None, cut: float) -> list[Hit]:
+        """The ``k`` best documents of a sparse index by exact dot product (at least ``cut``,
+        roughly: the caller cuts exactly), from the engine's candidates (``_es_kinds``)."""
+        q = query_embedding(vector, "sparse", self.dim).sparse
+        if q is None:  # query_embedding gives a query of the collection's kind
+            raise ConfigError("this collection holds sparse embeddings")
+        terms = query_terms(q, self.vendor)
+        if not self._exists:
+            return []
+        query = self._sparse_query(terms, self._filter(where))
+
+        def fetch(size: int) -> list[dict[str, Any]]:
+            body = sparse_body(query, size, cut)
+            answer = self._http.request(
+                "POST", f"/{self.collection}/_search", json_body=body, action="search"
+            )
+            return list(answer.get("hits", {}).get("hits", []))
+
+        ranked = exact_top(q, k, fetch, cut=cut)
+        return [hit_of(str(h["_id"]), score, h.get("_source", {})) for score, h in ranked]
+
     def search(self, vector: Query, k: int = 10, where: Where | None = None) -> list[Hit]:
+        """The ``k`` best documents: by cosine similarity (dense) or exact dot product (sparse;
+        only documents sharing a term with the query)."""
         check_k(k)
+        if self.kind == "sparse":
+            return self._sparse(vector, k, where, -math.inf)
         return self._query(vector, k, where, None)
 
     def range_search(
         self, vector: Query, beta: float, *, limit: int = 1000, where: Where | None = None
     ) -> list[Hit]:
         beta = check_range(beta, limit)
+        if self.kind == "sparse":
+            top = self._sparse(vector, 1, where, -math.inf)
+            if not top:
+                return []
+            cut = threshold(top[0].score, beta)
+            return dipr_cut(self._sparse(vector, limit, where, cut), beta)
         best = self._query(vector, 1, where, None)
         if not best:
             return []
@@ -275,7 +354,7 @@ class _SearchEngineStore(ABC):
         return dipr_cut(hits, beta)
 
     def ids(self, source: str | None = None) -> set[str]:
-        if self.dim is None:
+        if not self._exists:
             return set()
         filters = self._filter(None, source)
         query: dict[str, Any] = {"bool": {"filter": filters}} if filters else {"match_all": {}}
@@ -300,7 +379,7 @@ class _SearchEngineStore(ABC):
             after = page[-1]["sort"]
 
     def count(self) -> int:
-        if self.dim is None:
+        if not self._exists:
             return 0
         answer = self._http.request("GET", f"/{self.collection}/_count", action="count records")
         return int(answer.get("count", 0))
@@ -314,7 +393,7 @@ class _SearchEngineStore(ABC):
 
     def flush(self) -> None:
         """Make acknowledged writes visible to searches (a refresh); they are already durable."""
-        if self.dim is not None:
+        if self._exists:
             self._http.request("POST", f"/{self.collection}/_refresh", action="refresh the index")
 
     def close(self) -> None:
@@ -328,23 +407,24 @@ class _SearchEngineStore(ABC):
 
 
 class ElasticsearchStore(_SearchEngineStore):
-    """An Elasticsearch index with a ``dense_vector`` field (HNSW, cosine)."""
+    """An Elasticsearch index with a ``dense_vector`` field (HNSW, cosine) or a ``sparse_vector``
+    one (dot product, Elasticsearch 8.15+)."""
 
     vendor = "Elasticsearch"
     extra = "elasticsearch"
+    dense_type = "dense_vector"
+    sparse_type = "sparse_vector"
 
     def _dim_of(self, field: dict[str, Any]) -> int | None:
         return int(field["dims"]) if "dims" in field else None
 
-    def _index_body(self, dim: int) -> dict[str, Any]:
-        props = self._properties()
-        props["embedding"] = {
-            "type": "dense_vector",
-            "dims": dim,
-            "index": True,
-            "similarity": "cosine",
-        }
-        return {"mappings": {"dynamic_templates": self._dynamic_templates(), "properties": props}}
+    def _dense_field(self, dim: int) -> dict[str, Any]:
+        return {"type": "dense_vector", "dims": dim, "index": True, "similarity": "cosine"}
+
+    def _sparse_query(
+        self, terms: dict[str, float], filters: list[dict[str, Any]]
+    ) -> dict[str, Any]:
+        return es_sparse_query(terms, filters)
 
     def _knn(
         self, q: list[float], k: int, filters: list[dict[str, Any]], min_cosine: float | None
@@ -363,26 +443,33 @@ class ElasticsearchStore(_SearchEngineStore):
 
 
 class OpenSearchStore(_SearchEngineStore):
-    """An OpenSearch index with a ``knn_vector`` field (HNSW, Lucene engine, cosinesimil)."""
+    """An OpenSearch index with a ``knn_vector`` field (HNSW, Lucene engine, cosinesimil) or a
+    ``rank_features`` one (dot product by linear ``rank_feature`` queries, OpenSearch 1.1+)."""
 
     vendor = "OpenSearch"
     extra = "opensearch"
+    dense_type = "knn_vector"
+    sparse_type = "rank_features"
 
     def _dim_of(self, field: dict[str, Any]) -> int | None:
         return int(field["dimension"]) if "dimension" in field else None
 
-    def _index_body(self, dim: int) -> dict[str, Any]:
-        props = self._properties()
-        props["embedding"] = {
+    def _dense_field(self, dim: int) -> dict[str, Any]:
+        return {
             "type": "knn_vector",
             "dimension": dim,
             # The Lucene engine filters during the graph search and supports radial search.
             "method": {"name": "hnsw", "space_type": "cosinesimil", "engine": "lucene"},
         }
-        return {
-            "settings": {"index": {"knn": True}},
-            "mappings": {"dynamic_templates": self._dynamic_templates(), "properties": props},
-        }
+
+    def _index_settings(self) -> dict[str, Any]:
+        # k-NN fields need it; a sparse index has none.
+        return {"index": {"knn": True}} if self.kind == "dense" else {}
+
+    def _sparse_query(
+        self, terms: dict[str, float], filters: list[dict[str, Any]]
+    ) -> dict[str, Any]:
+        return os_sparse_query(terms, filters)
 
     def _knn(
         self, q: list[float], k: int, filters: list[dict[str, Any]], min_cosine: float | None
