@@ -34,6 +34,7 @@ CATALOGUE: tuple[StoreKind, ...] = (
     StoreKind("lancedb", ("lancedb",), ".lancedb:LanceDBStore"),
     StoreKind("parquet", ("parquet",), ".files:ParquetSink"),
     StoreKind("jsonl", ("jsonl",), ".files:JSONLSink"),
+    StoreKind("safetensors", ("safetensors",), ".safetensors:SafetensorsStore"),
     StoreKind(
         "pgvector", ("postgresql", "postgres", "pgvector"), ".pgvector:PgVectorStore", "pgvector"
     ),

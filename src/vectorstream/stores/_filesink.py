@@ -54,6 +54,9 @@ class FileSink(ABC):
     capabilities = StoreCapabilities(
         kinds=frozenset({"dense", "sparse", "multivector"}), filters=False, range_search=False
     )
+    # Whether upserts refuse all-zero vectors: a sink that is searched by cosine (safetensors)
+    # must; an export keeps whatever it is given.
+    nonzero: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -105,7 +108,7 @@ class FileSink(ABC):
             first = next((r for r in records if r.embedding.kind == self.kind), None)
             if first is not None:
                 self.dim = embedding_width(first.embedding)
-        problems = vector_problems(records, self.dim, kind=self.kind)
+        problems = vector_problems(records, self.dim, kind=self.kind, nonzero=self.nonzero)
         rows, rejected = split_rejected(records, problems)
         if rows:
             self._append(rows, [])
