@@ -43,6 +43,16 @@ class FakeEmbedder:
         self.calls = 0
         self._lock = threading.Lock()
 
+    def __getstate__(self) -> dict[str, object]:
+        # The Ray engine sends the model to its actors; a lock does not travel.
+        state = dict(self.__dict__)
+        del state["_lock"]
+        return state
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
     def tokenize(self, texts: Sequence[str]) -> list[Encoding]:
         return self.tokenizer.encode_batch(list(texts))
 

@@ -10,6 +10,8 @@ Environment variables (the only place they are read):
 | ``VECTORSTREAM_BACKEND`` | ``onnx`` or ``torch`` (empty: automatic) | automatic |
 | ``VECTORSTREAM_CACHE_DIR`` | exported ONNX graphs and other caches | ``~/.cache/vectorstream`` |
 | ``VECTORSTREAM_THREADS`` | inference threads (0: the cores this process may use) | ``0`` |
+| ``VECTORSTREAM_ENGINE`` | ``local`` or ``ray`` (where ``ingest`` runs) | ``local`` |
+| ``VECTORSTREAM_RAY_ADDRESS`` | the Ray cluster to join (Ray's own ``RAY_ADDRESS`` works too) | none |
 | ``VECTORSTREAM_CONFIG`` | path of the TOML file | ``./vectorstream.toml`` |
 """
 
@@ -37,6 +39,8 @@ class Settings:
     backend: str | None = None
     cache_dir: str = "~/.cache/vectorstream"
     threads: int = 0
+    engine: str = "local"
+    ray_address: str | None = None
 
     @property
     def cache_path(self) -> Path:
@@ -50,6 +54,8 @@ _ENV = {
     "backend": "VECTORSTREAM_BACKEND",
     "cache_dir": "VECTORSTREAM_CACHE_DIR",
     "threads": "VECTORSTREAM_THREADS",
+    "engine": "VECTORSTREAM_ENGINE",
+    "ray_address": "VECTORSTREAM_RAY_ADDRESS",
 }
 
 
@@ -64,6 +70,13 @@ def _coerce(name: str, value: Any) -> Any:
         if value not in (None, "onnx", "torch"):
             raise ConfigError(f"backend must be 'onnx' or 'torch', got {value!r}")
         return value
+    if name == "engine":
+        value = str(value).strip().lower() or "local"
+        if value not in ("local", "ray"):
+            raise ConfigError(f"engine must be 'local' or 'ray', got {value!r}")
+        return value
+    if name == "ray_address":
+        return str(value).strip() or None
     return str(value)
 
 

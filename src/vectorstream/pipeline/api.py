@@ -20,8 +20,9 @@ from ..stores import open_store, scheme_of, store_kind
 from ..stores.base import VectorStore
 from ..types import EmbeddingKind, Source
 from .engine import EventCallback, Pipeline
+from .executors._ray_ops import ModelRecipe
 from .executors.pool import pin
-from .options import ingest_options
+from .options import RayOptions, ingest_options
 from .report import IngestReport, SourceFailure
 from .stages.embed import kind_of
 
@@ -116,6 +117,9 @@ def ingest(
     chunker_factory: ChunkerFactory | None = None,
     inference_cpus: Sequence[int] | None = None,
     io_cpus: Sequence[int] | None = None,
+    engine: str | None = None,
+    ray_address: str | None = None,
+    ray: RayOptions | None = None,
     on_event: EventCallback | None = None,
 ) -> IngestReport:
     """Parse, chunk, embed and store ``paths`` (files, folders or ``Source`` objects).
@@ -127,7 +131,10 @@ def ingest(
     :class:`~vectorstream.chunking.ChunkerFactory`) replace the built-in parsers and chunkers;
     with worker processes they must pickle. ``late_chunking``: embed each chunk with the text
     around it as context (dense models; see docs/chunking.md). ``inference_cpus`` / ``io_cpus`` pin the inference
-    thread / the parsing, tokenising and writing to those CPUs.
+    thread / the parsing, tokenising and writing to those CPUs. ``engine``: ``"local"`` (default)
+    or ``"ray"`` (install ``vectorstream[ray]``): the stages run on the Ray cluster at
+    ``ray_address`` (or ``RAY_ADDRESS``; a Ray instance on this machine when neither is set),
+    tuned by ``ray`` (:class:`~vectorstream.pipeline.options.RayOptions`).
 
     Every option is checked before a model is loaded (or exported) or a store opened: a bad one
     raises :class:`~vectorstream.errors.ConfigError` at once.
@@ -158,6 +165,8 @@ def ingest(
         chunker_factory=chunker_factory,
         inference_cpus=inference_cpus,
         io_cpus=io_cpus,
+        engine=engine,
+        ray=ray if ray_address is None else replace(ray or RayOptions(), address=ray_address),
     )
     items = _check_paths(paths)
     if opts.store is not None:
@@ -196,8 +205,16 @@ def ingest(
     sources, roots = _as_sources(items, opts.include, opts.exclude, opts.hidden, problems)
     own_store = opts.store is not None
     try:
+        recipe = None
+        if not model_given and opts.model is not None:
+            recipe = ModelRecipe(opts.model, opts.backend, opts.quantized, opts.kind)
         report = Pipeline(
-            embedder, vstore, opts.pipeline, legacy_manifest=legacy, on_event=on_event
+            embedder,
+            vstore,
+            opts.pipeline,
+            legacy_manifest=legacy,
+            on_event=on_event,
+            model_recipe=recipe,
         ).run(sources, roots=roots)
         if problems:
             report = replace(

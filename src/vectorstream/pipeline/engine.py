@@ -4,7 +4,8 @@
                                                           (write, delete stale, manifest row)
 
 The stages (``pipeline.stages``) know nothing about threads, processes or clusters; an executor
-(``pipeline.executors``) runs them. The local executor is the default.
+(``pipeline.executors``) runs them. The local executor is the default; ``engine="ray"`` runs them
+on a Ray cluster.
 """
 
 from __future__ import annotations
@@ -12,8 +13,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 from ..errors import ConfigError
+from ..stores._distributed import RemoteWrites
 from ..stores.base import VectorStore, require_kind
 from ..types import Source
 from .executors.local import LocalRun
@@ -36,6 +39,8 @@ class Pipeline:
     The manifest is the store's own (``Manifest.of(store)``) unless one is given; rows of a
     per-machine manifest file from an older release (``legacy_manifest``) are taken over on first
     use. ``on_event`` is always called on the thread that called :meth:`run`.
+    ``model_recipe``: how the Ray engine's actors load the model (``ModelRecipe``); without it
+    they get ``embedder`` itself, which must then pickle.
     """
 
     def __init__(
@@ -47,8 +52,10 @@ class Pipeline:
         manifest: Manifest | None = None,
         legacy_manifest: str | Path | None = None,
         on_event: EventCallback | None = None,
+        model_recipe: Any = None,
     ) -> None:
         self.embedder = embedder
+        self.model_recipe = model_recipe
         self.store = store
         self.options = options or PipelineOptions()
         self.manifest = manifest
@@ -67,18 +74,25 @@ class Pipeline:
             parts.append(self.options.extensions_key)
         self.settings = settings_key(*parts)
 
-    def stages(self) -> tuple[Planner, Committer]:
-        """The plan and commit stages over this pipeline's store (opens its manifest)."""
+    def stages(self, remote: RemoteWrites | None = None) -> tuple[Planner, Committer]:
+        """The plan and commit stages over this pipeline's store (opens its manifest).
+        ``remote``: records are written by workers elsewhere (the Ray engine)."""
         manifest = self.manifest if self.manifest is not None else Manifest.of(self.store)
         if self.legacy_manifest is not None:
             manifest.take_over(self.legacy_manifest)
         planner = Planner(manifest, self.settings, self.options.retry)
-        committer = Committer(self.store, manifest, self.settings, self.options.retry)
+        committer = Committer(
+            self.store, manifest, self.settings, self.options.retry, remote=remote
+        )
         return planner, committer
 
     def run(self, sources: Iterable[Source], *, roots: Sequence[str] = ()) -> IngestReport:
         # A store that cannot hold this model's kind is refused before any worker starts.
         require_kind(self.store, kind_of(self.embedder))
+        if self.options.engine == "ray":
+            from .executors.ray import RayRun
+
+            return RayRun(self, sources, roots).execute()
         return LocalRun(self, sources, roots).execute()
 
 

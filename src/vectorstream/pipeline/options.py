@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import importlib.util
 import math
 import os
 import pickle
@@ -24,7 +25,7 @@ from pathlib import Path
 
 from ..chunking import ChunkerFactory, ChunkOptions, effective_limit, make_chunker
 from ..config import load_settings
-from ..errors import ConfigError
+from ..errors import ConfigError, MissingDependencyError
 from ..models._kinds import check_kind
 from ..parsers import DEFAULT_REGISTRY, ParseOptions, ParserRegistry
 from ..stores import store_kind
@@ -99,6 +100,44 @@ def _check_pickles(name: str, value: object, classes: Iterable[object] = ()) -> 
         ) from exc
 
 
+ENGINES = ("local", "ray")
+
+
+@dataclass(frozen=True, slots=True)
+class RayOptions:
+    """How the Ray engine runs (``engine="ray"``).
+
+    ``address``: the cluster to join (``None``: ``RAY_ADDRESS``, or a Ray instance started on this
+    machine for the run). ``actors``: embedding actors, each holding one copy of the model.
+    ``actor_cpus`` / ``actor_gpus``: resources each actor asks for (its inference threads are
+    ``actor_cpus`` rounded up). ``task_cpus``: CPUs of a parsing task. ``object_store_bytes``: the
+    object store of a Ray instance started here (ignored when joining a cluster).
+    """
+
+    address: str | None = None
+    actors: int = 1
+    actor_cpus: float = 1.0
+    actor_gpus: float = 0.0
+    task_cpus: float = 1.0
+    object_store_bytes: int = 512 * 2**20
+
+    def __post_init__(self) -> None:
+        if self.address is not None and (not isinstance(self.address, str) or not self.address):
+            raise ConfigError(f"ray address must be a non-empty string, got {self.address!r}")
+        if not _is_int(self.actors) or self.actors < 1:
+            raise ConfigError(f"ray actors must be an integer >= 1, got {self.actors!r}")
+        for name in ("actor_cpus", "actor_gpus", "task_cpus"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+                raise ConfigError(f"ray {name} must be a number >= 0, got {value!r}")
+        if not self.actor_cpus and not self.actor_gpus:
+            raise ConfigError("a ray actor needs CPUs or GPUs (actor_cpus or actor_gpus > 0)")
+        if not _is_int(self.object_store_bytes) or self.object_store_bytes < 64 * 2**20:
+            raise ConfigError(
+                f"ray object_store_bytes must be at least 64 MiB, got {self.object_store_bytes!r}"
+            )
+
+
 @dataclass(frozen=True, slots=True)
 class PipelineOptions:
     """How a pipeline runs; validated when made (``ConfigError``), picklable.
@@ -116,6 +155,7 @@ class PipelineOptions:
     (``None``: the built-in parsers). ``chunker_factory``: a
     :class:`~vectorstream.chunking.ChunkerFactory` (``None``:
     :func:`~vectorstream.chunking.make_chunker`). With worker processes, both must pickle.
+    ``engine``: ``"local"`` (this machine) or ``"ray"`` (a Ray cluster, set up by ``ray``).
     """
 
     chunk: ChunkOptions = field(default_factory=ChunkOptions)
@@ -133,12 +173,15 @@ class PipelineOptions:
     io_cpus: tuple[int, ...] | None = None
     parsers: ParserRegistry | None = None
     chunker_factory: ChunkerFactory | None = None
+    engine: str = "local"
+    ray: RayOptions = field(default_factory=RayOptions)
 
     def __post_init__(self) -> None:
         for name, kind in (
             ("chunk", ChunkOptions),
             ("parse", ParseOptions),
             ("retry", RetryPolicy),
+            ("ray", RayOptions),
         ):
             if not isinstance(getattr(self, name), kind):
                 raise ConfigError(f"{name} must be a {kind.__name__}, got {getattr(self, name)!r}")
@@ -158,6 +201,13 @@ class PipelineOptions:
             or seconds <= 0
         ):
             raise ConfigError(f"commit_seconds must be a positive number, got {seconds!r}")
+        if self.engine not in ENGINES:
+            raise ConfigError(f"engine must be one of {list(ENGINES)}, got {self.engine!r}")
+        if self.engine == "ray" and (self.inference_cpus or self.io_cpus):
+            raise ConfigError(
+                "inference_cpus / io_cpus pin threads of the local engine; with the Ray engine "
+                "the cluster places the work (ray actor_cpus, task_cpus)"
+            )
         if not isinstance(self.prune, bool):
             raise ConfigError(f"prune must be True or False, got {self.prune!r}")
         if self.semantic_model is not None and (
@@ -338,6 +388,8 @@ def ingest_options(
     chunker_factory: ChunkerFactory | None = None,
     inference_cpus: Sequence[int] | None = None,
     io_cpus: Sequence[int] | None = None,
+    engine: str | None = None,
+    ray: RayOptions | None = None,
 ) -> IngestOptions:
     """Build and validate the options of an ingest run; raises ``ConfigError``.
 
@@ -351,7 +403,15 @@ def ingest_options(
         store=None if store_given else store,
         collection=None if store_given else collection,
         backend=backend,
+        engine=engine,
     )
+    if settings.engine == "ray" and importlib.util.find_spec("ray") is None:
+        raise MissingDependencyError("ray[data]", "ray")
+    if ray is not None and not isinstance(ray, RayOptions):
+        raise ConfigError(f"ray must be a RayOptions, got {ray!r}")
+    ray_options = ray or RayOptions()
+    if ray_options.address is None and settings.ray_address is not None:
+        ray_options = dataclasses.replace(ray_options, address=settings.ray_address)
     if not isinstance(quantized, bool):
         raise ConfigError(f"quantized (--int8) must be True or False, got {quantized!r}")
     if not model_given and quantized and settings.backend == "torch":
@@ -388,6 +448,8 @@ def ingest_options(
         io_cpus=tuple(io_cpus) if io_cpus is not None else None,
         parsers=parsers,
         chunker_factory=chunker_factory,
+        engine=settings.engine,
+        ray=ray_options,
     )
     return IngestOptions(
         store=None if store_given else settings.store,
@@ -408,6 +470,7 @@ __all__ = [
     "MIN_BUFFER",
     "IngestOptions",
     "PipelineOptions",
+    "RayOptions",
     "allowed_cpus",
     "check_collection",
     "ingest_options",

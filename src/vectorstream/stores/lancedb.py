@@ -327,6 +327,13 @@ class LanceDBStore:
     def flush(self) -> None:
         """Nothing to do: every upsert is already a durable commit."""
 
+    def reload(self) -> None:
+        """See commits made to the table by other means (the Ray engine's fragment commits)."""
+        self._check_writable()
+        with self._write_mutex, translated("reload the table"):
+            self._table.checkout_latest()
+        self._changed()
+
     def optimize(self) -> OptimizeReport:
         """Compact fragments, drop old versions, update indexes; build them once large enough.
 

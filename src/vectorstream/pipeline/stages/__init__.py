@@ -15,8 +15,10 @@ from .messages import (
     SourceStarted,
     SourceUnchanged,
     SourceWarning,
+    StageTime,
     Task,
     WorkerError,
+    Written,
 )
 from .plan import Planner
 from .process import ProcessConfig, SourceProcessor
@@ -37,7 +39,9 @@ __all__ = [
     "SourceStarted",
     "SourceUnchanged",
     "SourceWarning",
+    "StageTime",
     "Task",
     "WorkerError",
+    "Written",
     "call_with_retry",
 ]

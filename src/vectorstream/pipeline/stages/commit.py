@@ -6,6 +6,11 @@ with exactly the records of an uninterrupted run. Every store call goes through 
 
 Records of one source may arrive in any order and interleaved with other sources; a source is
 finished once its ``SourceDone`` has arrived and as many of its records have been committed.
+
+With ``remote`` (``stores._distributed``), workers elsewhere write the records and this stage gets
+their receipts (``Written``): it commits what they staged, counts distinct ids (a retried write
+may report a record twice), settles finished sources (stale and duplicate rows go) and discards
+what workers wrote for sources that failed meanwhile.
 """
 
 from __future__ import annotations
@@ -19,12 +24,13 @@ from functools import partial
 from typing import Any
 
 from ...errors import StoreError
+from ...stores._distributed import RemoteWrites, WriteReceipt
 from ...stores.base import VectorStore
 from ...stores.retry import RetryPolicy, write_with_retry
 from ...types import Record
 from ..manifest import Manifest, ManifestEntry
 from ._retry import call_with_retry
-from .messages import RecordBatch, SourceDone, SourceFailed, SourceUnchanged, Task
+from .messages import RecordBatch, SourceDone, SourceFailed, SourceUnchanged, Task, Written
 
 log = logging.getLogger("vectorstream.pipeline.commit")
 
@@ -38,6 +44,7 @@ class _Source:
     failed: bool = False
     marked: bool = False  # marked pending in the manifest before its first write
     new_ids: set[str] = field(default_factory=set)
+    rejected: set[str] = field(default_factory=set)  # remote writes: ids counted once
 
 
 @dataclass
@@ -59,8 +66,10 @@ class Committer:
         policy: RetryPolicy | None = None,
         *,
         sleep: Callable[[float], None] = time.sleep,
+        remote: RemoteWrites | None = None,
     ) -> None:
         self.store = store
+        self.remote = remote
         self.manifest = manifest
         self.settings = settings
         self.policy = policy or RetryPolicy()
@@ -68,13 +77,19 @@ class Committer:
         self._sources: dict[str, _Source] = {}
         self._lock = threading.Lock()
         self._pending: list[Record] = []
+        self._staged: list[WriteReceipt] = []  # remote writes not yet committed
+        self._staged_rows = 0
+        self._failed: set[str] = set()  # remote: receipts of these sources are discarded
         self._first_pending = 0.0
         self.counters = CommitCounters()
         # A store this run writes alone and that started empty holds no older records: finishing
         # a source then needs no query for stale ones (an append-only sink cannot answer it
         # cheaply while writing). Sources finished once in this run are still looked up.
-        self._fresh = bool(getattr(store, "exclusive", False)) and (
-            self._retry("count the records", store.count) == 0
+        # Remote writers may leave duplicates even in a fresh store: every source is settled.
+        self._fresh = (
+            remote is None
+            and bool(getattr(store, "exclusive", False))
+            and (self._retry("count the records", store.count) == 0)
         )
         self._finished: set[str] = set()
         self._rows: dict[str, ManifestEntry] = {}  # finished sources whose rows are not written
@@ -82,14 +97,22 @@ class Committer:
 
     # ------------------------------------------------------------------ messages in
 
-    def begin(self, task: Task) -> None:
+    def begin(self, task: Task, *, marked: bool = False) -> None:
+        """``marked``: the executor has already marked the source pending in the manifest."""
         with self._lock:
-            self._sources[task.source.uri] = _Source(task)
+            self._sources[task.source.uri] = _Source(task, marked=marked)
 
     def add(self, batch: RecordBatch) -> None:
         if not self._pending:
             self._first_pending = time.perf_counter()
         self._pending.extend(batch.records)
+
+    def add_written(self, msg: Written) -> None:
+        """Receipts of records written elsewhere; counted when :meth:`commit` makes them visible."""
+        if not self._staged:
+            self._first_pending = time.perf_counter()
+        self._staged.extend(msg.receipts)
+        self._staged_rows += sum(len(r.ids) for r in msg.receipts)
 
     def source_done(self, msg: SourceDone) -> None:
         state = self._state(msg.uri)
@@ -118,6 +141,8 @@ class Committer:
         self._pending = [r for r in self._pending if r.source != msg.uri]
         self._forget(msg.uri)
         uri = msg.uri
+        if self.remote is not None:
+            self._failed.add(uri)
         if self._fresh and not state.marked and uri not in self._finished:
             return  # nothing of it was ever written, and the store held nothing before
 
@@ -138,7 +163,7 @@ class Committer:
 
     @property
     def pending_rows(self) -> int:
-        return len(self._pending)
+        return len(self._pending) + self._staged_rows
 
     def due(self, rows: int, seconds: float) -> bool:
         """Whether a commit is due: ``rows`` records pending, or records or finished sources'
@@ -146,7 +171,7 @@ class Committer:
         since = self._oldest()
         if since is None:
             return False
-        return len(self._pending) >= rows or time.perf_counter() - since >= seconds
+        return self.pending_rows >= rows or time.perf_counter() - since >= seconds
 
     def seconds_until_due(self, seconds: float) -> float | None:
         since = self._oldest()
@@ -156,7 +181,7 @@ class Committer:
 
     def _oldest(self) -> float | None:
         times = []
-        if self._pending:
+        if self._pending or self._staged:
             times.append(self._first_pending)
         if self._rows and self._rows_since is not None:
             times.append(self._rows_since)
@@ -171,6 +196,8 @@ class Committer:
         Returns the sources whose manifest rows this call wrote. Batching the rows keeps the
         manifest to one store write per commit instead of one per source.
         """
+        if self.remote is not None:
+            return self._commit_remote(self.remote)
         records, self._pending = self._pending, []
         live = [r for r in records if (s := self._state(r.source)) is not None and not s.failed]
         unmarked = sorted({r.source for r in live if not self._sources[r.source].marked})
@@ -181,6 +208,57 @@ class Committer:
             self._write(live)
         self.finalize_ready()
         return finished
+
+    def _commit_remote(self, remote: RemoteWrites) -> list[str]:
+        """Commit the staged writes of open sources, count them, and discard what was written
+        for sources that failed meanwhile."""
+        receipts, self._staged, self._staged_rows = self._staged, [], 0
+        finished = self._write_rows([])
+        live: list[WriteReceipt] = []
+        dead: list[str] = []
+        for receipt in receipts:
+            if receipt.staged is not None:
+                # One source per staged receipt; one no longer open (failed, or finished and
+                # this a retried copy) is left out of the commit, so nobody ever reads it.
+                if all(self._open(s) for s in receipt.sources):
+                    live.append(receipt)
+                continue
+            dead.extend(rid for src, rid in receipt.ids if src in self._failed)
+            live.append(receipt)
+        t0 = time.perf_counter()
+        staged = [r.staged for r in live if r.staged is not None]
+        if staged:
+            self._retry("commit staged writes", lambda: remote.commit(staged))
+        if dead:
+            self.counters.deleted += self._retry(
+                "remove a failed source's records", lambda: remote.discard(dead)
+            )
+        self.counters.seconds["write"] += time.perf_counter() - t0
+        for receipt in live:
+            self._count(receipt)
+        self.finalize_ready()
+        return finished
+
+    def _open(self, uri: str) -> bool:
+        state = self._state(uri)
+        return state is not None and not state.failed
+
+    def _count(self, receipt: WriteReceipt) -> None:
+        """A committed receipt: each distinct id counts once toward its source's chunks."""
+        for source, rid in receipt.ids:
+            state = self._state(source)
+            if state is None or state.failed or rid in state.new_ids:
+                continue  # a late copy of a finished source's record, or a duplicate
+            state.new_ids.add(rid)
+            state.committed += 1
+            self.counters.vectors += 1
+        for source, rid, why in receipt.rejected:
+            state = self._state(source)
+            if state is None or state.failed or rid in state.rejected:
+                continue
+            state.rejected.add(rid)
+            state.committed += 1
+            self.counters.rejected.append((rid, why))
 
     def flush(self) -> list[str]:
         """Finish every complete source now (the end of a run): its stale deletes and its row."""
@@ -228,16 +306,16 @@ class Committer:
         if not ready:
             return
         t0 = time.perf_counter()
+        remote = self.remote
+        if remote is not None:
+            # One query for all of them: every row of these sources but this run's goes.
+            keep = {uri: state.new_ids for uri, state in ready}
+            self.counters.deleted += self._retry(
+                "settle finished sources", lambda: remote.settle(keep)
+            )
         for uri, state in ready:
-            if self._fresh and uri not in self._finished:
-                self._finished.add(uri)
-            else:
-                old = self._retry("list a source's records", partial(self.store.ids, source=uri))
-                stale = sorted(old - state.new_ids)
-                if stale:
-                    self.counters.deleted += self._retry(
-                        "delete stale records", partial(self.store.delete, ids=stale)
-                    )
+            if remote is None:
+                self._settle(uri, state)
             self._forget(uri)
             if self._rows_since is None:
                 self._rows_since = time.perf_counter()
@@ -250,6 +328,18 @@ class Committer:
                 state.expected or 0,
             )
         self.counters.seconds["finalize"] += time.perf_counter() - t0
+
+    def _settle(self, uri: str, state: _Source) -> None:
+        """Delete the records of ``uri`` this run did not write (none in a fresh store)."""
+        if self._fresh and uri not in self._finished:
+            self._finished.add(uri)
+            return
+        old = self._retry("list a source's records", partial(self.store.ids, source=uri))
+        stale = sorted(old - state.new_ids)
+        if stale:
+            self.counters.deleted += self._retry(
+                "delete stale records", partial(self.store.delete, ids=stale)
+            )
 
     def prune(self, uris: Sequence[str]) -> int:
         """Remove every record and the manifest row of ``uris`` (sources that are gone)."""

@@ -3,6 +3,7 @@
     plan ──Task──▶ process ──ChunkBatch*, SourceWarning*, then one of
                              SourceDone | SourceUnchanged | SourceFailed──▶ embed / commit
     embed: ChunkBatch ──Encoded──▶ RecordBatch ──▶ commit
+    written elsewhere (Ray workers): RecordBatch ──▶ Written ──▶ commit (counts and settles them)
 
 All are frozen dataclasses that pickle, so they cross process (and Ray task) boundaries as they are.
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from ...stores._distributed import WriteReceipt
 from ...types import Chunk, Record, Source
 from ..manifest import ManifestEntry
 
@@ -111,6 +113,34 @@ class RecordBatch:
     nbytes: int
 
 
+@dataclass(frozen=True, slots=True)
+class Written:
+    """Records a worker wrote, or staged for the driver's commit (``stores._distributed``):
+    one receipt per write, and the real tokens the model saw for them."""
+
+    receipts: tuple[WriteReceipt, ...]
+    tokens: int = 0
+    chunks: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class StageTime:
+    """Seconds a stage was busy on some worker: executors that run stages elsewhere add them up."""
+
+    stage: str
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerMemory:
+    """A worker process's peak resident memory so far (the driver keeps the largest per process)."""
+
+    host: str
+    pid: int
+    stage: str
+    peak_rss_bytes: int
+
+
 __all__ = [
     "ChunkBatch",
     "Encoded",
@@ -122,7 +152,10 @@ __all__ = [
     "SourceStarted",
     "SourceUnchanged",
     "SourceWarning",
+    "StageTime",
     "Task",
     "Terminal",
     "WorkerError",
+    "WorkerMemory",
+    "Written",
 ]
