@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-EXTRAS := dev,torch,server,attention,pgvector,qdrant,milvus,chroma,elasticsearch,opensearch,weaviate,pinecone
+EXTRAS := dev,torch,server,attention,pgvector,qdrant,milvus,chroma,elasticsearch,opensearch,weaviate,pinecone,ray
 
 .PHONY: demo test test-slow lint format bench clean-venv chromium
 

@@ -54,10 +54,23 @@ def ingest_command(
     prune: Annotated[
         bool, typer.Option(help="Remove records of sources that no longer exist.")
     ] = False,
+    engine: Annotated[
+        str | None, typer.Option(help="local | ray (default: VECTORSTREAM_ENGINE, else local)")
+    ] = None,
+    ray_address: Annotated[
+        str | None, typer.Option(help="Ray cluster to join (default: RAY_ADDRESS, else start one).")
+    ] = None,
+    ray_actors: Annotated[
+        int, typer.Option(help="Ray engine: embedding actors (model copies).")
+    ] = 1,
+    ray_actor_cpus: Annotated[float, typer.Option(help="Ray engine: CPUs per actor.")] = 1.0,
+    ray_actor_gpus: Annotated[float, typer.Option(help="Ray engine: GPUs per actor.")] = 0.0,
+    ray_task_cpus: Annotated[float, typer.Option(help="Ray engine: CPUs per parsing task.")] = 1.0,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
     """Parse, chunk, embed and store PATHS, concurrently; unchanged files are skipped."""
     from ..pipeline import ingest
+    from ..pipeline.options import RayOptions
 
     items: list[str] = []
     for p in paths:
@@ -88,6 +101,14 @@ def ingest_command(
             hidden=hidden,
             text_field=text_field,
             prune=prune,
+            engine=engine,
+            ray=RayOptions(
+                address=ray_address,
+                actors=ray_actors,
+                actor_cpus=ray_actor_cpus,
+                actor_gpus=ray_actor_gpus,
+                task_cpus=ray_task_cpus,
+            ),
             on_event=renderer.on_event,
         )
     if as_json:
