@@ -97,3 +97,41 @@ def test_int8_keeps_the_feed_forward_down_projections_in_float(tmp_path: Path) -
     path = tmp_path / "g.onnx"
     onnx.save(helper.make_model(helper.make_graph(nodes, "g", [x], outputs)), str(path))
     assert float_matmuls(path) == [names[2], names[3]]
+
+
+def _float_ffn_outputs(path: Path) -> list[str]:
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    return [
+        n.name
+        for n in graph.node
+        if n.op_type == "MatMul" and "/output/dense/" in n.name and "attention" not in n.name
+    ]
+
+
+@pytest.mark.parametrize("first_passes", [True, False])
+def test_the_gate_quantises_every_weight_first_and_keeps_ffn_outputs_float_if_it_must(
+    tmp_path: Path,
+    minilm: Embedder,
+    model_folder: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    first_passes: bool,
+) -> None:
+    fp32 = Path(minilm.backend_impl.path)  # type: ignore[attr-defined]
+    calls: list[int] = []
+
+    def figures(*_args: object, **_kwargs: object) -> GateReport:
+        calls.append(1)
+        if len(calls) == 1 and not first_passes:
+            return GateReport(mean_cosine=0.985, min_cosine=0.96, texts=96)
+        return GateReport(mean_cosine=0.995, min_cosine=0.98, texts=96)
+
+    monkeypatch.setattr(gate_module, "measure", figures)
+    directory = tmp_path / "graphs"
+    directory.mkdir()
+    path, report = gate_module.ensure_int8(MODEL_ID, read_folder(model_folder), fp32, directory)
+    assert report.passed and report.ffn_output_float is not first_passes
+    assert len(calls) == (1 if first_passes else 2)
+    kept = _float_ffn_outputs(path)
+    assert (kept == []) if first_passes else (len(kept) == 6)  # MiniLM-L6: one per layer

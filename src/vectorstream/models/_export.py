@@ -183,14 +183,15 @@ def float_matmuls(graph: Path) -> list[str]:
     ]
 
 
-def quantize_int8(source: Path, target: Path) -> Path:
+def quantize_int8(source: Path, target: Path, *, keep_float: bool = True) -> Path:
     """Dynamic int8 quantisation: per-channel weight scales, weights of constant MatMuls only.
 
     Per-tensor scales (the default) lose too much on MiniLM (mean cosine 0.93 to fp32); per-channel
     keeps it near 0.99. On a CPU without VNNI (AVX2 only) that was 0.9898 on the gate's texts,
-    under the gate's 0.99; keeping the feed-forward down-projections in float32 (``float_matmuls``)
-    brought it to 0.9944 (min 0.983) for about 0.9× the int8 speed-up, and activation × activation
-    products (attention scores) stay in float32 too (``MatMulConstBOnly``).
+    under the gate's 0.99; keeping the feed-forward down-projections in float32 (``keep_float``,
+    ``float_matmuls``) brought it to 0.9944 (min 0.983), at a cost in speed that shows most on
+    CPUs with VNNI, where quantising them too passes the gate. Activation × activation products
+    (attention scores) stay in float32 (``MatMulConstBOnly``).
     """
     try:
         from onnxruntime.quantization import QuantType, quantize_dynamic
@@ -205,7 +206,7 @@ def quantize_int8(source: Path, target: Path) -> Path:
                 str(tmp),
                 per_channel=True,
                 weight_type=QuantType.QInt8,
-                nodes_to_exclude=float_matmuls(source),
+                nodes_to_exclude=float_matmuls(source) if keep_float else [],
                 extra_options={"MatMulConstBOnly": True},
             )
         os.replace(tmp, target)

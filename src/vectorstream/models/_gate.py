@@ -2,6 +2,10 @@
 
 Over the built-in check set, cosine(int8, fp32) must have mean >= 0.99 and minimum >= 0.97;
 otherwise the export is refused (unless forced). The figures are written next to the graph.
+
+Every weight MatMul is quantised first (the fastest graph); where that misses the gate (on CPUs
+without VNNI it can), the feed-forward output projections are kept in float32 and the gate asked
+again.
 """
 
 from __future__ import annotations
@@ -9,7 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +41,7 @@ class GateReport:
     min_mean: float = MIN_MEAN_COSINE
     min_min: float = MIN_COSINE
     forced: bool = False
+    ffn_output_float: bool = False  # the feed-forward output projections stayed float32
 
     @property
     def passed(self) -> bool:
@@ -44,8 +49,9 @@ class GateReport:
 
     def describe(self) -> str:
         verdict = "passed" if self.passed else ("FAILED (forced)" if self.forced else "FAILED")
+        kept = ", feed-forward outputs in float32" if self.ffn_output_float else ""
         return (
-            f"int8 vs fp32 over {self.texts} texts: mean cosine {self.mean_cosine:.4f} "
+            f"int8{kept} vs fp32 over {self.texts} texts: mean cosine {self.mean_cosine:.4f} "
             f"(need >= {self.min_mean}), min {self.min_cosine:.4f} (need >= {self.min_min}): {verdict}"
         )
 
@@ -123,9 +129,15 @@ def _quantize_gated(
         log.warning("quantising %s to int8 (per-channel, dynamic) and checking accuracy", fp32)
         candidate = _temp_path(directory, ".int8.onnx")
         try:
-            quantize_int8(fp32, candidate)
+            quantize_int8(fp32, candidate, keep_float=False)
             report = measure(model_id, folder, fp32, candidate, threads)
             log.warning("%s", report.describe())
+            if not report.passed:
+                quantize_int8(fp32, candidate, keep_float=True)
+                report = replace(
+                    measure(model_id, folder, fp32, candidate, threads), ffn_output_float=True
+                )
+                log.warning("%s", report.describe())
             if not report.passed and not force:
                 raise ModelError(
                     f"int8 export of {model_id} refused: {report.describe()}; "
