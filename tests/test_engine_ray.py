@@ -369,3 +369,20 @@ def test_without_ray_the_engine_names_the_extra(tmp_path: Path) -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert "vectorstream[ray]" in out.stdout, out.stderr[-2000:]
+
+
+def test_the_cli_runs_the_ray_engine_and_reports_as_json(cluster: Any, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from vectorstream.cli.main import app
+
+    root = tmp_path / "corpus"
+    build_sample_corpus(root, documents=3)
+    args = ["ingest", str(root), "--store", f"lancedb://{tmp_path / 's'}"]
+    args += ["--model", str(minilm_folder()), "--engine", "ray", "--json"]
+    args += ["--ray-actors", "1", "--ray-actor-cpus", "0.25", "--ray-task-cpus", "0.25"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output[-2000:]
+    report = json.loads(result.stdout)
+    assert report["files_ok"] == 3 and report["vectors"] > 0
+    assert report["stage_seconds"]["embed"] > 0
