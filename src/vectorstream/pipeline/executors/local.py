@@ -45,6 +45,7 @@ from ..stages.messages import (
 )
 from ..stages.plan import Planner
 from ..stages.process import ProcessConfig
+from ._tally import Tally
 from .pool import WorkerPool, pin
 
 if TYPE_CHECKING:
@@ -65,16 +66,7 @@ def default_workers() -> int:
 
 
 @dataclass
-class _Counters:
-    files_seen: int = 0
-    files_done: int = 0
-    files_skipped: int = 0
-    files_failed: int = 0
-    files_pruned: int = 0
-    chunks: int = 0
-    tokens: int = 0
-    bytes_read: int = 0
-    sources_exhausted: bool = False
+class _Counters(Tally):
     tokenize_s: float = 0.0
     embed_s: float = 0.0
 
@@ -126,21 +118,8 @@ class LocalRun:
             self.events.put(ProgressEvent(kind, self._snapshot(), source, message))
 
     def _snapshot(self) -> Progress:
-        c = self.counters
         vectors = self.committer.counters.vectors if self.committer is not None else 0
-        return Progress(
-            files_seen=c.files_seen,
-            files_done=c.files_done,
-            files_skipped=c.files_skipped,
-            files_failed=c.files_failed,
-            chunks=c.chunks,
-            vectors=vectors,
-            tokens=c.tokens,
-            bytes_read=c.bytes_read,
-            elapsed=time.perf_counter() - self.start_time,
-            rss_bytes=self.peak_rss,
-            sources_exhausted=c.sources_exhausted,
-        )
+        return self.counters.progress(vectors, time.perf_counter() - self.start_time, self.peak_rss)
 
     def _sample_rss(self) -> None:
         try:
@@ -434,26 +413,15 @@ class LocalRun:
         stage_seconds = {"tokenize": c.tokenize_s, "embed": c.embed_s}
         if cc is not None:
             stage_seconds.update(cc.seconds)
-        return IngestReport(
-            files_seen=c.files_seen,
-            files_ok=c.files_done,
-            files_skipped=c.files_skipped,
-            files_failed=c.files_failed,
-            files_pruned=c.files_pruned,
-            chunks=c.chunks,
-            vectors=cc.vectors if cc else 0,
-            tokens=c.tokens,
-            records_deleted=cc.deleted if cc else 0,
+        return c.report(
+            self.pipe,
+            cc,
             seconds=time.perf_counter() - self.start_time,
             peak_rss_bytes=self.peak_rss,
-            store=getattr(self.pipe.store, "uri", ""),
-            collection=getattr(self.pipe.store, "collection", ""),
-            model=self.pipe.embedder.model_id,
             interrupted=interrupted,
-            errors=tuple(sorted(self.errors, key=lambda e: e.source)),
-            warnings=tuple(self.warnings),
-            rejected=tuple(cc.rejected) if cc else (),
-            stage_seconds={k: round(v, 3) for k, v in stage_seconds.items()},
+            errors=self.errors,
+            warnings=self.warnings,
+            stage_seconds=stage_seconds,
         )
 
 

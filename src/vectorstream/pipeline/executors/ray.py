@@ -53,6 +53,7 @@ from ..stages.messages import (
 from ..stages.plan import Planner
 from ..stages.process import ProcessConfig
 from ._ray_ops import COLUMN, EmbedRows, process_rows, unpack, write_rows
+from ._tally import Tally
 
 if TYPE_CHECKING:
     from ..engine import Pipeline
@@ -82,9 +83,7 @@ class RayRun:
         self.sources = sources
         self.roots = [os.path.abspath(r) for r in roots]
         self.start_time = time.perf_counter()
-        self.files_seen = self.files_done = self.files_skipped = self.files_failed = 0
-        self.files_pruned = self.chunks = self.tokens = self.bytes_read = 0
-        self.exhausted = False
+        self.tally = Tally()
         self.errors: list[SourceFailure] = []
         self.warnings: list[str] = []
         self.seen: set[str] = set()
@@ -111,7 +110,7 @@ class RayRun:
                 self._stream(ray, tasks, model, remote.writer, committer)
             self._finish(committer.commit() + committer.flush())
             if self.opts.prune:
-                self.files_pruned = committer.prune(planner.prune(self.seen, self.roots))
+                self.tally.files_pruned = committer.prune(planner.prune(self.seen, self.roots))
         except KeyboardInterrupt:
             interrupted = True
         finally:
@@ -161,7 +160,7 @@ class RayRun:
         while batch := list(itertools.islice(it, PLAN_BATCH)):
             fresh = []
             for source in batch:
-                self.files_seen += 1
+                self.tally.files_seen += 1
                 if self.opts.prune:
                     self.seen.add(source.uri)
                 if source.uri not in active:  # the same source twice in one run counts once
@@ -175,13 +174,13 @@ class RayRun:
                 call_with_retry(self.opts.retry, "mark sources pending", mark)
             for decision in decisions:
                 if isinstance(decision, Skip):
-                    self.files_skipped += 1
+                    self.tally.files_skipped += 1
                     self._event("source_skipped", decision.uri, decision.reason)
                 else:
                     committer.begin(decision, marked=True)
                     # A row as every operator reads it: a pickled list of messages.
                     tasks.append(pickle.dumps([decision], protocol=pickle.HIGHEST_PROTOCOL))
-        self.exhausted = True
+        self.tally.sources_exhausted = True
         return tasks
 
     # ------------------------------------------------------------------ stream
@@ -272,23 +271,23 @@ class RayRun:
     def _handle(self, msg: Any, committer: Committer) -> None:
         if isinstance(msg, Written):
             committer.add_written(msg)
-            self.chunks += msg.chunks
-            self.tokens += msg.tokens
+            self.tally.chunks += msg.chunks
+            self.tally.tokens += msg.tokens
         elif isinstance(msg, StageTime):
             self.stage_seconds[msg.stage] = self.stage_seconds.get(msg.stage, 0.0) + msg.seconds
         elif isinstance(msg, WorkerMemory):
             key = (msg.host, msg.pid)
             self.memory[key] = max(self.memory.get(key, 0), msg.peak_rss_bytes)
         elif isinstance(msg, SourceDone):
-            self.bytes_read += msg.nbytes
+            self.tally.bytes_read += msg.nbytes
             committer.source_done(msg)
         elif isinstance(msg, SourceUnchanged):
-            self.files_skipped += 1
+            self.tally.files_skipped += 1
             committer.source_unchanged(msg)
             self._event("source_skipped", msg.uri, "unchanged")
         elif isinstance(msg, SourceFailed):
             self.errors.append(SourceFailure(msg.uri, msg.stage, msg.error_type, msg.message))
-            self.files_failed += 1
+            self.tally.files_failed += 1
             committer.source_failed(msg)
             self._event("source_failed", msg.uri, f"{msg.stage}: {msg.error_type}: {msg.message}")
         elif isinstance(msg, SourceWarning):
@@ -297,7 +296,7 @@ class RayRun:
 
     def _finish(self, finished: list[str]) -> None:
         for uri in finished:
-            self.files_done += 1
+            self.tally.files_done += 1
             self._event("source_done", uri)
 
     # ------------------------------------------------------------------ progress and report
@@ -312,19 +311,8 @@ class RayRun:
 
     def _snapshot(self) -> Progress:
         vectors = self.committer.counters.vectors if self.committer is not None else 0
-        return Progress(
-            files_seen=self.files_seen,
-            files_done=self.files_done,
-            files_skipped=self.files_skipped,
-            files_failed=self.files_failed,
-            chunks=self.chunks,
-            vectors=vectors,
-            tokens=self.tokens,
-            bytes_read=self.bytes_read,
-            elapsed=time.perf_counter() - self.start_time,
-            rss_bytes=self._peak_rss(),
-            sources_exhausted=self.exhausted,
-        )
+        elapsed = time.perf_counter() - self.start_time
+        return self.tally.progress(vectors, elapsed, self._peak_rss())
 
     def _event(self, kind: str, source: str | None = None, message: str | None = None) -> None:
         if self.pipe.on_event is not None:
@@ -337,26 +325,15 @@ class RayRun:
         if cc is not None:
             seconds["commit"] = cc.seconds["write"]
             seconds["finalize"] = cc.seconds["finalize"]
-        return IngestReport(
-            files_seen=self.files_seen,
-            files_ok=self.files_done,
-            files_skipped=self.files_skipped,
-            files_failed=self.files_failed,
-            files_pruned=self.files_pruned,
-            chunks=self.chunks,
-            vectors=cc.vectors if cc else 0,
-            tokens=self.tokens,
-            records_deleted=cc.deleted if cc else 0,
+        return self.tally.report(
+            self.pipe,
+            cc,
             seconds=time.perf_counter() - self.start_time,
             peak_rss_bytes=self._peak_rss(),
-            store=getattr(self.pipe.store, "uri", ""),
-            collection=getattr(self.pipe.store, "collection", ""),
-            model=self.pipe.embedder.model_id,
             interrupted=interrupted,
-            errors=tuple(sorted(self.errors, key=lambda e: e.source)),
-            warnings=tuple(self.warnings),
-            rejected=tuple(cc.rejected) if cc else (),
-            stage_seconds={k: round(v, 3) for k, v in seconds.items()},
+            errors=self.errors,
+            warnings=self.warnings,
+            stage_seconds=seconds,
         )
 
 
