@@ -126,12 +126,14 @@ def main() -> int:
     print(f"{args.kind} model {args.model}")
     print(format_table(shown, list(shown[0])))
     print(f"\npeak RSS x{args.scale} / x1: {ratio:.3f}  (goal <= 1.15)")
-    out = args.out or RESULTS / f"kinds_memory_{args.kind}.json"
+    suffix = "" if args.store == "lancedb" else f"_{args.store}"
+    out = args.out or RESULTS / f"kinds_memory_{args.kind}{suffix}.json"
     write_json(
         out,
         {
             "benchmark": "kinds_memory",
             "kind": args.kind,
+            "store": args.store,
             "model": args.model,
             "machine": machine_info(),
             "rows": shown,

@@ -60,6 +60,7 @@ from ._lance_db import (
     translated,
 )
 from ._lance_filter import Predicate, sql_in, sql_string, translate_where
+from ._lance_memory import HeapTrimmer
 from ._lance_optimize import IndexPolicy, OptimizeReport, optimize_table
 from ._lance_search import VectorQuery
 from ._lance_side import LanceSideTable, SideTables
@@ -145,6 +146,7 @@ class LanceDBStore:
             index_from=scalar_index_threshold,
         )
         self._closed = False
+        self._trimmer = HeapTrimmer()  # large writes leave freed heap behind (_lance_memory)
         # A snapshot is used this long before its version is compared with the table's: never
         # longer than the reader's own refresh interval (0: every query sees every commit).
         ttl = _MODELS_TTL if refresh_interval is None else min(_MODELS_TTL, refresh_interval)
@@ -297,6 +299,7 @@ class LanceDBStore:
                         .execute(table)
                     )
             self._changed()
+            self._trimmer.wrote(table.nbytes)
             log.debug("upserted %d rows into %r", table.num_rows, self.collection)
         if rejected:
             raise RecordRejectedError(
@@ -346,7 +349,11 @@ class LanceDBStore:
             vector_rows, self.index_type, self.scalar_index_threshold, ("id", "source")
         )
         with self._write_mutex:
+            # Compaction allocates on top of what the process holds: start from a trimmed heap
+            # and give its own buffers back after.
+            self._trimmer.release()
             report = optimize_table(self._table, self.collection, policy, self.cleanup_older_than)
+            self._trimmer.release()
         self._sides.optimize()
         self._has_vector_index = None
         self._memory.invalidate()
