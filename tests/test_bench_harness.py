@@ -391,3 +391,42 @@ def test_kinds_quick_run_measures_every_kind_beside_its_reference(tmp_path: Path
     speedup = goals["Rerank ÷ CrossEncoder.predict (pairs/s)"]
     assert speedup["value"] == pytest.approx(rerank["vectorstream"]["vs_reference"])
     assert speedup["met"] == (speedup["value"] >= 1.5)
+
+
+RAY_ENGINE = REPO / "benchmarks" / "ray_engine.py"
+
+
+def _ray_available() -> bool:
+    import importlib.util
+
+    return all(importlib.util.find_spec(m) is not None for m in ("ray", "lance"))
+
+
+@pytest.mark.slow  # three ingests, two of them starting a Ray instance: about two minutes
+@pytest.mark.skipif(not _ingest_available(), reason="vectorstream.ingest is not there yet")
+@pytest.mark.skipif(not _ray_available(), reason="the Ray engine needs vectorstream[ray]")
+def test_ray_engine_quick_run_compares_the_engines(tmp_path: Path) -> None:
+    out = tmp_path / "ray_engine.json"
+    cmd = [sys.executable, str(RAY_ENGINE), "--quick", "--work", str(tmp_path / "work")]
+    done = subprocess.run([*cmd, "--out", str(out)], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "ray tokens/s / local" in done.stdout
+    data = json.loads(out.read_text())
+    assert data["config"]["quick"] and data["failed"] == []
+    (local,) = data["runs"]["local"]
+    (ray,) = data["runs"]["ray"]
+    # Both engines store the same corpus: same chunks, same tokens, one row per chunk.
+    assert local["chunks"] == ray["chunks"] == ray["rows_stored"] == local["rows_stored"] > 0
+    assert local["tokens"] == ray["tokens"]
+    assert ray["ray_start_s"] > 0 and local["ray_start_s"] is None
+    # The engine's busy seconds come from the cluster's workers; the driver commits.
+    assert {"parse", "embed", "write", "commit"} <= set(ray["stage_seconds"])
+    assert ray["ray_data_stats"]["execution_s"] > 0
+    assert any("EmbedRows" in op for op in ray["ray_data_stats"]["operators"])
+    # Ray's own processes (GCS, raylet, workers) are children of the run: the tree sees them.
+    assert {"driver", "raylet", "gcs_server"} <= set(ray["cpu_seconds"])
+    assert ray["tree_peak_rss_mib"] > local["tree_peak_rss_mib"]
+    (round_,) = data["rounds"]
+    assert round_["ratio"] == pytest.approx(ray["tokens_per_s"] / local["tokens_per_s"])
+    assert data["goals"]["ray_over_local_tokens_per_s"]["value"] == pytest.approx(round_["ratio"])
+    assert data["stage_costs"]["ray"]["embed_s_per_1k_tokens"] > 0

@@ -23,13 +23,9 @@ from _rerank_support import (
 )
 from vectorstream.errors import ConfigError, ModelError
 from vectorstream.models import detect_kind, load_model
-from vectorstream.models._rerank import (
-    Reranker,
-    RerankResult,
-    detect_rerank,
-    load_rerank,
-    read_rerank_folder,
-)
+from vectorstream.models._rerank import detect_rerank, load_rerank
+from vectorstream.models._rerank_folder import read_rerank_folder
+from vectorstream.models._rerank_model import Reranker, RerankResult
 
 TOL = 1e-4
 

@@ -670,3 +670,11 @@ def test_bad_options_are_config_errors(cassette: Path, cache: Path) -> None:
         load_sparse(cassette, "c", cache=cache, backend="torch", quantized=True)
     with pytest.raises(ConfigError, match="backend"):
         load_sparse(cassette, "c", cache=cache, backend="tpu")
+
+
+
+def test_graphs_run_without_memory_patterns(cassette: Path, cache: Path) -> None:
+    # Batch shapes vary from call to call: a memory pattern per shape only piles up memory.
+    model = load_model(str(cassette), kind="sparse", cache_dir=cache)
+    session = model._engine._session
+    assert session.get_session_options().enable_mem_pattern is False

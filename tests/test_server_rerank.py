@@ -15,7 +15,8 @@ import pytest
 from _rerank_support import cross_encoder, save_cross_encoder, save_plain
 from _server_support import FakeEmbedder, client_for
 from vectorstream.errors import ConfigError
-from vectorstream.models._rerank import Reranker, load_rerank
+from vectorstream.models._rerank import load_rerank
+from vectorstream.models._rerank_model import Reranker
 from vectorstream.server import ServerSettings, create_app
 
 Check = Callable[[httpx.AsyncClient], Coroutine[Any, Any, None]]

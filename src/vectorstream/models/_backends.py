@@ -145,6 +145,11 @@ def onnx_session(path: Path, threads: int | None = None) -> Any:
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # A memory pattern plans one block for a run's intermediates from the shapes seen before;
+    # batch shapes vary here, so the patterns only pile up (a ColBERT ingest's model process grew
+    # 240 MiB from one repeated shape) and cost time: MiniLM on 60 varied batches ran as fast or
+    # faster without them (BENCHMARKS.md).
+    options.enable_mem_pattern = False
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.add_session_config_entry("session.inter_op.allow_spinning", "0")
     options.log_severity_level = 3  # ORT's own warnings go to stderr, not our logs

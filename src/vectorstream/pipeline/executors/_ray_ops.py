@@ -9,7 +9,7 @@ chunks), or what one operator call made. The typed messages of ``stages.messages
 object store as they are; terminal messages (``SourceDone``…) travel with the chunks, and each
 operator passes on what it does not handle. Each
 operator adds ``StageTime`` messages for the seconds it was busy, and ``WorkerMemory`` with its
-process's peak resident memory, which the driver adds up over the cluster.
+process's resident memory, which the driver adds up over the cluster.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from __future__ import annotations
 import math
 import os
 import pickle
-import resource
 import socket
 import threading
 import time
@@ -26,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import psutil
 
 from ...errors import ConfigError
 from ...stores.retry import RetryPolicy
@@ -50,8 +50,10 @@ def unpack(batch: dict[str, Any]) -> list[Any]:
 
 
 def _memory(stage: str) -> WorkerMemory:
-    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
-    return WorkerMemory(socket.gethostname(), os.getpid(), stage, peak_kib * 1024)
+    return WorkerMemory(socket.gethostname(), os.getpid(), stage, _PROCESS.memory_info().rss)
+
+
+_PROCESS = psutil.Process()
 
 
 @dataclass(frozen=True, slots=True)

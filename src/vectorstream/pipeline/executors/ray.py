@@ -88,8 +88,8 @@ class RayRun:
         self.warnings: list[str] = []
         self.seen: set[str] = set()
         self.stage_seconds: dict[str, float] = {}
-        self.memory: dict[tuple[str, int], int] = {}  # worker (host, pid) → its peak RSS
-        self.driver_peak = 0
+        self.memory: dict[tuple[str, int], int] = {}  # worker (host, pid) → its latest RSS
+        self.peak = 0  # the largest sum seen: this process and every worker's latest RSS
         self.proc = psutil.Process()
         self.committer: Committer | None = None
 
@@ -143,10 +143,15 @@ class RayRun:
             "logging_level": logging.WARNING,
         }
         address = ro.address or os.environ.get("RAY_ADDRESS")
-        if address:
-            ray.init(address=address, **common)
-        else:
-            ray.init(object_store_memory=ro.object_store_bytes, **common)
+        try:
+            if address:
+                ray.init(address=address, **common)
+            else:
+                # "local": a new instance for this run, never another one running on the machine
+                ray.init(address="local", object_store_memory=ro.object_store_bytes, **common)
+        except (ValueError, ConnectionError, RuntimeError) as exc:
+            where = f"the Ray cluster at {address!r}" if address else "a local Ray instance"
+            raise ConfigError(f"cannot start or join {where}: {exc}") from exc
         logging.getLogger("ray.data").setLevel(logging.WARNING)
         return True
 
@@ -276,8 +281,8 @@ class RayRun:
         elif isinstance(msg, StageTime):
             self.stage_seconds[msg.stage] = self.stage_seconds.get(msg.stage, 0.0) + msg.seconds
         elif isinstance(msg, WorkerMemory):
-            key = (msg.host, msg.pid)
-            self.memory[key] = max(self.memory.get(key, 0), msg.peak_rss_bytes)
+            self.memory[(msg.host, msg.pid)] = msg.rss_bytes
+            self._sample_rss()
         elif isinstance(msg, SourceDone):
             self.tally.bytes_read += msg.nbytes
             committer.source_done(msg)
@@ -302,12 +307,14 @@ class RayRun:
     # ------------------------------------------------------------------ progress and report
 
     def _sample_rss(self) -> None:
+        """The cluster's memory now, as last reported: this process plus every worker's latest
+        figure (a worker that has exited keeps its last one, so this errs high)."""
         with contextlib.suppress(psutil.Error):
-            self.driver_peak = max(self.driver_peak, self.proc.memory_info().rss)
+            now = self.proc.memory_info().rss + sum(self.memory.values())
+            self.peak = max(self.peak, now)
 
     def _peak_rss(self) -> int:
-        """The driver's peak plus every worker process's (an upper bound of the cluster's)."""
-        return self.driver_peak + sum(self.memory.values())
+        return self.peak
 
     def _snapshot(self) -> Progress:
         vectors = self.committer.counters.vectors if self.committer is not None else 0

@@ -133,12 +133,12 @@ class StageTime:
 
 @dataclass(frozen=True, slots=True)
 class WorkerMemory:
-    """A worker process's peak resident memory so far (the driver keeps the largest per process)."""
+    """A worker process's resident memory now: the driver adds up the latest of every process."""
 
     host: str
     pid: int
     stage: str
-    peak_rss_bytes: int
+    rss_bytes: int
 
 
 __all__ = [

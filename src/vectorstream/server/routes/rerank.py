@@ -6,7 +6,7 @@ The request and answer are the shape Cohere, Jina and TEI's Cohere-style route s
     -> {"model", "results": [{"index", "relevance_score", "document"?: {"text"}}], "usage": {"total_tokens"}}
 
 Results are best first; ``relevance_score`` is the reranker's score as sentence-transformers'
-``CrossEncoder.predict`` gives it for that model (see ``vectorstream.models._rerank``).
+``CrossEncoder.predict`` gives it for that model (see ``vectorstream.models._rerank_model``).
 """
 
 from __future__ import annotations
