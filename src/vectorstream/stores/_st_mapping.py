@@ -26,20 +26,9 @@ import pyarrow as pa
 
 from ..errors import StoreError
 from ..types import Record
+from ._records import HIT_COLUMNS
 
-FIELDS = (
-    "id",
-    "text",
-    "source",
-    "page",
-    "start",
-    "end",
-    "chunk_index",
-    "section_index",
-    "headings",
-    "metadata",
-    "model",
-)
+FIELDS = (*HIT_COLUMNS, "model")  # a hit's fields, and the model that made the row
 _FIELD_SET = frozenset(FIELDS)
 JSON_SUFFIXES = (".jsonl", ".ndjson", ".json")
 
