@@ -630,9 +630,12 @@ def _sectioned(records: list[Record], first: int) -> list[Record]:
 def test_a_table_made_before_section_index_is_read_and_upgraded(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, memory: bool
 ) -> None:
+    import vectorstream.stores._lance_reads as lance_reads
     import vectorstream.stores.lancedb as lancedb_store
 
-    monkeypatch.setattr(lancedb_store, "_MODELS_TTL", 0.0)  # readers look again at every query
+    # Readers look again at every query, for the models and for the section_index column.
+    monkeypatch.setattr(lancedb_store, "_MODELS_TTL", 0.0)
+    monkeypatch.setattr(lance_reads, "SECTION_CHECK_TTL", 0.0)
     options = {} if memory else {"memory_search_bytes": 0}
     path = tmp_path / "db"
     old = make_records(unit_rows(6, DIM))

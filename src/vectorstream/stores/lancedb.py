@@ -42,13 +42,10 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from ..errors import ConfigError, RecordRejectedError, StoreError
-from ..types import EmbeddingKind, Hit, Record
-from ._common import as_query, check_k, check_range
+from ..types import EmbeddingKind, Record
 from ._flock import WriterLock
-from ._kinds import check_kind, query_embedding
+from ._kinds import check_kind
 from ._lance_db import (
     DEFAULT_PATH,
     add_section_index,
@@ -62,19 +59,14 @@ from ._lance_db import (
 from ._lance_filter import Predicate, sql_in, sql_string, translate_where
 from ._lance_memory import HeapTrimmer
 from ._lance_optimize import IndexPolicy, OptimizeReport, optimize_table
-from ._lance_search import VectorQuery
+from ._lance_reads import LanceReads
 from ._lance_side import LanceSideTable, SideTables
-from ._lance_sparse import SparseQuery
 from ._records import (
-    HIT_COLUMNS,
-    SECTION_INDEX,
-    hit_columns,
-    hit_from_row,
     records_to_arrow,
     table_schema,
 )
-from ._resident import ResidentCache, ResidentSnapshot
-from .base import Query, StoreCapabilities, Where
+from ._resident import ResidentCache
+from .base import StoreCapabilities
 
 log = logging.getLogger("vectorstream.stores.lancedb")
 
@@ -83,7 +75,7 @@ _MODELS_TTL = 1.0  # seconds a models() answer is reused without asking the tabl
 DEFAULT_MEMORY_SEARCH_BYTES = 64 * 2**20
 
 
-class LanceDBStore:
+class LanceDBStore(LanceReads):
     """A collection in an embedded LanceDB database. Create with :meth:`open`."""
 
     capabilities = StoreCapabilities(
@@ -387,12 +379,6 @@ class LanceDBStore:
 
     # -- reading -------------------------------------------------------------------------------
 
-    @property
-    def version(self) -> int:
-        """The table version readers currently see (each upsert adds exactly one)."""
-        with translated("read the table version"):
-            return int(self._table.version)
-
     def count(self) -> int:
         with translated("count rows"):
             return int(self._table.count_rows())
@@ -431,103 +417,6 @@ class LanceDBStore:
         self._models_cache = (now, version, found)
         return found
 
-    def has_vector_index(self) -> bool:
-        if self._has_vector_index is None:
-            with translated("list indexes"):
-                self._has_vector_index = any(
-                    tuple(ix.columns) == ("vector",) for ix in self._table.list_indices()
-                )
-        return self._has_vector_index
-
-    def _query_vector(self, vector: Query) -> np.ndarray:
-        q = as_query(vector, self.dim)
-        if not np.any(q):
-            raise ConfigError("query vector is all zeros: cosine similarity needs non-zero")
-        return q
-
-    def _hit_columns(self) -> list[str]:
-        """The hit columns to read: all of them, or all but ``section_index`` (older tables)."""
-        if not self._section_index:
-            now = time.monotonic()
-            if now - self._section_checked >= _MODELS_TTL:
-                self._section_checked = now
-                self._section_index = has_section_index(self._table)
-        if self._section_index:
-            return HIT_COLUMNS
-        return [name for name in HIT_COLUMNS if name != SECTION_INDEX]
-
-    def _query(self, base: float = 1.0) -> VectorQuery:
-        return VectorQuery(
-            self._table,
-            self.collection,
-            self.has_vector_index(),
-            self.nprobes,
-            self.refine_factor,
-            tuple(self._hit_columns()),
-            base,
-        )
-
-    def _sparse_query(self) -> SparseQuery:
-        return SparseQuery(self._table, self.collection, tuple(self._hit_columns()))
-
-    def search(self, vector: Query, k: int = 10, where: Where | None = None) -> list[Hit]:
-        """The ``k`` best rows: by cosine similarity (``score = 1 - cosine distance``) in a
-        dense collection, MaxSim in a multivector one, the dot product in a sparse one."""
-        check_k(k)
-        if self.kind != "dense":
-            q = query_embedding(vector, self.kind, self.dim)
-            if q.sparse is not None:
-                return self._sparse_query().top(q.sparse, k, translate_where(where))
-            rows = np.asarray(q.multivector)
-            return self._query(float(rows.shape[0])).top(rows, k, translate_where(where))
-        dense = self._query_vector(vector)
-        snapshot = None if where else self._snapshot()
-        if snapshot is not None:
-            return _hits_from_memory(snapshot, *snapshot.top(dense, k))
-        return self._query().top(dense, k, translate_where(where))
-
-    def range_search(
-        self, vector: Query, beta: float, *, limit: int = 1000, where: Where | None = None
-    ) -> list[Hit]:
-        """Every row whose score is within ``beta`` of the best score (DIPR), at most ``limit``."""
-        beta = check_range(beta, limit)
-        if self.kind != "dense":
-            q = query_embedding(vector, self.kind, self.dim)
-            if q.sparse is not None:
-                return self._sparse_query().within(q.sparse, beta, limit, translate_where(where))
-            rows = np.asarray(q.multivector)
-            pred = translate_where(where)
-            return self._query(float(rows.shape[0])).within(rows, beta, limit, pred)
-        dense = self._query_vector(vector)
-        snapshot = None if where else self._snapshot()
-        if snapshot is not None:
-            return _hits_from_memory(snapshot, *snapshot.within(dense, beta, limit))
-        return self._query().within(dense, beta, limit, translate_where(where))
-
-    def answers_from_memory(self, where: Where | None = None) -> bool:
-        """Whether a search now would be answered from the in-memory snapshot, without I/O.
-
-        A server calls this to run such a search (well under a millisecond) on its event loop
-        instead of handing it to a worker thread.
-        """
-        return self.kind == "dense" and not where and self._memory.fresh() is not None
-
-    def _snapshot(self) -> ResidentSnapshot | None:
-        """The in-memory snapshot of the current version, (re)loaded when allowed; else ``None``."""
-        if self._closed or self.kind != "dense":
-            return None
-
-        def rows() -> int:
-            with translated("count rows"):
-                return int(self._table.count_rows())
-
-        def load() -> Any:
-            with translated(f"load {self.collection!r} into memory"):
-                table = self._table.to_arrow()
-                return table.select([*hit_columns(table.column_names), "vector", "model"])
-
-        return self._memory.get(lambda: self.version, rows, load, self.dim * 4)
-
     # -- lifetime ------------------------------------------------------------------------------
 
     def close(self) -> None:
@@ -555,13 +444,6 @@ class LanceDBStore:
             f"LanceDBStore({self.uri!r}, collection={self.collection!r}, kind={self.kind!r}, "
             f"dim={self.dim}, mode={self.mode!r})"
         )
-
-
-def _hits_from_memory(
-    snapshot: ResidentSnapshot, indices: np.ndarray, scores: np.ndarray
-) -> list[Hit]:
-    rows = snapshot.records(indices)
-    return [hit_from_row(row, float(s)) for row, s in zip(rows, scores.tolist(), strict=True)]
 
 
 __all__ = [
