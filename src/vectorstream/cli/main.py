@@ -7,6 +7,7 @@ import os
 
 import typer
 
+from . import chat as _chat
 from . import ingest as _ingest
 from . import models as _models
 from . import search as _search
@@ -20,7 +21,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-for _module in (_models, _ingest, _search, _serve):
+for _module in (_models, _ingest, _search, _serve, _chat):
     _module.register(app)
 
 

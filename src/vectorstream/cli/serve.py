@@ -52,6 +52,35 @@ def serve_command(
         "--lanes",
         help="Batches in the model at once, each with cores/lanes threads (default: automatic).",
     ),
+    llm: str | None = typer.Option(
+        None,
+        "--llm",
+        help="Also serve an LLM at /v1/chat/completions: an HF folder, a .gguf file or 'smollm2'.",
+    ),
+    llm_contexts: str | None = typer.Option(
+        None, "--llm-contexts", help="Folder of the LLM's stored contexts (default: in the cache)."
+    ),
+    llm_context_budget: int | None = typer.Option(
+        None,
+        "--llm-context-budget",
+        help="Disk bytes for stored contexts; the least recently used go first (default 8 GiB).",
+    ),
+    llm_queue: int | None = typer.Option(
+        None, "--llm-queue", help="Generations that may wait for the model (default 8; then 503)."
+    ),
+    llm_store_min_tokens: int | None = typer.Option(
+        None,
+        "--llm-store-min-tokens",
+        help="Store prompts with at least this many new tokens for reuse (default 1024; 0: never).",
+    ),
+    llm_alpha: float | None = typer.Option(
+        None, "--llm-alpha", help="Default DIPR α of decoding (0: exact full attention)."
+    ),
+    llm_profile: list[str] = typer.Option(
+        [],
+        "--llm-profile",
+        help="NAME=FILE: attention settings a request selects with 'profile' (repeatable).",
+    ),
     log_level: str = typer.Option("info", "--log-level", help="uvicorn's log level."),
 ) -> None:
     """Serve embeddings (OpenAI-compatible), reranking, search, highlights and ingest jobs over HTTP."""
@@ -74,6 +103,13 @@ def serve_command(
             cors_origins=tuple(cors_origin) or None,
             truncate=truncate,
             lanes=lanes,
+            llm=llm,
+            llm_contexts=llm_contexts,
+            llm_context_budget=llm_context_budget,
+            llm_queue=llm_queue,
+            llm_store_min_tokens=llm_store_min_tokens,
+            llm_alpha=llm_alpha,
+            llm_profiles=tuple(llm_profile) or None,
         )
         app = create_app(settings)
     except VectorstreamError as exc:

@@ -46,7 +46,7 @@ def load_sparse(
     a graph exists or can be exported). ``quantized``: the int8 graph, built on demand and kept
     only if each check text keeps its heaviest terms. ``top_k``: keep the k largest weights per
     text (default: the folder's ``max_active_dims``, else all). ``token_budget``: padded tokens per
-    forward pass (default: about 2**25 logits per pass, at least one full window).
+    forward pass (default: about 2**23 logits per pass, at least one full window).
     """
     from ._backends import torch_available
     from ._export import export_dir

@@ -26,7 +26,18 @@ from .fastpath import EmbeddingsFastPath
 from .jobs import IngestFn, JobManager
 from .metrics import Metrics, make_metrics
 from .middleware import GuardMiddleware
-from .routes import embeddings, health, highlights, ingest, page, rerank, search, sources
+from .routes import (
+    chat,
+    contexts,
+    embeddings,
+    health,
+    highlights,
+    ingest,
+    page,
+    rerank,
+    search,
+    sources,
+)
 from .routes.page import STATIC_DIR
 from .settings import ServerSettings
 from .state import BatchedModel, ServiceState, model_kind
@@ -87,6 +98,7 @@ def create_app(
     store: Any = None,
     ingest_fn: IngestFn | None = None,
     reranker: Any = None,
+    llm: Any = None,
 ) -> FastAPI:
     """Build the service.
 
@@ -96,7 +108,8 @@ def create_app(
     open store used for the default collection (default: opened from ``settings.store`` on first
     use). ``ingest_fn``: replaces :func:`vectorstream.ingest` for ingest jobs. ``reranker``: a
     loaded cross-encoder for ``/v1/rerank`` (default: ``settings.rerank_model`` loaded at
-    startup, or none).
+    startup, or none). ``llm``: a loaded ``LoadedLLM`` to serve at ``/v1/chat/completions``
+    (default: ``settings.llm`` loaded at startup, or none; docs/llm.md).
     """
     if settings is None:
         from .settings import server_settings_from_env
@@ -135,6 +148,14 @@ def create_app(
             raise ConfigError(
                 f"the model {embedder.model_id!r} is a {kind} model, not the {settings.kind} "
                 "model the settings name"
+            )
+        served_llm = None
+        if llm is not None or settings.llm:
+            from ._llm import build_llm_service
+
+            log.info("loading the LLM %s", settings.llm or getattr(llm, "model_id", "?"))
+            served_llm = await loop.run_in_executor(
+                None, build_llm_service, settings, metrics.llm, llm
             )
         ranker = reranker
         if ranker is None and settings.rerank_model:
@@ -188,6 +209,7 @@ def create_app(
             reranker=ranker,
             kind=kind,
             kind_slots=asyncio.Semaphore(lanes),
+            llm=served_llm,
         )
         app.state.service = state
         try:
@@ -209,6 +231,8 @@ def create_app(
             app.state.service = None
             await batcher.stop()
             await loop.run_in_executor(None, jobs.close)
+            if served_llm is not None:
+                await loop.run_in_executor(None, served_llm.close)
             state.close()
             blas.restore_original_limits()
 
@@ -223,7 +247,18 @@ def create_app(
     app.state.metrics = metrics
     app.state.service = None
     install_error_handlers(app, settings.retry_after_s)
-    for module in (embeddings, rerank, search, highlights, ingest, sources, health, page):
+    for module in (
+        embeddings,
+        rerank,
+        search,
+        highlights,
+        ingest,
+        sources,
+        chat,
+        contexts,
+        health,
+        page,
+    ):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     # The lean embeddings path sits inside the guard (added later = outside it), so the API key,

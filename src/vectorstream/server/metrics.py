@@ -42,6 +42,62 @@ class Metrics:
     cache_hits: Counter
     cache_misses: Counter
     jobs: Gauge
+    llm: LLMMetrics
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class LLMMetrics:
+    """The served LLM's: latency to the first token, decode speed, reuse and sparsity."""
+
+    ttft: Histogram
+    tokens_per_s: Histogram
+    prompt_tokens: Counter
+    reused_tokens: Counter
+    completion_tokens: Counter
+    attended: Histogram
+    queue_depth: Gauge
+    generations: Counter
+
+
+def _llm_metrics(registry: CollectorRegistry, p: str) -> LLMMetrics:
+    return LLMMetrics(
+        ttft=Histogram(
+            f"{p}_llm_time_to_first_token_seconds",
+            "From the start of a generation to its first token (prefill, after any reuse)",
+            buckets=_LATENCY_BUCKETS,
+            registry=registry,
+        ),
+        tokens_per_s=Histogram(
+            f"{p}_llm_tokens_per_second",
+            "Decode speed of a generation after its first token",
+            buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500),
+            registry=registry,
+        ),
+        prompt_tokens=Counter(f"{p}_llm_prompt_tokens", "Prompt tokens", registry=registry),
+        reused_tokens=Counter(
+            f"{p}_llm_reused_tokens",
+            "Prompt tokens taken from a stored context instead of computed",
+            registry=registry,
+        ),
+        completion_tokens=Counter(
+            f"{p}_llm_completion_tokens", "Tokens generated", registry=registry
+        ),
+        attended=Histogram(
+            f"{p}_llm_keys_attended_fraction",
+            "Share of the cached keys a decode step attended (window + DIPR), per generation",
+            buckets=(0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0),
+            registry=registry,
+        ),
+        queue_depth=Gauge(
+            f"{p}_llm_queue_depth", "Generations waiting for the model", registry=registry
+        ),
+        generations=Counter(
+            f"{p}_llm_generations",
+            "Generations by how they ended (stop, length, cancelled, error)",
+            ["finish_reason"],
+            registry=registry,
+        ),
+    )
 
 
 def make_metrics() -> Metrics:
@@ -97,7 +153,8 @@ def make_metrics() -> Metrics:
             f"{p}_highlight_cache_misses", "Documents chunked and embedded", registry=registry
         ),
         jobs=Gauge(f"{p}_ingest_jobs", "Ingest jobs by state", ["state"], registry=registry),
+        llm=_llm_metrics(registry, p),
     )
 
 
-__all__ = ["Metrics", "make_metrics"]
+__all__ = ["LLMMetrics", "Metrics", "make_metrics"]

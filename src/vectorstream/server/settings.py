@@ -62,6 +62,18 @@ class ServerSettings:
     # An image input (image models) may hold at most this many pixels once decoded; it also bounds
     # the pixels decoded at once for one request (images are embedded in groups within it).
     max_image_pixels: int = 1 << 25
+    # An LLM served at /v1/chat/completions and /v1/completions (docs/llm.md): an HF folder, a
+    # GGUF file or a packaged model ("smollm2"); None: no LLM.
+    llm: str | None = None
+    # Where its contexts live (default: <cache>/llm-contexts/<model>), and their disk budget
+    # (least recently used evicted first; 0: no limit).
+    llm_contexts: str | None = None
+    llm_context_budget: int = 8 * 1024**3
+    llm_queue: int = 8  # generations waiting for the model; more answer 503
+    # A prompt with at least this many tokens computed anew is stored after its answer (0: never).
+    llm_store_min_tokens: int = 1024
+    llm_alpha: float | None = None  # the default DIPR α (None: the library's default, 1e-3)
+    llm_profiles: tuple[str, ...] = ()  # NAME=FILE attention profiles (JSON of SparseConfig fields)
 
     def __post_init__(self) -> None:
         for name in (
@@ -74,6 +86,7 @@ class ServerSettings:
             "max_rerank_documents",
             "max_jobs",
             "max_image_pixels",
+            "llm_queue",
         ):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"server setting {name} must be > 0, got {getattr(self, name)}")
@@ -83,9 +96,11 @@ class ServerSettings:
             or self.max_tokens_per_input < 0
             or self.lanes < 0
             or self.solo_max_bytes < 0
+            or self.llm_context_budget < 0
+            or self.llm_store_min_tokens < 0
         ):
             raise ConfigError(
-                "batch_wait_ms, highlight_cache_bytes, max_tokens_per_input, lanes and solo_max_bytes must be >= 0"
+                "batch_wait_ms, highlight_cache_bytes, max_tokens_per_input, lanes and solo_max_bytes must be >= 0 (as must llm_context_budget and llm_store_min_tokens)"
             )
         if not 0 < self.port < 65536:
             raise ConfigError(f"port must be in 1..65535, got {self.port}")
@@ -133,6 +148,13 @@ ENV_VARS: Mapping[str, str] = {
     "VECTORSTREAM_SERVER_MAX_RERANK_DOCUMENTS": "max_rerank_documents",
     "VECTORSTREAM_SERVER_KIND": "kind",
     "VECTORSTREAM_SERVER_MAX_IMAGE_PIXELS": "max_image_pixels",
+    "VECTORSTREAM_SERVER_LLM": "llm",
+    "VECTORSTREAM_SERVER_LLM_CONTEXTS": "llm_contexts",
+    "VECTORSTREAM_SERVER_LLM_CONTEXT_BUDGET": "llm_context_budget",
+    "VECTORSTREAM_SERVER_LLM_QUEUE": "llm_queue",
+    "VECTORSTREAM_SERVER_LLM_STORE_MIN_TOKENS": "llm_store_min_tokens",
+    "VECTORSTREAM_SERVER_LLM_ALPHA": "llm_alpha",
+    "VECTORSTREAM_SERVER_LLM_PROFILES": "llm_profiles",
 }
 
 
@@ -141,7 +163,7 @@ def _coerce(name: str, raw: str) -> Any:
     try:
         if kind == "int":
             return int(raw)
-        if kind == "float":
+        if kind in ("float", "float | None"):
             return float(raw)
         if kind == "bool":
             return raw.strip().lower() in ("1", "true", "yes", "on")

@@ -83,6 +83,7 @@ class ServiceState:
     kind_slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(1))
     # One rerank at a time: a request's pairs form one job on every inference thread.
     rerank_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    llm: Any = None  # the served LLM (server/_llm.py's LLMService), when --llm names one
     _stores: dict[str, Any] = field(default_factory=dict)
     _stores_lock: threading.Lock = field(default_factory=threading.Lock)
 
