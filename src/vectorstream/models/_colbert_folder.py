@@ -4,6 +4,7 @@ layouts share (see :mod:`._colbert_layouts` for the layouts themselves).
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -109,11 +110,9 @@ def read_json(path: Path) -> Any:
 
 def peek_json(path: Path) -> Any:
     """A small JSON file, or None when it is missing or unreadable (for detection)."""
-    try:
+    with contextlib.suppress(OSError, ValueError):
         if path.is_file() and path.stat().st_size < 4_000_000:
             return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        pass
     return None
 
 
