@@ -35,6 +35,11 @@ class SparseConfig:
     share of the keys but reads them at random; on a CPU the one-product scan is as fast up to
     tens of thousands of keys (at 8K, SmolLM2 decodes faster by scan than by graph; synthetic keys
     put the break-even between 32K and 128K: benchmarks/attention/graph_speed.py), hence 64K.
+    A flat scan over at least ``sketch_min`` middle keys scores a bfloat16 copy of the keys
+    (built once per layer, kept up to date) and reads the exact keys and values only of the
+    candidates it finds; its threshold is widened by the copy's error bound, so it attends exactly
+    the keys the float32 scan would. It reads half the bytes and leaves a stored context's key
+    pages on disk (benchmarks/attention/long_context.py).
     """
 
     alpha: float | None = None
@@ -49,6 +54,7 @@ class SparseConfig:
     max_queries: int = 2048
     # Not hashed: a read-only mapping is not hashable, and equal configs still compare equal.
     layer_alpha: Mapping[int, float] = field(default_factory=dict, hash=False)
+    sketch_min: int = 8192
 
     def __post_init__(self) -> None:
         if self.alpha is not None and self.tau is not None:
@@ -61,6 +67,8 @@ class SparseConfig:
             raise ConfigError("n_init must be >= 0 and n_last >= 1 (the newest token is attended)")
         if self.mode not in ("auto", "full", "flat", "graph"):
             raise ConfigError(f"mode must be auto, full, flat or graph, got {self.mode!r}")
+        if self.sketch_min < 0:
+            raise ConfigError(f"sketch_min must be >= 0, got {self.sketch_min}")
         if self.capacity < 1 or self.max_queries < 0:
             raise ConfigError("capacity must be >= 1 and max_queries >= 0")
         layer_alpha = {int(k): float(v) for k, v in dict(self.layer_alpha).items()}

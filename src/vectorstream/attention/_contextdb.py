@@ -16,11 +16,14 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import mmap
 import os
 import shutil
+import struct
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -72,9 +75,52 @@ def _context_id(ids: Sequence[int]) -> str:
     return hashlib.sha256(np.asarray(ids, dtype=np.int64).tobytes()).hexdigest()[:24]
 
 
+def _map_tensors(
+    path: Path, names: Sequence[str], length: int
+) -> tuple[dict[str, torch.Tensor], Callable[[], None]]:
+    """Tensors of a safetensors file as views of a memory map, each cut to ``length`` tokens.
+
+    Nothing is read until a page is touched. The map is private (copy on write), so the tensors
+    are writable for torch while the file never changes. The function returned drops the map's
+    resident pages (they are read again from the file, or the page cache, when next touched).
+    """
+    with path.open("rb") as f:
+        (size,) = struct.unpack("<Q", f.read(8))
+        header = json.loads(f.read(size))
+        mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY)
+    # Decoding reads scattered rows: without this the kernel reads ahead and maps the pages
+    # around each one, and most of the file becomes resident.
+    mapped.madvise(mmap.MADV_RANDOM)
+    tensors: dict[str, torch.Tensor] = {}
+    for name in names:
+        info = header[name]
+        kind = _NUMPY_DTYPES.get(info["dtype"])
+        if kind is None:
+            raise StoreError(f"{path}: cannot map {name} of dtype {info['dtype']}")
+        start, end = info["data_offsets"]
+        count = (end - start) // np.dtype(kind[0]).itemsize
+        arr = np.frombuffer(mapped, dtype=kind[0], count=count, offset=8 + size + start)
+        tensor = torch.from_numpy(arr.reshape(info["shape"]))
+        if kind[1] is not None:
+            tensor = tensor.view(kind[1])
+        tensors[name] = tensor[:, :length]
+    return tensors, partial(mapped.madvise, mmap.MADV_DONTNEED)
+
+
+# safetensors dtype → (numpy dtype of the stored bytes, torch dtype to view them as, if another).
+_NUMPY_DTYPES: dict[str, tuple[str, torch.dtype | None]] = {
+    "F32": ("float32", None),
+    "F16": ("float16", None),
+    "BF16": ("uint16", torch.bfloat16),
+    "F64": ("float64", None),
+}
+
+
 def _kv_pairs(kv: Any) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Per-layer (keys, values) as (H_kv, n, d) from a cache or a sequence of pairs."""
-    if hasattr(kv, "layers"):
+    if isinstance(kv, Session):
+        pairs = kv.kv()  # joins a memory-mapped stored part with the new tokens
+    elif hasattr(kv, "layers"):
         pairs = [(layer.keys, layer.values) for layer in kv.layers]
     else:
         pairs = [(k, v) for k, v in kv]
@@ -149,21 +195,41 @@ class ContextDB:
         return best
 
     def load_kv(
-        self, context_id: str, length: int | None = None
+        self, context_id: str, length: int | None = None, *, mmap: bool = False
     ) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """The stored keys and values of the first ``length`` tokens, per layer (H_kv, n, d)."""
+        """The stored keys and values of the first ``length`` tokens, per layer (H_kv, n, d).
+
+        With ``mmap=True`` the tensors view the file through a memory map instead of being read
+        into memory: only the pages that are touched become resident.
+        """
+        return self._load_kv(context_id, length, mmap)[0]
+
+    def _load_kv(
+        self, context_id: str, length: int | None, mapped: bool
+    ) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], Callable[[], None] | None]:
         info = self._info(context_id)
         n = info.n_tokens if length is None else min(length, info.n_tokens)
+        file = self.path / context_id / "kv.safetensors"
+        if mapped:
+            names = [
+                f"{kind}.{layer}" for layer in range(info.n_layers) for kind in ("keys", "values")
+            ]
+            try:
+                tensors, release = _map_tensors(file, names, n)
+            except (OSError, KeyError, ValueError) as exc:
+                raise StoreError(f"context {context_id} has unreadable keys/values: {exc}") from exc
+            pairs = [(tensors[f"keys.{i}"], tensors[f"values.{i}"]) for i in range(info.n_layers)]
+            return pairs, release
         kv = []
         try:
-            with safe_open(str(self.path / context_id / "kv.safetensors"), framework="pt") as f:
+            with safe_open(str(file), framework="pt") as f:
                 for layer in range(info.n_layers):
                     k = f.get_slice(f"keys.{layer}")[:, :n, :]
                     v = f.get_slice(f"values.{layer}")[:, :n, :]
                     kv.append((k, v))
         except (OSError, KeyError) as exc:
             raise StoreError(f"context {context_id} has unreadable keys/values: {exc}") from exc
-        return kv
+        return kv, None
 
     def load_graphs(self, context_id: str) -> dict[int, list[KeyGraph]]:
         info = self._info(context_id)
@@ -183,12 +249,16 @@ class ContextDB:
         return graphs
 
     def create_session(
-        self, input_ids: Any, config: SparseConfig | None = None
+        self, input_ids: Any, config: SparseConfig | None = None, *, mmap: bool = True
     ) -> tuple[Session, list[int]]:
         """A session holding the longest stored prefix of ``input_ids``, and the ids still to run.
 
         At least one id is always left to run, so the caller's next forward pass yields logits.
         Under partial reuse the stored graph index is searched with the filter position < L.
+        The stored keys and values are memory-mapped (``mmap=False`` reads them into memory):
+        decode steps read the window and the keys DIPR selects, so a long context's resident
+        memory stays a fraction of its size; an exact step (a prefill chunk, full attention)
+        joins the stored part and the new tokens per layer for that step.
         """
         ids = _as_ids(input_ids)
         cfg = config or self.config
@@ -196,7 +266,8 @@ class ContextDB:
         reuse = min(common, len(ids) - 1)
         if context_id is None or reuse <= 0:
             return Session(cfg), ids
-        session = Session.from_kv(self.load_kv(context_id, reuse), cfg, ids[:reuse])
+        kv, release = self._load_kv(context_id, reuse, mmap)
+        session = Session.from_kv(kv, cfg, ids[:reuse], copy=not mmap, release=release)
         session.context_id = context_id
         session.reused_tokens = reuse
         session.install_graphs(self.load_graphs(context_id), reuse)

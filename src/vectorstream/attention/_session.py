@@ -12,19 +12,22 @@ from __future__ import annotations
 
 import logging
 import weakref
+from collections.abc import Callable
 from contextvars import ContextVar
 from typing import Any
 
 import numpy as np
 import torch
-from transformers.cache_utils import Cache, DynamicCache, DynamicLayer
+from transformers.cache_utils import Cache, DynamicCache
 
 from .._dipr import threshold as dipr_threshold
 from .._dipr import within
 from ..errors import ConfigError
 from ._config import LayerStats, Mode, SparseConfig, StepStats, choose_mode
 from ._graph import KeyGraph
+from ._layers import BufferedLayer, KVRows, Sketch
 from ._merge import attend_logits, merge_partials
+from ._scan import scan_step
 
 __all__ = ["Session"]
 
@@ -47,58 +50,14 @@ def active_session(layer_idx: int | None, keys: torch.Tensor) -> Session | None:
     return session
 
 
-def _data_ptr(tensor: torch.Tensor | None) -> int:
-    return -1 if tensor is None else tensor.data_ptr()
-
-
 def _layer_kv(layer: object) -> tuple[torch.Tensor, torch.Tensor]:
-    """The (1, H_kv, n, d) keys and values of an attention cache layer."""
+    """The (1, H_kv, n, d) keys and values of an attention cache layer (base and suffix joined)."""
+    if isinstance(layer, BufferedLayer) and layer.base_keys is not None:
+        return layer.full()
     keys, values = getattr(layer, "keys", None), getattr(layer, "values", None)
     if not isinstance(keys, torch.Tensor) or not isinstance(values, torch.Tensor):
         raise ConfigError(f"cache layer {type(layer).__name__} holds no keys and values")
     return keys, values
-
-
-class _BufferedLayer(DynamicLayer):
-    """A ``DynamicLayer`` whose keys and values are prefix views of buffers grown by doubling."""
-
-    def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
-        super().lazy_initialization(key_states, value_states)
-        self._kbuf: torch.Tensor | None = None
-        self._vbuf: torch.Tensor | None = None
-
-    def update(
-        self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        if not self.is_initialized:
-            self.lazy_initialization(key_states, value_states)
-        n = self.get_seq_length()
-        t = key_states.shape[-2]
-        kbuf, vbuf = self._kbuf, self._vbuf
-        stale = (
-            kbuf is None
-            or vbuf is None
-            or n + t > kbuf.shape[-2]
-            or kbuf.shape[:2] != key_states.shape[:2]
-            # crop() keeps a prefix view; batch selection and the like make new tensors.
-            or (n > 0 and _data_ptr(self.keys) != kbuf.data_ptr())
-        )
-        if stale:
-            cap = max(256, 2 * (n + t))
-            kshape = (*key_states.shape[:2], cap, key_states.shape[-1])
-            vshape = (*value_states.shape[:2], cap, value_states.shape[-1])
-            kbuf = key_states.new_empty(kshape)
-            vbuf = value_states.new_empty(vshape)
-            if n and self.keys is not None and self.values is not None:
-                kbuf[..., :n, :] = self.keys
-                vbuf[..., :n, :] = self.values
-            self._kbuf, self._vbuf = kbuf, vbuf
-        assert kbuf is not None and vbuf is not None
-        kbuf[..., n : n + t, :] = key_states
-        vbuf[..., n : n + t, :] = value_states
-        self.keys = kbuf[..., : n + t, :]
-        self.values = vbuf[..., : n + t, :]
-        return self.keys, self.values
 
 
 class Session(DynamicCache):
@@ -110,7 +69,7 @@ class Session(DynamicCache):
     """
 
     def __init__(self, config: SparseConfig | None = None, *, seed: int = 0) -> None:
-        Cache.__init__(self, layer_class_to_replicate=_BufferedLayer)
+        Cache.__init__(self, layer_class_to_replicate=BufferedLayer)
         self.sparse = config or SparseConfig()
         self.token_ids: list[int] = []
         self.context_id: str | None = None
@@ -123,6 +82,7 @@ class Session(DynamicCache):
         self._steps: list[StepStats] = []
         self._current: list[LayerStats] = []
         self._last: tuple[int, torch.Tensor] | None = None
+        self._proxy = False
 
     # -- cache ----------------------------------------------------------------------------------
     def update(
@@ -133,8 +93,21 @@ class Session(DynamicCache):
         *args: Any,
         **kwargs: Any,
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        layer = self.layers[layer_idx] if layer_idx < len(self.layers) else None
+        proxy = False
+        if isinstance(layer, BufferedLayer) and layer.base_keys is not None:
+            # A sparse step reads the stored part itself: hand out only the suffix, not a copy
+            # of the whole cache (``attend`` knows; ``_observe`` refuses any other use).
+            n = layer.get_seq_length() + key_states.shape[-2]
+            proxy = (
+                key_states.shape[0] == 1
+                and key_states.shape[-2] == 1
+                and self._mode(layer_idx, n) != "full"
+            )
+            layer.sparse_next = proxy
         keys, values = super().update(key_states, value_states, layer_idx, *args, **kwargs)
         self._last = (layer_idx, keys)
+        self._proxy = proxy
         _ACTIVE.set(weakref.ref(self))
         return keys, values
 
@@ -144,13 +117,27 @@ class Session(DynamicCache):
         kv: list[tuple[torch.Tensor, torch.Tensor]],
         config: SparseConfig | None = None,
         token_ids: list[int] | None = None,
+        *,
+        copy: bool = True,
+        release: Callable[[], None] | None = None,
     ) -> Session:
-        """A session holding the given per-layer keys and values, (1, H_kv, n, d) or (H_kv, n, d)."""
+        """A session holding the given per-layer keys and values, (1, H_kv, n, d) or (H_kv, n, d).
+
+        With ``copy=False`` the tensors are used in place as each layer's stored part (a
+        ``ContextDB`` passes memory-mapped ones, so only the pages decoding reads become resident);
+        new tokens go to buffers beside them. ``release`` then drops the resident pages of the
+        stored tensors (called once a layer's keys have been read whole to build its sketch).
+        """
         session = cls(config)
         for layer_idx, (k, v) in enumerate(kv):
             k4 = k if k.dim() == 4 else k.unsqueeze(0)
             v4 = v if v.dim() == 4 else v.unsqueeze(0)
-            DynamicCache.update(session, k4, v4, layer_idx)
+            if copy:
+                DynamicCache.update(session, k4, v4, layer_idx)
+            else:
+                layer = BufferedLayer()
+                layer.set_base(k4, v4, release)
+                session.layers.append(layer)
         session.token_ids = list(token_ids or [])
         return session
 
@@ -223,6 +210,17 @@ class Session(DynamicCache):
         self._current.append(stats)
 
     def _observe(self, layer_idx: int, query: torch.Tensor) -> None:
+        """Keep a random sample of this layer's queries (the attention function's exact path)."""
+        if self._proxy and self._last is not None and self._last[0] == layer_idx:
+            # update() handed out only the new tokens, expecting a sparse step; exact attention
+            # over them would silently miss the stored part.
+            raise ConfigError(
+                "a memory-mapped session needs batch-1 single-token decode steps without a "
+                "padding mask; load the context with mmap=False for other uses"
+            )
+        self._sample(layer_idx, query)
+
+    def _sample(self, layer_idx: int, query: torch.Tensor) -> None:
         """Keep a random sample of this layer's queries for building its graph later."""
         cap = self.sparse.max_queries
         if cap == 0:
@@ -255,17 +253,13 @@ class Session(DynamicCache):
         Called by the registered attention function for single-token, batch-1 steps. In full mode
         the output is empty and the caller runs exact SDPA; the step is still counted in ``stats``.
         """
-        n = key.shape[2]
-        self._observe(layer_idx, query)
+        found = self.layers[layer_idx] if layer_idx < len(self.layers) else None
+        layer = found if isinstance(found, BufferedLayer) else None
+        mapped = layer is not None and layer.base_keys is not None
+        n = layer.get_seq_length() if layer is not None and mapped else key.shape[2]
+        self._sample(layer_idx, query)
+        mode = self._mode(layer_idx, n)
         graphs = self._graphs.get(layer_idx)
-        indexed = self._graph_limit if graphs else 0
-        if graphs and 2 * self._graph_limit < graphs[0].size:
-            # A filter that keeps under half the graph leaves it poorly connected (recall drops),
-            # while the flat scan of so short a prefix is cheap: scan instead.
-            indexed = 0
-        mode = choose_mode(layer_idx, n, indexed, self.sparse)
-        if mode == "graph" and not graphs:
-            mode = "flat"
         h_q, h_kv, d = query.shape[1], key.shape[1], query.shape[-1]
         if h_q % h_kv:
             raise ConfigError(f"{h_q} query heads do not divide into {h_kv} KV heads")
@@ -274,30 +268,80 @@ class Session(DynamicCache):
             return torch.empty(0), "full"
         g = h_q // h_kv
         beta = self.sparse.beta(d, scaling, layer_idx)
-        keys = key[0].float()  # (H_kv, n, d)
-        values = value[0].float()
         q = query[0, :, 0, :].float().reshape(h_kv, g, d)
-
         head = min(self.sparse.n_init, n)
         tail = max(head, n - self.sparse.n_last)
+        rows = (
+            layer.rows() if mapped and isinstance(layer, BufferedLayer) else KVRows.of(key, value)
+        )
         if mode == "flat":
-            return self._attend_flat(layer_idx, q, keys, values, head, tail, beta, scaling, query)
-        win = torch.cat([torch.arange(head), torch.arange(tail, n)])
-        k_win, v_win = keys[:, win], values[:, win]
+            sketchy = tail - head >= self.sparse.sketch_min
+            if not mapped and not sketchy:
+                k_all, v_all = key[0].float(), value[0].float()
+                return self._attend_flat(
+                    layer_idx, q, k_all, v_all, head, tail, beta, scaling, query
+                )
+            sketch = None
+            if sketchy and layer is not None:
+                if layer.sketch is None:
+                    layer.sketch = Sketch(layer)
+                sketch = layer.sketch
+            res = scan_step(rows, q, head, tail, beta, scaling, sketch)
+            w = n - (tail - head)
+            touched = (tail - head,) * h_q
+            self._record(LayerStats(layer_idx, "flat", n, w, res.selected, touched))
+            return res.out.reshape(1, 1, h_q, -1).to(query.dtype), "flat"
+        assert graphs is not None
+        return self._attend_graph(layer_idx, q, rows, graphs, head, tail, beta, scaling, query)
+
+    def _mode(self, layer_idx: int, n: int) -> Mode:
+        """``choose_mode`` for this session's index (a graph filtered to under half is not used)."""
+        graphs = self._graphs.get(layer_idx)
+        indexed = self._graph_limit if graphs else 0
+        if graphs and 2 * self._graph_limit < graphs[0].size:
+            # A filter that keeps under half the graph leaves it poorly connected (recall drops),
+            # while the flat scan of so short a prefix is cheap: scan instead.
+            indexed = 0
+        mode = choose_mode(layer_idx, n, indexed, self.sparse)
+        return "flat" if mode == "graph" and not graphs else mode
+
+    def _attend_graph(
+        self,
+        layer_idx: int,
+        q: torch.Tensor,
+        rows: KVRows,
+        graphs: list[KeyGraph],
+        head: int,
+        tail: int,
+        beta: float,
+        scaling: float,
+        query: torch.Tensor,
+    ) -> tuple[torch.Tensor, Mode]:
+        """Graph mode: the window and the unindexed rest scanned, the indexed prefix searched."""
+        h_kv, g, _ = q.shape
+        h_q, n = h_kv * g, rows.n
+        mode: Mode = "graph"
+        k_head, v_head = rows.span(0, head)
+        k_tail, v_tail = rows.span(tail, n)
+        k_win = torch.cat([k_head, k_tail], dim=1).float()
+        v_win = torch.cat([v_head, v_tail], dim=1).float()
+        w = k_win.shape[1]
         raw_win = q @ k_win.transpose(1, 2)  # (H_kv, g, w): one product per KV head
         best = raw_win.amax(-1)  # the window's maximum seeds the DIPR threshold
 
         # The middle [head, tail) splits into a graph-searched prefix and a flat-scanned rest.
-        graph_hi = max(head, min(self._graph_limit, tail)) if mode == "graph" else head
-        raw_flat = q @ keys[:, graph_hi:tail].transpose(1, 2)  # (H_kv, g, m)
+        graph_hi = max(head, min(self._graph_limit, tail))
+        k_flat, v_flat = rows.span(graph_hi, tail)
+        raw_flat = q @ k_flat.float().transpose(1, 2)  # (H_kv, g, m)
         if raw_flat.shape[-1]:
             best = torch.maximum(best, raw_flat.amax(-1))
 
         graph_touched = np.zeros(h_q, dtype=np.int64)
         graph_idx: torch.Tensor | None = None
         graph_mask: torch.Tensor | None = None
-        if mode == "graph" and graphs is not None and graph_hi > head:
-            keys_np = keys.detach().cpu().numpy()
+        if graph_hi > head:
+            # The indexed prefix is read in place (a memory map for a stored context).
+            keys_np = rows.span(0, graph_hi)[0].detach().float().cpu().numpy()
             q_np = q.detach().cpu().numpy()
             best_np = best.detach().cpu().numpy().copy()
             hits: list[np.ndarray] = []
@@ -332,12 +376,11 @@ class Session(DynamicCache):
         flat_sel = raw_flat >= floor
         selected = flat_sel.sum(-1).reshape(-1)
         if raw_flat.shape[-1]:
-            parts.append(
-                self._attend_selected(raw_flat, flat_sel, values[:, graph_hi:tail], scaling)
-            )
+            parts.append(self._attend_selected(raw_flat, flat_sel, v_flat.float(), scaling))
         if graph_idx is not None and graph_mask is not None:
-            rows = torch.arange(h_kv).reshape(h_kv, 1, 1)
-            k_sel, v_sel = keys[rows, graph_idx], values[rows, graph_idx]  # (H_kv, g, S, d)
+            picked = [rows.take(h, graph_idx[h].reshape(-1)) for h in range(h_kv)]
+            k_sel = torch.stack([k for k, _ in picked]).float().reshape(h_kv, g, width, -1)
+            v_sel = torch.stack([v for _, v in picked]).float().reshape(h_kv, g, width, -1)
             raw_sel = (q.unsqueeze(-2) @ k_sel.transpose(-1, -2)).squeeze(-2)
             in_range = graph_mask & (raw_sel >= floor)
             parts.append(attend_logits(raw_sel * scaling, v_sel, in_range))
@@ -346,9 +389,7 @@ class Session(DynamicCache):
 
         flat_count = tail - graph_hi
         touched = tuple(int(flat_count + t) for t in graph_touched)
-        self._record(
-            LayerStats(layer_idx, mode, n, int(win.numel()), tuple(selected.tolist()), touched)
-        )
+        self._record(LayerStats(layer_idx, mode, n, w, tuple(selected.tolist()), touched))
         return out.reshape(1, 1, h_q, -1).to(query.dtype), mode
 
     def _attend_flat(
