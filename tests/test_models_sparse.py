@@ -672,7 +672,6 @@ def test_bad_options_are_config_errors(cassette: Path, cache: Path) -> None:
         load_sparse(cassette, "c", cache=cache, backend="tpu")
 
 
-
 def test_graphs_run_without_memory_patterns(cassette: Path, cache: Path) -> None:
     # Batch shapes vary from call to call: a memory pattern per shape only piles up memory.
     model = load_model(str(cassette), kind="sparse", cache_dir=cache)
