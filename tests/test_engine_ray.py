@@ -169,16 +169,21 @@ def test_the_model_is_loaded_by_each_actor_from_its_folder(cluster: Any, tmp_pat
     _same(remote, local)
 
 
-def _kill_worker(name: str) -> bool:
+def _kill_worker(name: str, timeout: float = 20.0) -> bool:
+    """SIGKILL the first process whose title names ``name``, waiting for one to show."""
     import psutil
 
-    for proc in psutil.process_iter(["cmdline"]):
-        if any(name in part for part in proc.info["cmdline"] or ()):
-            proc.send_signal(signal.SIGKILL)
-            return True
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for proc in psutil.process_iter(["cmdline"]):
+            if any(name in part for part in proc.info["cmdline"] or ()):
+                proc.send_signal(signal.SIGKILL)
+                return True
+        time.sleep(0.05)
     return False
 
 
+@pytest.mark.slow  # timing-sensitive: the kill and the node removal must land mid-run
 def test_a_killed_worker_process_and_a_removed_node_change_nothing(
     cluster: Any, corpus: Path, reference: str, tmp_path: Path
 ) -> None:
@@ -193,16 +198,19 @@ def test_a_killed_worker_process_and_a_removed_node_change_nothing(
         removed_after.append(len(done))
         cluster.remove_node(second)
 
-    _when(lambda: len(done) >= 2, lambda: killed.append(_kill_worker("EmbedRows")))
+    chunks: list[int] = [0]
+
+    def seen(event: Any) -> None:
+        chunks[0] = event.progress.chunks
+        if event.kind == "source_done":
+            done.append(event.source)
+
+    # The actor is killed as soon as the first records are back, while most are still to embed.
+    _when(lambda: chunks[0] > 0, lambda: killed.append(_kill_worker("EmbedRows")))
     remover = _when(lambda: bool(killed), remove)
     try:
         report = _ingest(
-            uri,
-            corpus,
-            model=FakeEmbedder(delay=0.05),
-            engine="ray",
-            ray=OPTIONS,
-            on_event=lambda e: done.append(e.source) if e.kind == "source_done" else None,
+            uri, corpus, model=FakeEmbedder(delay=0.05), engine="ray", ray=OPTIONS, on_event=seen
         )
     finally:
         remover.join(60)
