@@ -238,6 +238,7 @@ ingest([{root!r}], store={uri!r}, model=FakeEmbedder(delay=0.05), engine="ray",
 """
 
 
+@pytest.mark.slow  # timing-sensitive: on a fast machine the run can finish before the kill
 def test_a_killed_driver_resumes_exactly(
     cluster: Any, corpus: Path, reference: str, tmp_path: Path
 ) -> None:
