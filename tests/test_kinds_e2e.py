@@ -39,6 +39,19 @@ def test_sparse_ingest_and_search(splade: object, tmp_path: Path, scheme: str) -
         assert hits[0].score > 0
 
 
+def test_a_collection_of_another_kind_is_refused_before_any_work(
+    splade: object, tmp_path: Path
+) -> None:
+    write_corpus(tmp_path / "corpus", copies=1)
+    uri = f"lancedb://{tmp_path / 'store'}"
+    open_store(uri, "documents", dim=8).close()  # a dense collection
+    with pytest.raises(vs.ConfigError, match="holds dense embeddings, not sparse"):
+        vs.ingest([tmp_path / "corpus"], store=uri, model=splade, workers=1)
+    store = open_store(uri, "documents", mode="r")
+    assert store.count() == 0 and store.kind == "dense"
+    store.close()
+
+
 def test_fuse_by_reciprocal_rank() -> None:
     from vectorstream.errors import ConfigError
     from vectorstream.search.hybrid import RRF_K, fuse

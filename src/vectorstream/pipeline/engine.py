@@ -76,7 +76,15 @@ class Pipeline:
 
     def stages(self, remote: RemoteWrites | None = None) -> tuple[Planner, Committer]:
         """The plan and commit stages over this pipeline's store (opens its manifest).
-        ``remote``: records are written by workers elsewhere (the Ray engine)."""
+        ``remote``: records are written by workers elsewhere (the Ray engine).
+
+        Refuses a store that cannot hold this model's kind: the executors build these stages
+        before any source is planned, so nothing is parsed, embedded or written for such a store.
+        The check waits for the store to open, so it belongs here rather than in ``run``: the
+        local executor opens the store (importing its client can take a second) while its
+        worker processes start.
+        """
+        require_kind(self.store, kind_of(self.embedder))
         manifest = self.manifest if self.manifest is not None else Manifest.of(self.store)
         if self.legacy_manifest is not None:
             manifest.take_over(self.legacy_manifest)
@@ -87,11 +95,11 @@ class Pipeline:
         return planner, committer
 
     def run(self, sources: Iterable[Source], *, roots: Sequence[str] = ()) -> IngestReport:
-        # A store that cannot hold this model's kind is refused before any worker starts.
-        require_kind(self.store, kind_of(self.embedder))
         if self.options.engine == "ray":
             from .executors.ray import RayRun
 
+            # Before Ray starts: a cluster is slow to start for a run that cannot write.
+            require_kind(self.store, kind_of(self.embedder))
             return RayRun(self, sources, roots).execute()
         return LocalRun(self, sources, roots).execute()
 
