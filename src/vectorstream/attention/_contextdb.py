@@ -16,14 +16,11 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import mmap
 import os
 import shutil
-import struct
 import tempfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +32,10 @@ from safetensors.torch import save_file
 from ..errors import ConfigError, StoreError
 from ._config import SparseConfig
 from ._graph import KeyGraph
+from ._layers import StoredLayer
+from ._mapped import MappedFile, load_sketches, write_sketch
 from ._session import Session
+from ._stream_scan import AVAILABLE as STREAM_SCAN
 
 __all__ = ["ContextDB", "ContextInfo"]
 
@@ -73,47 +73,6 @@ def _as_ids(input_ids: Any) -> list[int]:
 
 def _context_id(ids: Sequence[int]) -> str:
     return hashlib.sha256(np.asarray(ids, dtype=np.int64).tobytes()).hexdigest()[:24]
-
-
-def _map_tensors(
-    path: Path, names: Sequence[str], length: int
-) -> tuple[dict[str, torch.Tensor], Callable[[], None]]:
-    """Tensors of a safetensors file as views of a memory map, each cut to ``length`` tokens.
-
-    Nothing is read until a page is touched. The map is private (copy on write), so the tensors
-    are writable for torch while the file never changes. The function returned drops the map's
-    resident pages (they are read again from the file, or the page cache, when next touched).
-    """
-    with path.open("rb") as f:
-        (size,) = struct.unpack("<Q", f.read(8))
-        header = json.loads(f.read(size))
-        mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY)
-    # Decoding reads scattered rows: without this the kernel reads ahead and maps the pages
-    # around each one, and most of the file becomes resident.
-    mapped.madvise(mmap.MADV_RANDOM)
-    tensors: dict[str, torch.Tensor] = {}
-    for name in names:
-        info = header[name]
-        kind = _NUMPY_DTYPES.get(info["dtype"])
-        if kind is None:
-            raise StoreError(f"{path}: cannot map {name} of dtype {info['dtype']}")
-        start, end = info["data_offsets"]
-        count = (end - start) // np.dtype(kind[0]).itemsize
-        arr = np.frombuffer(mapped, dtype=kind[0], count=count, offset=8 + size + start)
-        tensor = torch.from_numpy(arr.reshape(info["shape"]))
-        if kind[1] is not None:
-            tensor = tensor.view(kind[1])
-        tensors[name] = tensor[:, :length]
-    return tensors, partial(mapped.madvise, mmap.MADV_DONTNEED)
-
-
-# safetensors dtype → (numpy dtype of the stored bytes, torch dtype to view them as, if another).
-_NUMPY_DTYPES: dict[str, tuple[str, torch.dtype | None]] = {
-    "F32": ("float32", None),
-    "F16": ("float16", None),
-    "BF16": ("uint16", torch.bfloat16),
-    "F64": ("float64", None),
-}
 
 
 def _kv_pairs(kv: Any) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -206,30 +165,62 @@ class ContextDB:
 
     def _load_kv(
         self, context_id: str, length: int | None, mapped: bool
-    ) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], Callable[[], None] | None]:
+    ) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], MappedFile | None]:
+        """Per-layer keys and values, and the memory map they view (``None`` when read)."""
         info = self._info(context_id)
         n = info.n_tokens if length is None else min(length, info.n_tokens)
         file = self.path / context_id / "kv.safetensors"
         if mapped:
-            names = [
-                f"{kind}.{layer}" for layer in range(info.n_layers) for kind in ("keys", "values")
-            ]
             try:
-                tensors, release = _map_tensors(file, names, n)
+                kv = MappedFile(file)
+                pairs = [
+                    (kv.tensor(f"keys.{i}", n), kv.tensor(f"values.{i}", n))
+                    for i in range(info.n_layers)
+                ]
             except (OSError, KeyError, ValueError) as exc:
                 raise StoreError(f"context {context_id} has unreadable keys/values: {exc}") from exc
-            pairs = [(tensors[f"keys.{i}"], tensors[f"values.{i}"]) for i in range(info.n_layers)]
-            return pairs, release
-        kv = []
+            return pairs, kv
+        kv_pairs = []
         try:
             with safe_open(str(file), framework="pt") as f:
                 for layer in range(info.n_layers):
                     k = f.get_slice(f"keys.{layer}")[:, :n, :]
                     v = f.get_slice(f"values.{layer}")[:, :n, :]
-                    kv.append((k, v))
+                    kv_pairs.append((k, v))
         except (OSError, KeyError) as exc:
             raise StoreError(f"context {context_id} has unreadable keys/values: {exc}") from exc
-        return kv, None
+        return kv_pairs, None
+
+    def _stored_layers(self, context_id: str, kv: MappedFile) -> list[StoredLayer] | None:
+        """Per layer: the int8 key sketch and a release of that layer's pages (float32 contexts,
+        with numba); ``None`` where the compiled scan cannot run, so the session scans in torch."""
+        info = self._info(context_id)
+        if not STREAM_SCAN or kv.header["keys.0"]["dtype"] != "F32":
+            return None
+        try:
+            sk_file, sketches = load_sketches(self.path / context_id, kv, info.n_layers)
+        except (OSError, KeyError, ValueError) as exc:
+            raise StoreError(f"context {context_id} has an unreadable key sketch: {exc}") from exc
+        layers = []
+        for i, sketch in enumerate(sketches):
+            kv_names: tuple[str, ...] = (f"keys.{i}", f"values.{i}")
+            sk_names: tuple[str, ...] = (f"codes.{i}", f"scales.{i}")
+
+            if i == info.n_layers - 1:
+                # The kernel maps pages around each one read (fault-around), some of them in
+                # other layers' ranges: the last layer of a step gives back the whole maps.
+                kv_names, sk_names = (), ()
+
+            def release(
+                kv_names: tuple[str, ...] = kv_names, sk: tuple[str, ...] = sk_names
+            ) -> None:
+                kv.release(kv_names)
+                sk_file.release(sk)
+
+            keys = kv.array(f"keys.{i}")
+            values = kv.array(f"values.{i}")
+            layers.append(StoredLayer(sketch, keys, values, release))
+        return layers
 
     def load_graphs(self, context_id: str) -> dict[int, list[KeyGraph]]:
         info = self._info(context_id)
@@ -266,8 +257,12 @@ class ContextDB:
         reuse = min(common, len(ids) - 1)
         if context_id is None or reuse <= 0:
             return Session(cfg), ids
-        kv, release = self._load_kv(context_id, reuse, mmap)
-        session = Session.from_kv(kv, cfg, ids[:reuse], copy=not mmap, release=release)
+        kv, mapped = self._load_kv(context_id, reuse, mmap)
+        release = mapped.releaser() if mapped is not None else None
+        stored = self._stored_layers(context_id, mapped) if mapped is not None else None
+        session = Session.from_kv(
+            kv, cfg, ids[:reuse], copy=not mmap, release=release, stored=stored
+        )
         session.context_id = context_id
         session.reused_tokens = reuse
         session.install_graphs(self.load_graphs(context_id), reuse)
@@ -340,6 +335,8 @@ class ContextDB:
                 tensors[f"keys.{layer}"] = k.detach().cpu().contiguous()
                 tensors[f"values.{layer}"] = v.detach().cpu().contiguous()
             save_file(tensors, str(tmp / "kv.safetensors"))
+            if pairs[0][0].dtype == torch.float32:
+                write_sketch(tmp, [k for k, _ in pairs])
             arrays: dict[str, np.ndarray] = {}
             for layer, per_head in graphs.items():
                 for h, graph in enumerate(per_head):

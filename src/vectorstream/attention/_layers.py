@@ -15,17 +15,32 @@ exactly from the base.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 from transformers.cache_utils import DynamicLayer
 
-__all__ = ["BufferedLayer", "KVRows", "Sketch"]
+from ._stream_scan import KeySketch
+
+__all__ = ["BufferedLayer", "KVRows", "Sketch", "StoredLayer"]
 
 # Relative error bound of a bfloat16 score: both operands rounded (2^-8 each, relative to |q||k|),
 # the product rounded to bfloat16 (2^-9), with room to spare for the float32 accumulation.
 SKETCH_ERROR = 2.0**-6
 BUCKET = 1024
+
+
+@dataclass(frozen=True)
+class StoredLayer:
+    """A stored layer as the compiled scan reads it: its int8 key sketch, its float32 keys and
+    values (H, n, d) as arrays viewing the memory map, and a release of the layer's pages."""
+
+    sketch: KeySketch
+    keys: np.ndarray
+    values: np.ndarray
+    release: Callable[[], None]
 
 
 def _grow(buf: torch.Tensor | None, used: int, need: int, like: torch.Tensor) -> torch.Tensor:
@@ -55,6 +70,7 @@ class BufferedLayer(DynamicLayer):
     base_values: torch.Tensor | None = None
     release: Callable[[], None] | None = None
     sketch: Sketch | None = None
+    stored: StoredLayer | None = None
     # Set by the session before ``update``: the coming step is sparse, so the layer need not
     # concatenate base and suffix for exact attention.
     sparse_next = False
@@ -132,6 +148,7 @@ class BufferedLayer(DynamicLayer):
             self.keys, self.values = keys, values
             self._kbuf, self._vbuf, self._used = keys, values, keys.shape[-2]
             self.sketch = None
+            self.stored = None
         super().crop(tokens_to_remove)
         if self.is_initialized and self.keys is not None:
             self._used = self.keys.shape[-2]

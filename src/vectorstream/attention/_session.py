@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextvars import ContextVar
 from typing import Any
 
@@ -25,9 +25,10 @@ from .._dipr import within
 from ..errors import ConfigError
 from ._config import LayerStats, Mode, SparseConfig, StepStats, choose_mode
 from ._graph import KeyGraph
-from ._layers import BufferedLayer, KVRows, Sketch
+from ._layers import BufferedLayer, KVRows, Sketch, StoredLayer
 from ._merge import attend_logits, merge_partials
 from ._scan import scan_step
+from ._stream_scan import stream_scan
 
 __all__ = ["Session"]
 
@@ -120,6 +121,7 @@ class Session(DynamicCache):
         *,
         copy: bool = True,
         release: Callable[[], None] | None = None,
+        stored: Sequence[StoredLayer] | None = None,
     ) -> Session:
         """A session holding the given per-layer keys and values, (1, H_kv, n, d) or (H_kv, n, d).
 
@@ -127,6 +129,8 @@ class Session(DynamicCache):
         ``ContextDB`` passes memory-mapped ones, so only the pages decoding reads become resident);
         new tokens go to buffers beside them. ``release`` then drops the resident pages of the
         stored tensors (called once a layer's keys have been read whole to build its sketch).
+        ``stored`` (a ``ContextDB`` passes it for float32 contexts) lets decode steps over long
+        contexts run the compiled scan (``_stream_scan``) over each layer's int8 sketch.
         """
         session = cls(config)
         for layer_idx, (k, v) in enumerate(kv):
@@ -137,6 +141,8 @@ class Session(DynamicCache):
             else:
                 layer = BufferedLayer()
                 layer.set_base(k4, v4, release)
+                if stored is not None:
+                    layer.stored = stored[layer_idx]
                 session.layers.append(layer)
         session.token_ids = list(token_ids or [])
         return session
@@ -281,6 +287,10 @@ class Session(DynamicCache):
                 return self._attend_flat(
                     layer_idx, q, k_all, v_all, head, tail, beta, scaling, query
                 )
+            if sketchy and layer is not None and layer.stored and tail <= layer.base_len:
+                return self._attend_stored(
+                    layer_idx, layer.stored, q, rows, head, tail, beta, scaling, query
+                )
             sketch = None
             if sketchy and layer is not None:
                 if layer.sketch is None:
@@ -293,6 +303,45 @@ class Session(DynamicCache):
             return res.out.reshape(1, 1, h_q, -1).to(query.dtype), "flat"
         assert graphs is not None
         return self._attend_graph(layer_idx, q, rows, graphs, head, tail, beta, scaling, query)
+
+    def _attend_stored(
+        self,
+        layer_idx: int,
+        stored: StoredLayer,
+        q: torch.Tensor,
+        rows: KVRows,
+        head: int,
+        tail: int,
+        beta: float,
+        scaling: float,
+        query: torch.Tensor,
+    ) -> tuple[torch.Tensor, Mode]:
+        """Flat DIPR with the middle [head, tail) in the stored part: the window exactly, the
+        middle by the compiled scan over the int8 sketch; then the layer's pages go back."""
+        h_kv, g, _ = q.shape
+        n = rows.n
+        k_head, v_head = rows.span(0, head)
+        k_tail, v_tail = rows.span(tail, n)
+        k_win = torch.cat([k_head, k_tail], dim=1).float()
+        v_win = torch.cat([v_head, v_tail], dim=1)
+        raw_win = q @ k_win.transpose(1, 2)  # (H_kv, g, w)
+        window = attend_logits(raw_win * scaling, v_win)
+        res = stream_scan(
+            q,
+            stored.sketch,
+            stored.keys,
+            stored.values,
+            head,
+            tail,
+            raw_win.amax(-1),
+            beta,
+            scaling,
+        )
+        out = merge_partials([window, (res.out, res.lse)])
+        stored.release()
+        w = n - (tail - head)
+        self._record(LayerStats(layer_idx, "flat", n, w, res.selected, res.exact))
+        return out.reshape(1, 1, h_kv * g, -1).to(query.dtype), "flat"
 
     def _mode(self, layer_idx: int, n: int) -> Mode:
         """``choose_mode`` for this session's index (a graph filtered to under half is not used)."""

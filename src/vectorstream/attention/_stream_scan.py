@@ -1,0 +1,221 @@
+"""The flat DIPR step over a stored context, compiled: an int8 sketch scored, candidates read exactly.
+
+A stored context keeps, beside its float keys, an int8 copy of them with one scale per key
+(``KeySketch``, a quarter of the keys' bytes). A decode step over a long context:
+
+1. scores every middle key against the int8 copy. The exact score differs from the sketch's by
+   at most ``0.5 · scale · ‖q‖₁`` (each component is rounded by at most half a step), so a key
+   whose upper bound stays below the best lower bound minus β cannot be in the DIPR set;
+2. reads the float keys of the remaining candidates (rows of the memory-mapped file), scores them
+   exactly and keeps those DIPR keeps against the exact best (the best key is always a candidate:
+   its upper bound reaches the best lower bound);
+3. attends the kept keys' values in one pass, shifted by the exact best, and returns the part's
+   output and log-sum-exp for the merge with the window.
+
+The keys it attends are the ones the exact flat scan attends, with the same float32 scores up to
+summation order. One compiled call per layer, all KV heads, the GIL released: a decode step at 32K
+tokens makes 30 calls instead of hundreds of small tensor operations, and reads the file's rows
+in place (``layer_release`` then hands their pages back, so a long context does not become
+resident).
+
+numba is optional (the ``attention`` extra installs it): without it ``AVAILABLE`` is false and the
+session scans with torch (``_scan.scan_step``).
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+log = logging.getLogger("vectorstream.attention.stream_scan")
+
+try:
+    _numba: Any = importlib.import_module("numba")
+except ImportError:  # the compiled scan is optional
+    _numba = None
+
+AVAILABLE = _numba is not None
+
+__all__ = ["AVAILABLE", "KeySketch", "StreamResult", "quantize_keys", "stream_scan"]
+
+# A bound a hair wider than half a step: the float32 products and sums round too.
+_HALF_STEP = np.float32(0.5 * (1 + 2.0**-10))
+
+
+def quantize_keys(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Symmetric int8 rows of ``keys`` (..., n, d) and one float32 scale per row (..., n)."""
+    keys = np.asarray(keys, dtype=np.float32)
+    peak = np.abs(keys).max(axis=-1)
+    scale = (peak / 127.0).astype(np.float32)
+    safe = np.where(scale > 0, scale, np.float32(1.0))
+    q = np.rint(keys / safe[..., None]).clip(-127, 127).astype(np.int8)
+    return q, scale
+
+
+@dataclass(frozen=True)
+class KeySketch:
+    """One layer's int8 keys (H, n, d) and their scales (H, n), typically memory-mapped."""
+
+    codes: np.ndarray
+    scales: np.ndarray
+
+
+@dataclass(frozen=True)
+class StreamResult:
+    """A layer's middle part: output (H, g, d_v), lse (H, g), keys kept and candidates read."""
+
+    out: torch.Tensor
+    lse: torch.Tensor
+    selected: tuple[int, ...]
+    exact: tuple[int, ...]
+
+
+def _scan_py(
+    q: np.ndarray,
+    codes: np.ndarray,
+    scales: np.ndarray,
+    keys: np.ndarray,
+    values: np.ndarray,
+    lo: int,
+    hi: int,
+    best: np.ndarray,
+    beta: np.float32,
+    scaling: np.float32,
+    out: np.ndarray,
+    lse: np.ndarray,
+    kept: np.ndarray,
+    read: np.ndarray,
+) -> None:
+    n_heads, g, d = q.shape
+    m = hi - lo
+    dv = values.shape[-1]
+    approx = np.empty((g, m), dtype=np.float32)
+    q1 = np.empty(g, dtype=np.float32)
+    lower = np.empty(g, dtype=np.float32)
+    top = np.empty(g, dtype=np.float32)
+    acc = np.empty((g, dv), dtype=np.float32)
+    total = np.empty(g, dtype=np.float64)
+    cand = np.empty(m, dtype=np.int64)
+    exact = np.empty((g, m), dtype=np.float32)
+    for h in range(n_heads):
+        for j in range(g):
+            s = np.float32(0.0)
+            for t in range(d):
+                s += abs(q[h, j, t])
+            q1[j] = s * _HALF_STEP
+            lower[j] = best[h, j]
+        # 1. the sketch: approximate scores and the best lower bound
+        for i in range(m):
+            row = lo + i
+            sc = scales[h, row]
+            for j in range(g):
+                a = np.float32(0.0)
+                for t in range(d):
+                    a += q[h, j, t] * np.float32(codes[h, row, t])
+                a *= sc
+                approx[j, i] = a
+                if a - sc * q1[j] > lower[j]:
+                    lower[j] = a - sc * q1[j]
+        # 2. candidates: some query head's upper bound reaches its floor
+        nc = 0
+        for i in range(m):
+            sc = scales[h, lo + i]
+            for j in range(g):
+                if approx[j, i] + sc * q1[j] >= lower[j] - beta:
+                    cand[nc] = lo + i
+                    nc += 1
+                    break
+        read[h] = nc
+        for j in range(g):
+            top[j] = best[h, j]
+        for c in range(nc):
+            row = cand[c]
+            for j in range(g):
+                e = np.float32(0.0)
+                for t in range(d):
+                    e += q[h, j, t] * keys[h, row, t]
+                exact[j, c] = e
+                if e > top[j]:
+                    top[j] = e
+        # 3. attend the kept keys, shifted by the exact best (every kept logit is within β of it)
+        for j in range(g):
+            total[j] = 0.0
+            kept[h, j] = 0
+            for t in range(dv):
+                acc[j, t] = 0.0
+        for c in range(nc):
+            row = cand[c]
+            for j in range(g):
+                e = exact[j, c]
+                if e >= top[j] - beta:
+                    w = np.float32(math.exp((e - top[j]) * scaling))
+                    total[j] += w
+                    kept[h, j] += 1
+                    for t in range(dv):
+                        acc[j, t] += w * values[h, row, t]
+        for j in range(g):
+            if kept[h, j] == 0:
+                lse[h, j] = -np.inf
+                for t in range(dv):
+                    out[h, j, t] = 0.0
+            else:
+                lse[h, j] = top[j] * scaling + math.log(total[j])
+                for t in range(dv):
+                    out[h, j, t] = acc[j, t] / np.float32(total[j])
+
+
+_scan = (
+    _numba.njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})(_scan_py)
+    if _numba is not None
+    else _scan_py
+)
+
+
+def stream_scan(
+    q: torch.Tensor,
+    sketch: KeySketch,
+    keys: np.ndarray,
+    values: np.ndarray,
+    lo: int,
+    hi: int,
+    best: torch.Tensor,
+    beta: float,
+    scaling: float,
+) -> StreamResult:
+    """DIPR over positions [lo, hi) of one layer for queries ``q`` (H, g, d).
+
+    ``keys``/``values`` (H, n, d) and the sketch are read in place (memory maps); ``best`` (H, g)
+    is the window's best exact score, which seeds the threshold.
+    """
+    h, g, _ = q.shape
+    dv = values.shape[-1]
+    out = np.empty((h, g, dv), dtype=np.float32)
+    lse = np.empty((h, g), dtype=np.float32)
+    kept = np.zeros((h, g), dtype=np.int64)
+    read = np.zeros(h, dtype=np.int64)
+    b = float("inf") if math.isinf(beta) else beta
+    _scan(
+        np.ascontiguousarray(q.detach().float().numpy()),
+        sketch.codes,
+        sketch.scales,
+        keys,
+        values,
+        lo,
+        hi,
+        np.ascontiguousarray(best.detach().float().numpy()),
+        np.float32(b),
+        np.float32(scaling),
+        out,
+        lse,
+        kept,
+        read,
+    )
+    selected = tuple(int(x) for x in kept.reshape(-1))
+    exact = tuple(int(read[i]) for i in range(h) for _ in range(g))
+    return StreamResult(torch.from_numpy(out), torch.from_numpy(lse), selected, exact)

@@ -1,0 +1,122 @@
+"""The compiled scan over a stored context's int8 sketch: the float32 scan's keys, pages given back."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from _attention_support import random_ids, tiny_model
+from vectorstream.attention import ContextDB, Session, SparseConfig, forward
+from vectorstream.attention._layers import BufferedLayer
+from vectorstream.attention._mapped import SKETCH_FILE
+from vectorstream.attention._stream_scan import AVAILABLE, KeySketch, quantize_keys, stream_scan
+
+pytestmark = pytest.mark.skipif(not AVAILABLE, reason="numba is not installed")
+
+SPARSE = SparseConfig(alpha=1e-2, full_below=0, n_init=4, n_last=32, sketch_min=0)
+
+
+def test_quantized_rows_stay_within_half_a_step() -> None:
+    rng = np.random.default_rng(1)
+    keys = (rng.standard_normal((2, 300, 16)) * np.linspace(0.1, 9, 16)).astype(np.float32)
+    keys[0, 7] = 0.0  # an all-zero key has scale 0 and codes 0
+    codes, scales = quantize_keys(keys)
+    assert codes.dtype == np.int8 and scales.shape == (2, 300)
+    assert np.abs(codes).max() <= 127 and scales[0, 7] == 0 and not codes[0, 7].any()
+    err = np.abs(codes * scales[..., None] - keys)
+    assert (err <= 0.5 * scales[..., None] * (1 + 1e-6) + 1e-12).all()
+
+
+@pytest.mark.parametrize(("alpha", "spread"), [(1e-3, 3.0), (1e-2, 1.0), (0.0, 2.0), (1.0, 4.0)])
+def test_the_scan_keeps_exactly_the_keys_of_exact_dipr(alpha: float, spread: float) -> None:
+    rng = np.random.default_rng(7)
+    h, g, n, d = 3, 3, 5000, 64
+    keys = (rng.standard_normal((h, n, d)) * np.linspace(0.3, 2.5, d)).astype(np.float32)
+    values = rng.standard_normal((h, n, d)).astype(np.float32)
+    q = torch.from_numpy((rng.standard_normal((h, g, d)) * spread).astype(np.float32))
+    scaling = d**-0.5
+    beta = math.inf if alpha == 0 else -math.log(alpha) / scaling
+    lo, hi = 4, n - 100
+    window = torch.from_numpy(np.concatenate([keys[:, :lo], keys[:, hi:]], axis=1))
+    best = (q @ window.transpose(1, 2)).amax(-1)
+    res = stream_scan(q, KeySketch(*quantize_keys(keys)), keys, values, lo, hi, best, beta, scaling)
+
+    raw = q @ torch.from_numpy(keys[:, lo:hi]).transpose(1, 2)
+    top = torch.maximum(best, raw.amax(-1))
+    keep = raw >= (top - beta).unsqueeze(-1)
+    assert list(res.selected) == keep.sum(-1).reshape(-1).tolist()
+    assert all(r >= s for r, s in zip(res.exact, res.selected, strict=True))
+    logits = (raw * scaling).masked_fill(~keep, float("-inf"))
+    lse = torch.logsumexp(logits, -1)
+    want = torch.softmax(logits, -1) @ torch.from_numpy(values[:, lo:hi])
+    assert torch.allclose(res.out, want, atol=1e-5) and torch.allclose(res.lse, lse, atol=1e-5)
+    if alpha == 1e-3 and spread == 3.0:
+        # Sharp attention: the sketch rules out most keys without reading them exactly.
+        assert max(res.exact) < 0.2 * (hi - lo)
+
+
+@pytest.fixture(scope="module")
+def model() -> torch.nn.Module:
+    return tiny_model("llama")
+
+
+def _file_rss_kib(path: Path) -> int:
+    """Resident KiB of this process's mappings of ``path`` (/proc/self/smaps)."""
+    total, inside = 0, False
+    for line in Path("/proc/self/smaps").read_text().splitlines():
+        head = line.split()
+        if head and "-" in head[0] and len(head) >= 5 and ":" not in head[0]:
+            inside = len(head) > 5 and head[5] == str(path)
+        elif inside and line.startswith("Rss:"):
+            total += int(head[1])
+    return total
+
+
+def test_decoding_a_stored_context_gives_its_pages_back(
+    model: torch.nn.Module, tmp_path: Path
+) -> None:
+    ids = random_ids(2300, seed=3)[0].tolist()
+    session = Session(SparseConfig(mode="full"))
+    with torch.inference_mode():
+        forward(model, torch.tensor([ids[:2200]]), session)
+    session.token_ids = ids[:2200]
+    db = ContextDB(tmp_path)
+    context = db.store(session, build_index=False)
+    folder = tmp_path / context
+    assert (folder / SKETCH_FILE).exists()  # written with every float32 context
+
+    mapped, _ = db.create_session(ids[:2201], SPARSE)
+    assert all(isinstance(x, BufferedLayer) and x.stored is not None for x in mapped.layers)
+    kv_file = (folder / "kv.safetensors").resolve()
+    with torch.inference_mode():
+        for token in ids[2200:2220]:
+            forward(model, torch.tensor([[token]]), mapped)
+    size_kib = kv_file.stat().st_size // 1024
+    # Every layer's pages go back after its step; only a page at a layer's edge may stay.
+    assert _file_rss_kib(kv_file) <= max(16, size_kib // 20), (_file_rss_kib(kv_file), size_kib)
+    assert all(s.layers[0].mode == "flat" for s in mapped.stats)
+
+
+def test_a_context_stored_without_a_sketch_gets_one_and_decodes_the_same(
+    model: torch.nn.Module, tmp_path: Path
+) -> None:
+    ids = random_ids(460, seed=9)[0].tolist()
+    session = Session(SparseConfig(mode="full"))
+    with torch.inference_mode():
+        forward(model, torch.tensor([ids[:400]]), session)
+    session.token_ids = ids[:400]
+    db = ContextDB(tmp_path)
+    context = db.store(session, build_index=False)
+    first, _ = db.create_session(ids[:401], SPARSE)
+    (tmp_path / context / SKETCH_FILE).unlink()  # as written before sketches existed
+    second, _ = db.create_session(ids[:401], SPARSE)
+    assert (tmp_path / context / SKETCH_FILE).exists()
+    with torch.inference_mode():
+        for token in ids[400:420]:
+            a = forward(model, torch.tensor([[token]]), first).logits
+            b = forward(model, torch.tensor([[token]]), second).logits
+            assert torch.equal(a, b)
