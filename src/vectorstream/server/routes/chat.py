@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -147,6 +147,31 @@ async def _events(
         job.cancel.set()  # a no-op once done; stops the generation when the client left
 
 
+def _stream(
+    llm: LLMService, job: Job, head: dict[str, Any], chunk: Any, body: Any
+) -> StreamingResponse:
+    include = bool(body.stream_options and body.stream_options.include_usage)
+    return StreamingResponse(
+        _events(llm, job, head, chunk, include),
+        media_type="text/event-stream",
+        headers=SSE_HEADERS,
+    )
+
+
+async def _answer(
+    job: Job, request: Request, head: dict[str, Any], content: Callable[[Any], dict[str, Any]]
+) -> Response:
+    """The whole answer once the job is done: one choice holding ``content(done)``."""
+    try:
+        done = await outcome(job, request)
+    except ClientGone:
+        return Response(status_code=499)
+    choice = {"index": 0, **content(done), "logprobs": None, "finish_reason": done.finish_reason}
+    return JSONResponse(
+        {**head, "choices": [choice], "usage": usage(done), "vectorstream": extension(done)}
+    )
+
+
 @router.post("/v1/chat/completions")
 async def chat_completions(body: ChatCompletionRequest, request: Request) -> Response:
     llm = llm_service(request)
@@ -169,33 +194,14 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> Res
             choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
             return {"choices": [choice]}
 
-        include = bool(body.stream_options and body.stream_options.include_usage)
         head["object"] = "chat.completion.chunk"
-        return StreamingResponse(
-            _events(llm, job, head, chunk, include),
-            media_type="text/event-stream",
-            headers=SSE_HEADERS,
-        )
-    try:
-        done = await outcome(job, request)
-    except ClientGone:
-        return Response(status_code=499)
-    message = {"role": "assistant", "content": done.text, "refusal": None}
-    return JSONResponse(
-        {
-            **head,
-            "object": "chat.completion",
-            "choices": [
-                {
-                    "index": 0,
-                    "message": message,
-                    "logprobs": None,
-                    "finish_reason": done.finish_reason,
-                }
-            ],
-            "usage": usage(done),
-            "vectorstream": extension(done),
-        }
+        return _stream(llm, job, head, chunk, body)
+    head["object"] = "chat.completion"
+    return await _answer(
+        job,
+        request,
+        head,
+        lambda done: {"message": {"role": "assistant", "content": done.text, "refusal": None}},
     )
 
 
@@ -223,28 +229,5 @@ async def completions(body: CompletionRequest, request: Request) -> Response:
             choice = {"index": 0, "text": text or "", "logprobs": None, "finish_reason": finish}
             return {"choices": [choice]}
 
-        include = bool(body.stream_options and body.stream_options.include_usage)
-        return StreamingResponse(
-            _events(llm, job, head, chunk, include),
-            media_type="text/event-stream",
-            headers=SSE_HEADERS,
-        )
-    try:
-        done = await outcome(job, request)
-    except ClientGone:
-        return Response(status_code=499)
-    return JSONResponse(
-        {
-            **head,
-            "choices": [
-                {
-                    "index": 0,
-                    "text": done.text,
-                    "logprobs": None,
-                    "finish_reason": done.finish_reason,
-                }
-            ],
-            "usage": usage(done),
-            "vectorstream": extension(done),
-        }
-    )
+        return _stream(llm, job, head, chunk, body)
+    return await _answer(job, request, head, lambda done: {"text": done.text})
