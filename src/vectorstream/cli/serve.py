@@ -76,6 +76,11 @@ def serve_command(
     llm_alpha: float | None = typer.Option(
         None, "--llm-alpha", help="Default DIPR α of decoding (0: exact full attention)."
     ),
+    llm_yarn: float | None = typer.Option(
+        None,
+        "--llm-yarn",
+        help="Serve the LLM at FACTOR times its trained length (positions stretched by YaRN).",
+    ),
     llm_profile: list[str] = typer.Option(
         [],
         "--llm-profile",
@@ -109,6 +114,7 @@ def serve_command(
             llm_queue=llm_queue,
             llm_store_min_tokens=llm_store_min_tokens,
             llm_alpha=llm_alpha,
+            llm_yarn=llm_yarn,
             llm_profiles=tuple(llm_profile) or None,
         )
         app = create_app(settings)

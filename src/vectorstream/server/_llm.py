@@ -148,13 +148,17 @@ def build_llm_service(settings: ServerSettings, metrics: LLMMetrics, llm: Any = 
 
     if llm is None:
         assert settings.llm is not None
-        llm = load_llm(settings.llm)
+        llm = load_llm(settings.llm, yarn=settings.llm_yarn)
     config = (
         SparseConfig() if settings.llm_alpha is None else SparseConfig(alpha=settings.llm_alpha)
     )
     folder = settings.llm_contexts
     if folder is None:
-        folder = str(load_settings().cache_path / "llm-contexts" / _safe_name(llm.model_id))
+        # Keys computed under stretched positions are another model's: their own folder.
+        name = (
+            llm.model_id if not settings.llm_yarn else f"{llm.model_id}-yarn{settings.llm_yarn:g}"
+        )
+        folder = str(load_settings().cache_path / "llm-contexts" / _safe_name(name))
     store = ContextStore(
         Path(os.path.expanduser(folder)), config, budget_bytes=settings.llm_context_budget
     )

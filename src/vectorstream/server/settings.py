@@ -73,6 +73,8 @@ class ServerSettings:
     # A prompt with at least this many tokens computed anew is stored after its answer (0: never).
     llm_store_min_tokens: int = 1024
     llm_alpha: float | None = None  # the default DIPR α (None: the library's default, 1e-3)
+    # Serve the LLM at this many times its trained length, positions stretched by YaRN (None: no).
+    llm_yarn: float | None = None
     llm_profiles: tuple[str, ...] = ()  # NAME=FILE attention profiles (JSON of SparseConfig fields)
 
     def __post_init__(self) -> None:
@@ -102,6 +104,8 @@ class ServerSettings:
             raise ConfigError(
                 "batch_wait_ms, highlight_cache_bytes, max_tokens_per_input, lanes and solo_max_bytes must be >= 0 (as must llm_context_budget and llm_store_min_tokens)"
             )
+        if self.llm_yarn is not None and not self.llm_yarn > 1:
+            raise ConfigError(f"llm_yarn must be a factor above 1, got {self.llm_yarn}")
         if not 0 < self.port < 65536:
             raise ConfigError(f"port must be in 1..65535, got {self.port}")
         if self.kind is not None:
@@ -154,6 +158,7 @@ ENV_VARS: Mapping[str, str] = {
     "VECTORSTREAM_SERVER_LLM_QUEUE": "llm_queue",
     "VECTORSTREAM_SERVER_LLM_STORE_MIN_TOKENS": "llm_store_min_tokens",
     "VECTORSTREAM_SERVER_LLM_ALPHA": "llm_alpha",
+    "VECTORSTREAM_SERVER_LLM_YARN": "llm_yarn",
     "VECTORSTREAM_SERVER_LLM_PROFILES": "llm_profiles",
 }
 
