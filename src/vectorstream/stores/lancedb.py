@@ -13,10 +13,13 @@ indexed by ``optimize()`` like dense vectors) or ``sparse`` (term ids and weight
 column, which LanceDB cannot index: searches score every row passing the filter exactly, in
 bounded batches, ``_lance_sparse``).
 
-Writes: each :meth:`LanceDBStore.upsert` is exactly one LanceDB commit (``add`` while the table
-is empty, ``merge_insert("id")`` after), so it is durable when it returns and a batch of thousands
-of rows makes one table version, not thousands. :meth:`LanceDBStore.optimize` compacts the small
-fragments the commits leave, removes old versions and builds indexes once the table is large.
+Writes: each :meth:`LanceDBStore.upsert` is exactly one LanceDB commit (``add`` into an empty
+table, or of multivector rows none of whose ids is stored; ``merge_insert("id")`` otherwise:
+``_lance_write``), so it is durable when it returns and a batch of thousands of rows makes one
+table version, not thousands. :meth:`LanceDBStore.optimize` compacts the small fragments the
+commits leave, removes old versions and builds indexes once the table is large; a large
+multivector table is not compacted whole (``_lance_optimize``: compaction holds what it rewrites
+in memory).
 
 Side tables (:meth:`LanceDBStore.side_table`, where the pipeline keeps its manifest) are LanceDB
 tables in the same folder, ``<collection>__vs_<name>`` (``_lance_side``); they are not
@@ -61,6 +64,7 @@ from ._lance_memory import HeapTrimmer
 from ._lance_optimize import IndexPolicy, OptimizeReport, optimize_table
 from ._lance_reads import LanceReads
 from ._lance_side import LanceSideTable, SideTables
+from ._lance_write import write_rows
 from ._records import (
     records_to_arrow,
     table_schema,
@@ -73,6 +77,8 @@ log = logging.getLogger("vectorstream.stores.lancedb")
 _MODELS_TTL = 1.0  # seconds a models() answer is reused without asking the table version
 # A collection whose vectors and hit columns fit this many bytes is searched from memory.
 DEFAULT_MEMORY_SEARCH_BYTES = 64 * 2**20
+# A multivector table larger than this is not compacted whole by optimize() (_lance_optimize).
+COMPACT_MAX_BYTES = 64 * 2**20
 
 
 class LanceDBStore(LanceReads):
@@ -281,15 +287,8 @@ class LanceDBStore(LanceReads):
                 if not self._section_index:  # an older table opened in auto mode
                     add_section_index(self._table, self.collection)
                     self._section_index = True
-                if self._table.count_rows() == 0:
-                    self._table.add(table)
-                else:
-                    (
-                        self._table.merge_insert("id")
-                        .when_matched_update_all()
-                        .when_not_matched_insert_all()
-                        .execute(table)
-                    )
+                # Large rows: an append unless some ids are stored (_lance_write).
+                write_rows(self._table, table, append_new=self.kind == "multivector")
             self._changed()
             self._trimmer.wrote(table.nbytes)
             log.debug("upserted %d rows into %r", table.num_rows, self.collection)
@@ -338,7 +337,12 @@ class LanceDBStore(LanceReads):
         # Sparse rows have no vector index in LanceDB; multivector ones take the dense types.
         vector_rows = None if self.kind == "sparse" else self.index_threshold
         policy = IndexPolicy(
-            vector_rows, self.index_type, self.scalar_index_threshold, ("id", "source")
+            vector_rows,
+            self.index_type,
+            self.scalar_index_threshold,
+            ("id", "source"),
+            # Compaction holds the table in memory: bounded for the kind whose rows are large.
+            compact_max_bytes=COMPACT_MAX_BYTES if self.kind == "multivector" else None,
         )
         with self._write_mutex:
             # Compaction allocates on top of what the process holds: start from a trimmed heap

@@ -8,6 +8,7 @@ working on is reported as failed.
 from __future__ import annotations
 
 import contextlib
+import gc
 import multiprocessing as mp
 import os
 import queue
@@ -16,6 +17,8 @@ import sys
 import threading
 from collections.abc import Iterator
 from typing import Any
+
+import psutil
 
 from ..stages.messages import (
     ProcessMessage,
@@ -27,6 +30,8 @@ from ..stages.messages import (
     WorkerError,
 )
 from ..stages.process import ProcessConfig, SourceProcessor, message_of
+
+COLLECT_AFTER_GROWTH = 2**20  # a worker that grew this much over a source collects garbage
 
 
 def _die_with_parent() -> None:
@@ -45,6 +50,41 @@ def pin(cpus: tuple[int, ...] | None) -> None:
     if cpus:
         with contextlib.suppress(OSError, AttributeError):
             os.sched_setaffinity(0, set(cpus))
+
+
+class GarbageBound:
+    """Collects reference cycles after a source over which the worker grew by ``grow_bytes``.
+
+    Parsers leave cycles behind (python-docx's objects around lxml trees: a few hundred Python
+    objects holding megabytes of C memory), and Python collects its oldest generation ever more
+    rarely as the heap grows: a worker grew from 87 to 136 MiB over the ×10 sample corpus, about
+    4 MiB with each DOCX file. A full collection takes milliseconds (10-20 ms in a worker here),
+    so it runs only after a source that made the process grow: once the garbage is freed, the
+    next sources reuse that memory and mostly do not grow it (21 collections for 400 sources).
+    """
+
+    def __init__(self, grow_bytes: int = COLLECT_AFTER_GROWTH) -> None:
+        self.grow_bytes = grow_bytes
+        self.collections = 0
+        self._proc = psutil.Process()
+        self._mark = self._rss()
+
+    def _rss(self) -> int:
+        try:
+            return int(self._proc.memory_info().rss)
+        except psutil.Error:
+            return 0
+
+    def source_done(self) -> bool:
+        """Collect if the process grew while it processed the last source; whether it did."""
+        rss = self._rss()
+        grew = rss - self._mark >= self.grow_bytes
+        if grew:
+            gc.collect()
+            self.collections += 1
+            rss = self._rss()
+        self._mark = rss
+        return grew
 
 
 def worker_main(
@@ -72,6 +112,7 @@ def worker_main(
     except Exception as exc:
         results.put(WorkerError(type(exc).__name__, message_of(exc)))
         return
+    garbage = GarbageBound()
     while True:
         task = tasks.get()
         if task is None:
@@ -79,6 +120,7 @@ def worker_main(
         results.put(SourceStarted(task.source.uri, index))
         for msg in processor.process(task):
             results.put(msg)
+        garbage.source_done()
 
 
 @contextlib.contextmanager
@@ -223,4 +265,4 @@ class WorkerPool:
                 q.close()
 
 
-__all__ = ["WorkerPool", "pin", "worker_main"]
+__all__ = ["COLLECT_AFTER_GROWTH", "GarbageBound", "WorkerPool", "pin", "worker_main"]
