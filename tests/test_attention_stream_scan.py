@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 
@@ -99,6 +100,12 @@ def test_decoding_a_stored_context_gives_its_pages_back(
     # Every layer's pages go back after its step; only a page at a layer's edge may stay.
     assert _file_rss_kib(kv_file) <= max(16, size_kib // 20), (_file_rss_kib(kv_file), size_kib)
     assert all(s.layers[0].mode == "flat" for s in mapped.stats)
+    # Where memory allows, the pages can stay (no re-reading at every step).
+    kept, _ = db.create_session(ids[:2201], dataclasses.replace(SPARSE, release_pages=False))
+    with torch.inference_mode():
+        for token in ids[2200:2205]:
+            forward(model, torch.tensor([[token]]), kept)
+    assert _file_rss_kib(kv_file) > size_kib // 4
 
 
 def test_a_context_stored_without_a_sketch_gets_one_and_decodes_the_same(

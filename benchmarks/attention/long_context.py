@@ -110,7 +110,7 @@ def run_method(args: argparse.Namespace) -> dict[str, Any]:
         cfg = C.SparseConfig(mode="full", **window)
         mapped = False
     else:
-        cfg = C.SparseConfig(alpha=args.alpha, **window)
+        cfg = C.SparseConfig(alpha=args.alpha, release_pages=not args.keep_pages, **window)
         mapped = True
     start = time.perf_counter()
     session, rest = db.create_session(context + feed[:1], cfg, mmap=mapped)
@@ -165,6 +165,8 @@ def child(args: argparse.Namespace, method: str, length: int, out: Path) -> dict
     ]
     for name in ("model", "db", "ids", "alpha", "steps", "timed", "warmup", "threads", "yarn"):
         cmd += [f"--{name}", str(getattr(args, name))]
+    if args.keep_pages:
+        cmd.append("--keep-pages")
     cmd += ["--n-init", str(args.n_init), "--n-last", str(args.n_last)]
     subprocess.run(cmd, check=True)
     return json.loads(out.read_text())
@@ -186,6 +188,11 @@ def main(argv: list[str] | None = None) -> None:
         type=float,
         default=0.0,
         help="stretch positions by this factor with YaRN (both methods; use another --db)",
+    )
+    parser.add_argument(
+        "--keep-pages",
+        action="store_true",
+        help="sparse: keep the context's pages resident (faster steps, more memory)",
     )
     parser.add_argument("--prepare-only", action="store_true", help="store the contexts, no runs")
     parser.add_argument("--method", choices=["full", "sparse"], default=None)
@@ -231,6 +238,7 @@ def main(argv: list[str] | None = None) -> None:
         "settings": {
             "alpha": args.alpha,
             "yarn": args.yarn,
+            "release_pages": not args.keep_pages,
             "n_init": args.n_init,
             "n_last": args.n_last,
             "steps": args.steps,

@@ -35,11 +35,14 @@ class SparseConfig:
     share of the keys but reads them at random; on a CPU the one-product scan is as fast up to
     tens of thousands of keys (at 8K, SmolLM2 decodes faster by scan than by graph; synthetic keys
     put the break-even between 32K and 128K: benchmarks/attention/graph_speed.py), hence 64K.
-    A flat scan over at least ``sketch_min`` middle keys scores a bfloat16 copy of the keys
-    (built once per layer, kept up to date) and reads the exact keys and values only of the
-    candidates it finds; its threshold is widened by the copy's error bound, so it attends exactly
-    the keys the float32 scan would. It reads half the bytes and leaves a stored context's key
-    pages on disk (benchmarks/attention/long_context.py).
+    A flat scan over at least ``sketch_min`` middle keys scores a low-precision copy of the keys
+    and reads the exact keys and values only of the candidates it finds; its threshold is widened
+    by the copy's error bound, so it attends exactly the keys the float32 scan would. Over a stored
+    float32 context the copy is the int8 sketch stored with it, scored by a compiled kernel
+    (``_stream_scan``); otherwise a bfloat16 copy built once per layer. ``release_pages``: after
+    each layer of a step over a stored context, give the pages it read back to the kernel, so the
+    context is not resident (re-reading them from the page cache costs time at every step: keep
+    them where memory allows; benchmarks/attention/long_context.py).
     """
 
     alpha: float | None = None
@@ -55,6 +58,7 @@ class SparseConfig:
     # Not hashed: a read-only mapping is not hashable, and equal configs still compare equal.
     layer_alpha: Mapping[int, float] = field(default_factory=dict, hash=False)
     sketch_min: int = 8192
+    release_pages: bool = True
 
     def __post_init__(self) -> None:
         if self.alpha is not None and self.tau is not None:

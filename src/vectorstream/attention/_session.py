@@ -338,7 +338,8 @@ class Session(DynamicCache):
             scaling,
         )
         out = merge_partials([window, (res.out, res.lse)])
-        stored.release()
+        if self.sparse.release_pages:
+            stored.release()
         w = n - (tail - head)
         self._record(LayerStats(layer_idx, "flat", n, w, res.selected, res.exact))
         return out.reshape(1, 1, h_kv * g, -1).to(query.dtype), "flat"
