@@ -463,3 +463,37 @@ def test_llm_soak_quick_run_answers_every_question_from_its_context(tmp_path: Pa
     assert summary["growth_mib"] == pytest.approx(
         summary["rss_end_mib"] - summary["rss_after_warmup_mib"]
     )
+
+
+def test_the_kinds_chart_scores_every_goal_and_lets_later_sections_win(tmp_path: Path) -> None:
+    from kinds_chart import chart, goals
+
+    def goal(name: str, section: str, value: float, target: str) -> dict[str, Any]:
+        return {"goal": name, "section": section, "value": value, "target": target}
+
+    (tmp_path / "kinds.json").write_text(
+        json.dumps(
+            {
+                "goals": [
+                    goal("speed", "colbert", 2.4, ">= 1.20"),
+                    goal("memory", "splade", 330.0, "<= 317"),
+                    goal("writes", "writes", 30000.0, ">= 20,000"),
+                ]
+            }
+        )
+    )
+    (tmp_path / "kinds_splade.json").write_text(
+        json.dumps({"goals": [goal("memory", "splade", 218.0, "<= 317")]})
+    )
+    memory = {"kind": "multivector", "store": "lancedb", "ratio": 1.05, "goal": {"max": 1.15}}
+    (tmp_path / "kinds_memory_multivector.json").write_text(json.dumps(memory))
+    other_sink = {**memory, "store": "parquet", "ratio": 1.3}
+    (tmp_path / "kinds_memory_multivector_parquet.json").write_text(json.dumps(other_sink))
+    rows = {r["goal"]: r for r in goals(tmp_path)}
+    assert rows["speed"]["score"] == pytest.approx(2.0) and rows["speed"]["met"]
+    assert rows["memory"]["score"] == pytest.approx(317 / 218) and rows["memory"]["met"]
+    assert rows["writes"]["score"] == pytest.approx(1.5)
+    (mem,) = [r for r in rows.values() if r["section"] == "memory"]
+    assert mem["score"] == pytest.approx(1.15 / 1.05) and "lancedb" in mem["goal"]
+    chart(list(rows.values()), tmp_path / "kinds.png")
+    assert (tmp_path / "kinds.png").stat().st_size > 1000
