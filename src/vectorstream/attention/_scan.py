@@ -18,7 +18,7 @@ import torch
 from ._layers import KVRows, Sketch
 from ._merge import attend_logits, merge_partials
 
-__all__ = ["ScanResult", "scan_step"]
+__all__ = ["ScanResult", "scan_step", "window_scores"]
 
 
 @dataclass(frozen=True)
@@ -28,6 +28,17 @@ class ScanResult:
     out: torch.Tensor
     selected: tuple[int, ...]
     exact: tuple[int, ...]
+
+
+def window_scores(
+    rows: KVRows, q: torch.Tensor, head: int, tail: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Exact scores (H_kv, g, w) of the window [0, head) ∪ [tail, n), and its values."""
+    k_head, v_head = rows.span(0, head)
+    k_tail, v_tail = rows.span(tail, rows.n)
+    k_win = torch.cat([k_head, k_tail], dim=1).float()
+    v_win = torch.cat([v_head, v_tail], dim=1)
+    return q @ k_win.transpose(1, 2), v_win
 
 
 def scan_step(
@@ -41,12 +52,7 @@ def scan_step(
 ) -> ScanResult:
     """DIPR over ``rows`` for queries ``q`` (H_kv, g, d): window [0, head) ∪ [tail, n) + middle."""
     h_kv, g, _ = q.shape
-    n = rows.n
-    k_head, v_head = rows.span(0, head)
-    k_tail, v_tail = rows.span(tail, n)
-    k_win = torch.cat([k_head, k_tail], dim=1).float()
-    v_win = torch.cat([v_head, v_tail], dim=1)
-    raw_win = q @ k_win.transpose(1, 2)  # (H_kv, g, w)
+    raw_win, v_win = window_scores(rows, q, head, tail)
     best = raw_win.amax(-1)
     parts = [attend_logits(raw_win * scaling, v_win)]
     zero = (0,) * (h_kv * g)

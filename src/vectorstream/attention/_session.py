@@ -27,7 +27,7 @@ from ._config import LayerStats, Mode, SparseConfig, StepStats, choose_mode
 from ._graph import KeyGraph
 from ._layers import BufferedLayer, KVRows, Sketch, StoredLayer
 from ._merge import attend_logits, merge_partials
-from ._scan import scan_step
+from ._scan import scan_step, window_scores
 from ._stream_scan import stream_scan
 
 __all__ = ["Session"]
@@ -320,11 +320,7 @@ class Session(DynamicCache):
         middle by the compiled scan over the int8 sketch; then the layer's pages go back."""
         h_kv, g, _ = q.shape
         n = rows.n
-        k_head, v_head = rows.span(0, head)
-        k_tail, v_tail = rows.span(tail, n)
-        k_win = torch.cat([k_head, k_tail], dim=1).float()
-        v_win = torch.cat([v_head, v_tail], dim=1)
-        raw_win = q @ k_win.transpose(1, 2)  # (H_kv, g, w)
+        raw_win, v_win = window_scores(rows, q, head, tail)
         window = attend_logits(raw_win * scaling, v_win)
         res = stream_scan(
             q,
@@ -371,12 +367,8 @@ class Session(DynamicCache):
         h_kv, g, _ = q.shape
         h_q, n = h_kv * g, rows.n
         mode: Mode = "graph"
-        k_head, v_head = rows.span(0, head)
-        k_tail, v_tail = rows.span(tail, n)
-        k_win = torch.cat([k_head, k_tail], dim=1).float()
-        v_win = torch.cat([v_head, v_tail], dim=1).float()
-        w = k_win.shape[1]
-        raw_win = q @ k_win.transpose(1, 2)  # (H_kv, g, w): one product per KV head
+        raw_win, v_win = window_scores(rows, q, head, tail)  # one product per KV head
+        w = raw_win.shape[-1]
         best = raw_win.amax(-1)  # the window's maximum seeds the DIPR threshold
 
         # The middle [head, tail) splits into a graph-searched prefix and a flat-scanned rest.
