@@ -222,12 +222,15 @@ class ContextStore:
             for found in self._index.values():
                 if found.n_tokens:
                     return found.bytes / found.n_tokens
-        # Keys and values dominate (tokens take 8 bytes; no index below graph_min keys).
+        # Keys and values dominate (tokens take 8 bytes; no index below graph_min keys); a float32
+        # context also keeps its int8 key sketch, one byte per key element and a scale per key.
         n = max(1, session.get_seq_length())
-        kv = session.kv()
-        return (
-            8 + sum(k.element_size() * k.numel() + v.element_size() * v.numel() for k, v in kv) / n
-        )
+        total = 0
+        for k, v in session.kv():
+            total += k.element_size() * k.numel() + v.element_size() * v.numel()
+            if str(k.dtype) == "torch.float32":
+                total += k.numel() + 4 * (k.numel() // k.shape[-1])
+        return 8 + total / n
 
     def _evict(self, incoming: int, keep: str | None) -> None:
         """Delete least recently used contexts until ``incoming`` more bytes fit the budget."""
