@@ -217,9 +217,14 @@ class ContextDB:
                 kv.release(kv_names)
                 sk_file.release(sk)
 
+            own_kv, own_sk = (f"keys.{i}", f"values.{i}"), (f"codes.{i}", f"scales.{i}")
+
+            def populate(kv_names: tuple[str, ...] = own_kv, sk: tuple[str, ...] = own_sk) -> None:
+                sk_file.populate(sk)
+
             keys = kv.array(f"keys.{i}")
             values = kv.array(f"values.{i}")
-            layers.append(StoredLayer(sketch, keys, values, release))
+            layers.append(StoredLayer(sketch, keys, values, release, populate))
         return layers
 
     def load_graphs(self, context_id: str) -> dict[int, list[KeyGraph]]:

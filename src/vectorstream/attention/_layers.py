@@ -35,12 +35,14 @@ BUCKET = 1024
 @dataclass(frozen=True)
 class StoredLayer:
     """A stored layer as the compiled scan reads it: its int8 key sketch, its float32 keys and
-    values (H, n, d) as arrays viewing the memory map, and a release of the layer's pages."""
+    values (H, n, d) as arrays viewing the memory map, a release of the layer's pages and a
+    populate that maps them again in a few calls (rather than a fault per page)."""
 
     sketch: KeySketch
     keys: np.ndarray
     values: np.ndarray
     release: Callable[[], None]
+    populate: Callable[[], None]
 
 
 def _grow(buf: torch.Tensor | None, used: int, need: int, like: torch.Tensor) -> torch.Tensor:

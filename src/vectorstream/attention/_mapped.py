@@ -41,6 +41,9 @@ _NUMPY_DTYPES: dict[str, tuple[str, torch.dtype | None]] = {
     "I8": ("int8", None),
 }
 _PAGE = mmap.PAGESIZE
+# madvise(MADV_POPULATE_READ) (Linux 5.14): map a range's pages in one call; Python names it
+# only from 3.12 on.
+_POPULATE_READ = getattr(mmap, "MADV_POPULATE_READ", 22)
 
 
 class MappedFile:
@@ -89,6 +92,17 @@ class MappedFile:
             a = (self.base + start) // _PAGE * _PAGE
             b = self.base + end
             self.map.madvise(mmap.MADV_DONTNEED, a, b - a)
+
+    def populate(self, names: Sequence[str]) -> None:
+        """Map the pages of ``names`` in one call each, rather than one fault per page touched."""
+        for name in names:
+            start, end = self.header[name]["data_offsets"]
+            a = (self.base + start) // _PAGE * _PAGE
+            b = self.base + end
+            try:
+                self.map.madvise(_POPULATE_READ, a, b - a)
+            except OSError:  # kernels before 5.14: the pages fault in as they are read
+                return
 
     def releaser(self, names: Sequence[str] = ()) -> Callable[[], None]:
         return lambda: self.release(tuple(names))

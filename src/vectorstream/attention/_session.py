@@ -320,6 +320,8 @@ class Session(DynamicCache):
         middle by the compiled scan over the int8 sketch; then the layer's pages go back."""
         h_kv, g, _ = q.shape
         n = rows.n
+        if self.sparse.release_pages:
+            stored.populate()  # the last step gave the pages back
         raw_win, v_win = window_scores(rows, q, head, tail)
         window = attend_logits(raw_win * scaling, v_win)
         res = stream_scan(
