@@ -15,8 +15,8 @@ A stored context keeps, beside its float keys, an int8 copy of them with one sca
 The keys it attends are the ones the exact flat scan attends, with the same float32 scores up to
 summation order. One compiled call per layer, all KV heads, the GIL released: a decode step at 32K
 tokens makes 30 calls instead of hundreds of small tensor operations, and reads the file's rows
-in place (``layer_release`` then hands their pages back, so a long context does not become
-resident).
+in place (the session then hands the layer's pages back, ``StoredLayer.release``, so a long
+context does not become resident).
 
 numba is optional (the ``attention`` extra installs it): without it ``AVAILABLE`` is false and the
 session scans with torch (``_scan.scan_step``).
