@@ -17,7 +17,6 @@ Prints the per-layer table and each budget's choice; writes benchmarks/results/a
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import logging
 import sys
 import time
@@ -27,19 +26,9 @@ from typing import Any
 from vectorstream.attention import SparseConfig, allocate_alpha, measure_layer_costs
 from vectorstream.errors import ConfigError
 
-
-def load_common() -> Any:
-    name = "attention_eval_common"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("_common.py"))
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-C = load_common()
+# The shared helpers beside this script (named apart from benchmarks/_common.py).
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _attention_common as C
 
 
 def run(

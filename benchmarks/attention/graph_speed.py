@@ -30,7 +30,6 @@ Prints a table and writes benchmarks/results/attention_graph_speed.json.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import math
 import os
 import subprocess
@@ -46,19 +45,9 @@ from threadpoolctl import threadpool_limits
 from vectorstream.attention import KeyGraph, beta_from_alpha
 from vectorstream.attention import _graph_jit as jit
 
-
-def load_common() -> Any:
-    name = "attention_eval_common"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("_common.py"))
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-C = load_common()
+# The shared helpers beside this script (named apart from benchmarks/_common.py).
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _attention_common as C
 
 COLUMNS = [
     "n",

@@ -31,7 +31,6 @@ Prints a table and writes benchmarks/results/attention_quality.json.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import sys
 import time
@@ -40,19 +39,9 @@ from typing import Any
 
 import torch
 
-
-def load_common() -> Any:
-    name = "attention_eval_common"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("_common.py"))
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-C = load_common()
+# The shared helpers beside this script (named apart from benchmarks/_common.py).
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _attention_common as C
 
 COLUMNS = [
     "text",

