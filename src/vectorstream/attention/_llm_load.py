@@ -5,6 +5,10 @@ on a busy CPU; the de-quantised weights, config and tokenizer are therefore writ
 cache (``<cache>/llm/<key>/``, an ordinary HF folder) and loaded from there afterwards (about a
 second). The key hashes the file's path, size and modification time, so a changed file is
 converted again.
+
+The model then serves the file's own quantised blocks where it can (``_gguf_weights``): a
+Llama-family model whose matrices are Q4_1/Q8_0, with numba installed. Its float32 weights stay
+on disk, untouched, so they take no memory; ``float32=True`` serves them instead.
 """
 
 from __future__ import annotations
@@ -141,12 +145,30 @@ def _yarn_config(source: Path, factor: float) -> Any:
     return config
 
 
+def _serve_blocks(model: Any, gguf_file: Path) -> None:
+    """Serve ``gguf_file``'s quantised blocks in place of the float32 weights, when possible."""
+    from . import _gguf_weights
+
+    if not _gguf_weights.AVAILABLE:
+        log.info("numba is not installed: %s is served as float32", gguf_file.name)
+        return
+    try:
+        _gguf_weights.quantize_model(model, gguf_file)
+    except ModelError as exc:
+        log.info("%s is served as float32: %s", gguf_file.name, exc)
+
+
 def load_llm(
-    spec: str, cache_dir: str | os.PathLike[str] | None = None, *, yarn: float | None = None
+    spec: str,
+    cache_dir: str | os.PathLike[str] | None = None,
+    *,
+    yarn: float | None = None,
+    float32: bool = False,
 ) -> LoadedLLM:
     """Load ``spec`` (see :func:`resolve_llm_spec`) for serving, in eval mode.
 
     ``yarn`` (> 1) serves the model at that many times its trained length (see ``_yarn_config``).
+    ``float32`` serves a GGUF file de-quantised to float32 rather than its quantised blocks.
     """
     if yarn is not None and not (yarn > 1 and yarn < 1024):
         raise ConfigError(f"the YaRN factor must be above 1 (and sane), got {yarn!r}")
@@ -172,6 +194,8 @@ def load_llm(
         tokenizer = AutoTokenizer.from_pretrained(str(source))
         extra = {} if yarn is None else {"config": _yarn_config(source, yarn)}
         model = AutoModelForCausalLM.from_pretrained(str(source), **extra).eval()
+        if gguf is not None and not float32:
+            _serve_blocks(model, folder / gguf)
     except (OSError, ValueError, RuntimeError, KeyError) as exc:
         raise ModelError(f"cannot load the LLM {spec!r}: {exc}") from exc
     if getattr(tokenizer, "chat_template", None) is None:
