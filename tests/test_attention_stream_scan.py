@@ -42,19 +42,22 @@ def test_the_scan_keeps_exactly_the_keys_of_exact_dipr(alpha: float, spread: flo
     scaling = d**-0.5
     beta = math.inf if alpha == 0 else -math.log(alpha) / scaling
     lo, hi = 4, n - 100
-    window = torch.from_numpy(np.concatenate([keys[:, :lo], keys[:, hi:]], axis=1))
-    best = (q @ window.transpose(1, 2)).amax(-1)
-    res = stream_scan(q, KeySketch(*quantize_keys(keys)), keys, values, lo, hi, best, beta, scaling)
+    k_win = torch.from_numpy(np.concatenate([keys[:, :lo], keys[:, hi:]], axis=1))
+    v_win = torch.from_numpy(np.concatenate([values[:, :lo], values[:, hi:]], axis=1))
+    sketch = KeySketch(*quantize_keys(keys))
+    res = stream_scan(q, sketch, keys, values, lo, hi, k_win, v_win, beta, scaling)
 
+    best = (q @ k_win.transpose(1, 2)).amax(-1)
     raw = q @ torch.from_numpy(keys[:, lo:hi]).transpose(1, 2)
     top = torch.maximum(best, raw.amax(-1))
     keep = raw >= (top - beta).unsqueeze(-1)
     assert list(res.selected) == keep.sum(-1).reshape(-1).tolist()
     assert all(r >= s for r, s in zip(res.exact, res.selected, strict=True))
-    logits = (raw * scaling).masked_fill(~keep, float("-inf"))
-    lse = torch.logsumexp(logits, -1)
-    want = torch.softmax(logits, -1) @ torch.from_numpy(values[:, lo:hi])
-    assert torch.allclose(res.out, want, atol=1e-5) and torch.allclose(res.lse, lse, atol=1e-5)
+    # The window always counts; the middle only where DIPR keeps a key.
+    logits = torch.cat([q @ k_win.transpose(1, 2), raw.masked_fill(~keep, float("-inf"))], -1)
+    every_value = torch.cat([v_win, torch.from_numpy(values[:, lo:hi])], 1)
+    want = torch.softmax(logits * scaling, -1) @ every_value
+    assert torch.allclose(res.out, want, atol=1e-5)
     if alpha == 1e-3 and spread == 3.0:
         # Sharp attention: the sketch rules out most keys without reading them exactly.
         assert max(res.exact) < 0.2 * (hi - lo)

@@ -33,9 +33,10 @@ from ..errors import ConfigError, StoreError
 from ._config import SparseConfig
 from ._graph import KeyGraph
 from ._layers import StoredLayer
-from ._mapped import MappedFile, load_sketches, write_sketch
+from ._mapped import MappedFile, SketchReader, load_sketches, write_sketch
 from ._session import Session
 from ._stream_scan import AVAILABLE as STREAM_SCAN
+from ._stream_scan import KeySketch
 
 __all__ = ["ContextDB", "ContextInfo"]
 
@@ -201,30 +202,24 @@ class ContextDB:
             sk_file, sketches = load_sketches(self.path / context_id, kv, info.n_layers)
         except (OSError, KeyError, ValueError) as exc:
             raise StoreError(f"context {context_id} has an unreadable key sketch: {exc}") from exc
+        reader = SketchReader(sk_file)
         layers = []
         for i, sketch in enumerate(sketches):
-            kv_names: tuple[str, ...] = (f"keys.{i}", f"values.{i}")
-            sk_names: tuple[str, ...] = (f"codes.{i}", f"scales.{i}")
+            # The kernel maps pages around each one read (fault-around), some of them in other
+            # layers' ranges: the last layer of a step gives back the whole map.
+            kv_names: tuple[str, ...] = (
+                () if i == info.n_layers - 1 else (f"keys.{i}", f"values.{i}")
+            )
 
-            if i == info.n_layers - 1:
-                # The kernel maps pages around each one read (fault-around), some of them in
-                # other layers' ranges: the last layer of a step gives back the whole maps.
-                kv_names, sk_names = (), ()
-
-            def release(
-                kv_names: tuple[str, ...] = kv_names, sk: tuple[str, ...] = sk_names
-            ) -> None:
+            def release(kv_names: tuple[str, ...] = kv_names) -> None:
                 kv.release(kv_names)
-                sk_file.release(sk)
 
-            own_kv, own_sk = (f"keys.{i}", f"values.{i}"), (f"codes.{i}", f"scales.{i}")
-
-            def populate(kv_names: tuple[str, ...] = own_kv, sk: tuple[str, ...] = own_sk) -> None:
-                sk_file.populate(sk)
+            def read_sketch(layer: int = i) -> KeySketch:
+                return reader.read(layer)
 
             keys = kv.array(f"keys.{i}")
             values = kv.array(f"values.{i}")
-            layers.append(StoredLayer(sketch, keys, values, release, populate))
+            layers.append(StoredLayer(sketch, keys, values, release, read_sketch))
         return layers
 
     def load_graphs(self, context_id: str) -> dict[int, list[KeyGraph]]:

@@ -34,15 +34,16 @@ BUCKET = 1024
 
 @dataclass(frozen=True)
 class StoredLayer:
-    """A stored layer as the compiled scan reads it: its int8 key sketch, its float32 keys and
-    values (H, n, d) as arrays viewing the memory map, a release of the layer's pages and a
-    populate that maps them again in a few calls (rather than a fault per page)."""
+    """A stored layer as the compiled scan reads it: its int8 key sketch (a view of its map), its
+    float32 keys and values (H, n, d) as arrays viewing the memory map, a release of the layer's
+    key and value pages, and ``read_sketch``, which copies the sketch into a buffer shared by the
+    layers (used when pages are given back, so the sketch's pages are never mapped)."""
 
     sketch: KeySketch
     keys: np.ndarray
     values: np.ndarray
     release: Callable[[], None]
-    populate: Callable[[], None]
+    read_sketch: Callable[[], KeySketch]
 
 
 def _grow(buf: torch.Tensor | None, used: int, need: int, like: torch.Tensor) -> torch.Tensor:

@@ -28,7 +28,7 @@ from safetensors.numpy import save_file
 from ..errors import StoreError
 from ._stream_scan import KeySketch, quantize_keys
 
-__all__ = ["MappedFile", "load_sketches", "write_sketch"]
+__all__ = ["MappedFile", "SketchReader", "load_sketches", "write_sketch"]
 
 SKETCH_FILE = "sketch.safetensors"
 
@@ -41,9 +41,6 @@ _NUMPY_DTYPES: dict[str, tuple[str, torch.dtype | None]] = {
     "I8": ("int8", None),
 }
 _PAGE = mmap.PAGESIZE
-# madvise(MADV_POPULATE_READ) (Linux 5.14): map a range's pages in one call; Python names it
-# only from 3.12 on.
-_POPULATE_READ = getattr(mmap, "MADV_POPULATE_READ", 22)
 
 
 class MappedFile:
@@ -55,6 +52,7 @@ class MappedFile:
             self.header = json.loads(f.read(size))
             # Private (copy on write): the tensors are writable for torch, the file never changes.
             self.map = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY)
+        self._fd: int | None = None
         self.base = 8 + size
         self.path = path
         # Decoding reads scattered rows: without this the kernel reads ahead and maps the pages
@@ -93,16 +91,32 @@ class MappedFile:
             b = self.base + end
             self.map.madvise(mmap.MADV_DONTNEED, a, b - a)
 
-    def populate(self, names: Sequence[str]) -> None:
-        """Map the pages of ``names`` in one call each, rather than one fault per page touched."""
-        for name in names:
-            start, end = self.header[name]["data_offsets"]
-            a = (self.base + start) // _PAGE * _PAGE
-            b = self.base + end
-            try:
-                self.map.madvise(_POPULATE_READ, a, b - a)
-            except OSError:  # kernels before 5.14: the pages fault in as they are read
-                return
+    def read_into(self, name: str, out: np.ndarray) -> np.ndarray:
+        """Copy ``name`` into ``out`` (same size) with one read, mapping none of its pages.
+
+        A tensor read whole at every step is cheaper copied from the page cache into one reused
+        buffer than mapped page by page and given back again.
+        """
+        start, end = self.header[name]["data_offsets"]
+        view = out.reshape(-1).view(np.uint8).data
+        if view.nbytes != end - start:
+            raise StoreError(f"{self.path}: {name} is {end - start} bytes, not {view.nbytes}")
+        try:
+            if self._fd is None:
+                self._fd = os.open(self.path, os.O_RDONLY)
+            done = 0
+            while done < view.nbytes:
+                got = os.preadv(self._fd, [view[done:]], self.base + start + done)
+                if got <= 0:
+                    raise StoreError(f"{self.path}: {name} ends early")
+                done += got
+        except OSError as exc:
+            raise StoreError(f"cannot read {name} from {self.path}: {exc}") from exc
+        return out
+
+    def __del__(self) -> None:
+        if getattr(self, "_fd", None) is not None:
+            os.close(self._fd)  # type: ignore[arg-type]
 
     def releaser(self, names: Sequence[str] = ()) -> Callable[[], None]:
         return lambda: self.release(tuple(names))
@@ -124,6 +138,31 @@ def write_sketch(folder: Path, keys: Sequence[torch.Tensor | np.ndarray]) -> Non
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+class SketchReader:
+    """Reads one layer's sketch at a time into two buffers shared by every layer of a context.
+
+    With the context's pages given back after each layer, a step would otherwise map every
+    sketch page again (a quarter of the keys' bytes) and unmap it after; one read per tensor
+    into a buffer costs a copy from the page cache instead, and keeps one layer's sketch resident.
+    """
+
+    def __init__(self, mapped: MappedFile) -> None:
+        self.mapped = mapped
+        self._codes: np.ndarray | None = None
+        self._scales: np.ndarray | None = None
+
+    def read(self, layer: int) -> KeySketch:
+        codes_shape = tuple(self.mapped.header[f"codes.{layer}"]["shape"])
+        scales_shape = tuple(self.mapped.header[f"scales.{layer}"]["shape"])
+        if self._codes is None or self._codes.shape != codes_shape:
+            self._codes = np.empty(codes_shape, dtype=np.int8)
+        if self._scales is None or self._scales.shape != scales_shape:
+            self._scales = np.empty(scales_shape, dtype=np.float32)
+        self.mapped.read_into(f"codes.{layer}", self._codes)
+        self.mapped.read_into(f"scales.{layer}", self._scales)
+        return KeySketch(self._codes, self._scales)
 
 
 def load_sketches(

@@ -320,22 +320,23 @@ class Session(DynamicCache):
         middle by the compiled scan over the int8 sketch; then the layer's pages go back."""
         h_kv, g, _ = q.shape
         n = rows.n
-        if self.sparse.release_pages:
-            stored.populate()  # the last step gave the pages back
-        raw_win, v_win = window_scores(rows, q, head, tail)
-        window = attend_logits(raw_win * scaling, v_win)
+        # With pages given back, the sketch is read into a buffer rather than mapped again.
+        sketch = stored.read_sketch() if self.sparse.release_pages else stored.sketch
+        k_head, v_head = rows.span(0, head)
+        k_tail, v_tail = rows.span(tail, n)
         res = stream_scan(
             q,
-            stored.sketch,
+            sketch,
             stored.keys,
             stored.values,
             head,
             tail,
-            raw_win.amax(-1),
+            torch.cat([k_head, k_tail], dim=1),
+            torch.cat([v_head, v_tail], dim=1),
             beta,
             scaling,
         )
-        out = merge_partials([window, (res.out, res.lse)])
+        out = res.out
         if self.sparse.release_pages:
             stored.release()
         w = n - (tail - head)

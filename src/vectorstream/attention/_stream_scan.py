@@ -3,14 +3,15 @@
 A stored context keeps, beside its float keys, an int8 copy of them with one scale per key
 (``KeySketch``, a quarter of the keys' bytes). A decode step over a long context:
 
+0. scores the window (the first and the latest tokens) exactly; its best score seeds the
+   threshold;
 1. scores every middle key against the int8 copy. The exact score differs from the sketch's by
    at most ``0.5 · scale · ‖q‖₁`` (each component is rounded by at most half a step), so a key
    whose upper bound stays below the best lower bound minus β cannot be in the DIPR set;
 2. reads the float keys of the remaining candidates (rows of the memory-mapped file), scores them
    exactly and keeps those DIPR keeps against the exact best (the best key is always a candidate:
    its upper bound reaches the best lower bound);
-3. attends the kept keys' values in one pass, shifted by the exact best, and returns the part's
-   output and log-sum-exp for the merge with the window.
+3. attends the window and the kept keys' values in one pass, shifted by the exact best.
 
 The keys it attends are the ones the exact flat scan attends, with the same float32 scores up to
 summation order. One compiled call per layer, all KV heads, the GIL released: a decode step at 32K
@@ -68,10 +69,9 @@ class KeySketch:
 
 @dataclass(frozen=True)
 class StreamResult:
-    """A layer's middle part: output (H, g, d_v), lse (H, g), keys kept and candidates read."""
+    """A layer's attention output (H, g, d_v), and per query head keys kept and candidates read."""
 
     out: torch.Tensor
-    lse: torch.Tensor
     selected: tuple[int, ...]
     exact: tuple[int, ...]
 
@@ -84,17 +84,20 @@ def _scan_py(
     values: np.ndarray,
     lo: int,
     hi: int,
-    best: np.ndarray,
+    k_win: np.ndarray,
+    v_win: np.ndarray,
     beta: np.float32,
     scaling: np.float32,
     out: np.ndarray,
-    lse: np.ndarray,
     kept: np.ndarray,
     read: np.ndarray,
 ) -> None:
     n_heads, g, d = q.shape
     m = hi - lo
     dv = values.shape[-1]
+    n_win = k_win.shape[1]
+    win = np.empty((g, n_win), dtype=np.float32)
+    best = np.empty(g, dtype=np.float32)
     approx = np.empty((g, m), dtype=np.float32)
     q1 = np.empty(g, dtype=np.float32)
     lower = np.empty(g, dtype=np.float32)
@@ -104,12 +107,22 @@ def _scan_py(
     cand = np.empty(m, dtype=np.int64)
     exact = np.empty((g, m), dtype=np.float32)
     for h in range(n_heads):
+        # 0. the window, exactly: its best score seeds the threshold
+        for j in range(g):
+            best[j] = -np.inf
+            for iw in range(n_win):
+                e = np.float32(0.0)
+                for t in range(d):
+                    e += q[h, j, t] * k_win[h, iw, t]
+                win[j, iw] = e
+                if e > best[j]:
+                    best[j] = e
         for j in range(g):
             s = np.float32(0.0)
             for t in range(d):
                 s += abs(q[h, j, t])
             q1[j] = s * _HALF_STEP
-            lower[j] = best[h, j]
+            lower[j] = best[j]
         # 1. the sketch: approximate scores and the best lower bound
         for i in range(m):
             row = lo + i
@@ -133,7 +146,7 @@ def _scan_py(
                     break
         read[h] = nc
         for j in range(g):
-            top[j] = best[h, j]
+            top[j] = best[j]
         for c in range(nc):
             row = cand[c]
             for j in range(g):
@@ -143,12 +156,18 @@ def _scan_py(
                 exact[j, c] = e
                 if e > top[j]:
                     top[j] = e
-        # 3. attend the kept keys, shifted by the exact best (every kept logit is within β of it)
+        # 3. attend the window and the kept keys, shifted by the exact best (every kept logit is
+        # within β of it)
         for j in range(g):
             total[j] = 0.0
             kept[h, j] = 0
             for t in range(dv):
                 acc[j, t] = 0.0
+            for iw in range(n_win):
+                wt = np.float32(math.exp((win[j, iw] - top[j]) * scaling))
+                total[j] += wt
+                for t in range(dv):
+                    acc[j, t] += wt * v_win[h, iw, t]
         for c in range(nc):
             row = cand[c]
             for j in range(g):
@@ -160,12 +179,10 @@ def _scan_py(
                     for t in range(dv):
                         acc[j, t] += w * values[h, row, t]
         for j in range(g):
-            if kept[h, j] == 0:
-                lse[h, j] = -np.inf
+            if total[j] == 0.0:  # no window and no key kept: nothing to attend
                 for t in range(dv):
                     out[h, j, t] = 0.0
             else:
-                lse[h, j] = top[j] * scaling + math.log(total[j])
                 for t in range(dv):
                     out[h, j, t] = acc[j, t] / np.float32(total[j])
 
@@ -184,19 +201,20 @@ def stream_scan(
     values: np.ndarray,
     lo: int,
     hi: int,
-    best: torch.Tensor,
+    k_win: torch.Tensor,
+    v_win: torch.Tensor,
     beta: float,
     scaling: float,
 ) -> StreamResult:
-    """DIPR over positions [lo, hi) of one layer for queries ``q`` (H, g, d).
+    """Attention of queries ``q`` (H, g, d) over one layer: the window exactly, [lo, hi) by DIPR.
 
-    ``keys``/``values`` (H, n, d) and the sketch are read in place (memory maps); ``best`` (H, g)
-    is the window's best exact score, which seeds the threshold.
+    ``keys``/``values`` (H, n, d) and the sketch are read in place (memory maps); ``k_win`` and
+    ``v_win`` (H, w, d) are the window's keys and values, whose best exact score seeds the
+    threshold. Returns the attention output over the window and the kept keys together.
     """
     h, g, _ = q.shape
     dv = values.shape[-1]
     out = np.empty((h, g, dv), dtype=np.float32)
-    lse = np.empty((h, g), dtype=np.float32)
     kept = np.zeros((h, g), dtype=np.int64)
     read = np.zeros(h, dtype=np.int64)
     b = float("inf") if math.isinf(beta) else beta
@@ -208,14 +226,14 @@ def stream_scan(
         values,
         lo,
         hi,
-        np.ascontiguousarray(best.detach().float().numpy()),
+        np.ascontiguousarray(k_win.detach().float().numpy()),
+        np.ascontiguousarray(v_win.detach().float().numpy()),
         np.float32(b),
         np.float32(scaling),
         out,
-        lse,
         kept,
         read,
     )
     selected = tuple(int(x) for x in kept.reshape(-1))
     exact = tuple(int(read[i]) for i in range(h) for _ in range(g))
-    return StreamResult(torch.from_numpy(out), torch.from_numpy(lse), selected, exact)
+    return StreamResult(torch.from_numpy(out), selected, exact)
