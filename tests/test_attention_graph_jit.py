@@ -206,7 +206,7 @@ def test_without_numba_installed_the_graph_searches_in_numpy() -> None:
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
     assert run.stdout.startswith("ok")
-    assert "vectorstream.attention.graph: numba is not installed" in run.stderr
+    assert "vectorstream.attention.compiled: numba is not installed" in run.stderr
 
 
 def test_bad_graphs_and_arguments_are_refused(

@@ -18,7 +18,6 @@ kernel needs numba (the ``attention`` extra); ``AVAILABLE`` says whether it is t
 
 from __future__ import annotations
 
-import importlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,15 +28,12 @@ import numpy as np
 import torch
 
 from ..errors import ModelError
+from ._compiled import AVAILABLE as COMPILED
+from ._compiled import jit
 
 log = logging.getLogger("vectorstream.attention.gguf_weights")
 
-try:
-    _numba: Any = importlib.import_module("numba")
-except ImportError:  # the compiled kernels are optional
-    _numba = None
-
-AVAILABLE = _numba is not None
+AVAILABLE = COMPILED
 
 __all__ = ["AVAILABLE", "QuantBlocks", "QuantEmbedding", "QuantLinear", "quantize_model"]
 
@@ -149,11 +145,14 @@ def _gemv_q8_0_py(codes: np.ndarray, scales: np.ndarray, x: np.ndarray, out: np.
             out[i, r] = total
 
 
-_KERNELS: dict[str, Callable[..., None]] = {}
-if _numba is not None:
-    # Compiled on first use; reassociation lets LLVM vectorise the block dot products.
-    _jit = _numba.njit(cache=True, nogil=True, fastmath={"reassoc", "contract", "nsz"})
-    _KERNELS = {"q4_1": _jit(_gemv_q4_1_py), "q8_0": _jit(_gemv_q8_0_py)}
+# Without numba the kernels would run as Python loops: prefill's path (one matrix product) then
+# serves every call. Reassociation lets LLVM vectorise the block dot products.
+_FAST = {"reassoc", "contract", "nsz"}
+_KERNELS: dict[str, Callable[..., None]] = (
+    {"q4_1": jit(_gemv_q4_1_py, fastmath=_FAST), "q8_0": jit(_gemv_q8_0_py, fastmath=_FAST)}
+    if COMPILED
+    else {}
+)
 
 
 def matmul(blocks: QuantBlocks, x: torch.Tensor) -> torch.Tensor:

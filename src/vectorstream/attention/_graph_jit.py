@@ -18,36 +18,21 @@ numba is optional (the ``attention`` extra installs it): without it ``AVAILABLE`
 
 from __future__ import annotations
 
-import importlib
 import logging
-from collections.abc import Callable
-from typing import Any, TypeVar, cast
 
 import numpy as np
 
 from .._dipr import threshold as dipr_threshold
+from ._compiled import AVAILABLE as COMPILED
+from ._compiled import jit
 
 log = logging.getLogger("vectorstream.attention.graph")
 
-try:
-    _numba: Any = importlib.import_module("numba")
-except ImportError:  # the compiled search is optional
-    _numba = None
-    log.debug("numba is not installed: graph search runs in numpy")
-
-AVAILABLE = _numba is not None
+AVAILABLE = COMPILED
 
 __all__ = ["AVAILABLE", "search_many"]
 
-_F = TypeVar("_F", bound=Callable[..., Any])
 _Count = int | np.int64  # counts start as np.int64(0) in the kernels (see ``zero``)
-
-
-def _jit(func: _F, **options: Any) -> _F:
-    """``numba.njit`` (cached, GIL released) when numba is there, else the function itself."""
-    if _numba is None:
-        return func
-    return cast(_F, _numba.njit(cache=True, nogil=True, **options)(func))
 
 
 def _dot_py(keys: np.ndarray, row: int, q: np.ndarray) -> np.float32:
@@ -58,10 +43,10 @@ def _dot_py(keys: np.ndarray, row: int, q: np.ndarray) -> np.float32:
 
 
 # The DIPR rule's one definition, compiled into the kernels (numba inlines it).
-_threshold = _jit(dipr_threshold)
+_threshold = jit(dipr_threshold)
 
 # Summing in any order is as good as BLAS's (whose order is its own): let LLVM vectorise the sum.
-_dot = _jit(_dot_py, fastmath={"reassoc"})
+_dot = jit(_dot_py, fastmath={"reassoc"})
 
 
 # Sorting: a candidate is packed into one uint64 key, its score's order bits above a tiebreak (its
@@ -72,7 +57,7 @@ _SIGN = np.uint64(0x80000000)
 _SHIFT = np.uint64(32)
 
 
-@_jit
+@jit
 def _order(bits: np.uint64) -> np.uint64:
     """float32 bits as an unsigned int ordered as the floats are; −0.0 must be +0.0 already."""
     if bits & _SIGN:
@@ -80,14 +65,14 @@ def _order(bits: np.uint64) -> np.uint64:
     return bits | _SIGN
 
 
-@_jit
+@jit
 def _unorder(order: np.uint64) -> np.uint32:
     if order & _SIGN:
         return np.uint32(order & ~_SIGN & _LOW)
     return np.uint32(~order & _LOW)
 
 
-@_jit
+@jit
 def _sort_keys(a: np.ndarray, m: _Count, stack: np.ndarray) -> None:
     """Sort the distinct ``a[:m]`` ascending in place: quicksort, insertion sort for short runs.
 
@@ -135,7 +120,7 @@ def _sort_keys(a: np.ndarray, m: _Count, stack: np.ndarray) -> None:
         lo, hi = stack[top], stack[top + 1]
 
 
-@_jit
+@jit
 def _merge_into(
     ids: np.ndarray,
     sc: np.ndarray,
@@ -161,7 +146,7 @@ def _merge_into(
         o -= 1
 
 
-@_jit
+@jit
 def _search_many(
     keys: np.ndarray,
     nbr: np.ndarray,

@@ -25,23 +25,19 @@ session scans with torch (``_scan.scan_step``).
 
 from __future__ import annotations
 
-import importlib
 import logging
 import math
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import torch
 
+from ._compiled import AVAILABLE as COMPILED
+from ._compiled import jit
+
 log = logging.getLogger("vectorstream.attention.stream_scan")
 
-try:
-    _numba: Any = importlib.import_module("numba")
-except ImportError:  # the compiled scan is optional
-    _numba = None
-
-AVAILABLE = _numba is not None
+AVAILABLE = COMPILED
 
 __all__ = ["AVAILABLE", "KeySketch", "StreamResult", "quantize_keys", "stream_scan"]
 
@@ -187,11 +183,7 @@ def _scan_py(
                     out[h, j, t] = acc[j, t] / np.float32(total[j])
 
 
-_scan = (
-    _numba.njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})(_scan_py)
-    if _numba is not None
-    else _scan_py
-)
+_scan = jit(_scan_py, fastmath={"reassoc", "contract"})
 
 
 def stream_scan(
