@@ -130,3 +130,35 @@ def test_a_context_stored_without_a_sketch_gets_one_and_decodes_the_same(
             a = forward(model, torch.tensor([[token]]), first).logits
             b = forward(model, torch.tensor([[token]]), second).logits
             assert torch.equal(a, b)
+
+
+def test_a_resident_budget_keeps_the_first_layers_sketches_mapped(
+    model: torch.nn.Module, tmp_path: Path
+) -> None:
+    ids = random_ids(2300, seed=5)[0].tolist()
+    session = Session(SparseConfig(mode="full"))
+    with torch.inference_mode():
+        forward(model, torch.tensor([ids[:2200]]), session)
+    session.token_ids = ids[:2200]
+    db = ContextDB(tmp_path)
+    folder = tmp_path / db.store(session, build_index=False)
+    sketch_file = (folder / SKETCH_FILE).resolve()
+
+    read, _ = db.create_session(ids[:2201], SPARSE)
+    layer0 = read.layers[0]
+    assert isinstance(layer0, BufferedLayer) and layer0.stored is not None
+    one_layer = layer0.stored.sketch.codes.nbytes + layer0.stored.sketch.scales.nbytes
+    pinned, _ = db.create_session(
+        ids[:2201], dataclasses.replace(SPARSE, sketch_resident_bytes=one_layer)
+    )
+    with torch.inference_mode():
+        for token in ids[2200:2210]:
+            a = forward(model, torch.tensor([[token]]), read).logits
+            b = forward(model, torch.tensor([[token]]), pinned).logits
+            assert torch.equal(a, b)
+    # Read sketches map no page; the budget keeps layer 0's mapped (and only it).
+    resident_kib = _file_rss_kib(sketch_file)
+    assert one_layer // 1024 // 2 <= resident_kib <= one_layer // 1024 + 64, (
+        resident_kib,
+        one_layer,
+    )

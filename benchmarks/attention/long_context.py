@@ -99,7 +99,12 @@ def run_method(args: argparse.Namespace) -> dict[str, Any]:
         cfg = C.SparseConfig(mode="full", **window)
         mapped = False
     else:
-        cfg = C.SparseConfig(alpha=args.alpha, release_pages=not args.keep_pages, **window)
+        cfg = C.SparseConfig(
+            alpha=args.alpha,
+            release_pages=not args.keep_pages,
+            sketch_resident_bytes=int(args.sketch_resident_mib * 2**20),
+            **window,
+        )
         mapped = True
     start = time.perf_counter()
     session, rest = db.create_session(context + feed[:1], cfg, mmap=mapped)
@@ -156,6 +161,7 @@ def child(args: argparse.Namespace, method: str, length: int, out: Path) -> dict
         cmd += [f"--{name}", str(getattr(args, name))]
     if args.keep_pages:
         cmd.append("--keep-pages")
+    cmd += ["--sketch-resident-mib", str(args.sketch_resident_mib)]
     cmd += ["--n-init", str(args.n_init), "--n-last", str(args.n_last)]
     subprocess.run(cmd, check=True)
     return json.loads(out.read_text())
@@ -182,6 +188,12 @@ def main(argv: list[str] | None = None) -> None:
         "--keep-pages",
         action="store_true",
         help="sparse: keep the context's pages resident (faster steps, more memory)",
+    )
+    parser.add_argument(
+        "--sketch-resident-mib",
+        type=float,
+        default=0.0,
+        help="sparse, pages given back: MiB of int8 sketches kept resident between steps",
     )
     parser.add_argument("--prepare-only", action="store_true", help="store the contexts, no runs")
     parser.add_argument("--method", choices=["full", "sparse"], default=None)
@@ -228,6 +240,7 @@ def main(argv: list[str] | None = None) -> None:
             "alpha": args.alpha,
             "yarn": args.yarn,
             "release_pages": not args.keep_pages,
+            "sketch_resident_mib": args.sketch_resident_mib,
             "n_init": args.n_init,
             "n_last": args.n_last,
             "steps": args.steps,

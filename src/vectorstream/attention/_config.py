@@ -42,7 +42,9 @@ class SparseConfig:
     (``_stream_scan``); otherwise a bfloat16 copy built once per layer. ``release_pages``: after
     each layer of a step over a stored context, give the pages it read back to the kernel, so the
     context is not resident (re-reading them from the page cache costs time at every step: keep
-    them where memory allows; benchmarks/attention/long_context.py).
+    them where memory allows; benchmarks/attention/long_context.py). ``sketch_resident_bytes``: with
+    pages given back, the int8 sketches of the first layers that fit in this many bytes stay
+    mapped (resident) between steps instead of being read again at each one (0: none).
     """
 
     alpha: float | None = None
@@ -59,6 +61,7 @@ class SparseConfig:
     layer_alpha: Mapping[int, float] = field(default_factory=dict, hash=False)
     sketch_min: int = 8192
     release_pages: bool = True
+    sketch_resident_bytes: int = 0
 
     def __post_init__(self) -> None:
         if self.alpha is not None and self.tau is not None:
@@ -71,8 +74,8 @@ class SparseConfig:
             raise ConfigError("n_init must be >= 0 and n_last >= 1 (the newest token is attended)")
         if self.mode not in ("auto", "full", "flat", "graph"):
             raise ConfigError(f"mode must be auto, full, flat or graph, got {self.mode!r}")
-        if self.sketch_min < 0:
-            raise ConfigError(f"sketch_min must be >= 0, got {self.sketch_min}")
+        if self.sketch_min < 0 or self.sketch_resident_bytes < 0:
+            raise ConfigError("sketch_min and sketch_resident_bytes must be >= 0")
         if self.capacity < 1 or self.max_queries < 0:
             raise ConfigError("capacity must be >= 1 and max_queries >= 0")
         layer_alpha = {int(k): float(v) for k, v in dict(self.layer_alpha).items()}
