@@ -80,17 +80,23 @@ def _file_rss_kib(path: Path) -> int:
     return total
 
 
+def _store(
+    model: torch.nn.Module, folder: Path, n_tokens: int, stored: int, seed: int
+) -> tuple[ContextDB, Path, list[int]]:
+    """``stored`` random tokens prefilled exactly and stored: (the db, the context's folder, ids)."""
+    ids = random_ids(n_tokens, seed=seed)[0].tolist()
+    session = Session(SparseConfig(mode="full"))
+    with torch.inference_mode():
+        forward(model, torch.tensor([ids[:stored]]), session)
+    session.token_ids = ids[:stored]
+    db = ContextDB(folder)
+    return db, folder / db.store(session, build_index=False), ids
+
+
 def test_decoding_a_stored_context_gives_its_pages_back(
     model: torch.nn.Module, tmp_path: Path
 ) -> None:
-    ids = random_ids(2300, seed=3)[0].tolist()
-    session = Session(SparseConfig(mode="full"))
-    with torch.inference_mode():
-        forward(model, torch.tensor([ids[:2200]]), session)
-    session.token_ids = ids[:2200]
-    db = ContextDB(tmp_path)
-    context = db.store(session, build_index=False)
-    folder = tmp_path / context
+    db, folder, ids = _store(model, tmp_path, 2300, 2200, seed=3)
     assert (folder / SKETCH_FILE).exists()  # written with every float32 context
 
     mapped, _ = db.create_session(ids[:2201], SPARSE)
@@ -114,17 +120,11 @@ def test_decoding_a_stored_context_gives_its_pages_back(
 def test_a_context_stored_without_a_sketch_gets_one_and_decodes_the_same(
     model: torch.nn.Module, tmp_path: Path
 ) -> None:
-    ids = random_ids(460, seed=9)[0].tolist()
-    session = Session(SparseConfig(mode="full"))
-    with torch.inference_mode():
-        forward(model, torch.tensor([ids[:400]]), session)
-    session.token_ids = ids[:400]
-    db = ContextDB(tmp_path)
-    context = db.store(session, build_index=False)
+    db, folder, ids = _store(model, tmp_path, 460, 400, seed=9)
     first, _ = db.create_session(ids[:401], SPARSE)
-    (tmp_path / context / SKETCH_FILE).unlink()  # as written before sketches existed
+    (folder / SKETCH_FILE).unlink()  # as written before sketches existed
     second, _ = db.create_session(ids[:401], SPARSE)
-    assert (tmp_path / context / SKETCH_FILE).exists()
+    assert (folder / SKETCH_FILE).exists()
     with torch.inference_mode():
         for token in ids[400:420]:
             a = forward(model, torch.tensor([[token]]), first).logits
@@ -135,13 +135,7 @@ def test_a_context_stored_without_a_sketch_gets_one_and_decodes_the_same(
 def test_a_resident_budget_keeps_the_first_layers_sketches_mapped(
     model: torch.nn.Module, tmp_path: Path
 ) -> None:
-    ids = random_ids(2300, seed=5)[0].tolist()
-    session = Session(SparseConfig(mode="full"))
-    with torch.inference_mode():
-        forward(model, torch.tensor([ids[:2200]]), session)
-    session.token_ids = ids[:2200]
-    db = ContextDB(tmp_path)
-    folder = tmp_path / db.store(session, build_index=False)
+    db, folder, ids = _store(model, tmp_path, 2300, 2200, seed=5)
     sketch_file = (folder / SKETCH_FILE).resolve()
 
     read, _ = db.create_session(ids[:2201], SPARSE)
