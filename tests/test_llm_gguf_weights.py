@@ -14,9 +14,9 @@ pytest.importorskip("gguf")
 pytest.importorskip("numba")
 
 import gguf.quants
-from _llm_support import smollm2
 from gguf import GGMLQuantizationType
 
+from _llm_support import smollm2
 from vectorstream.attention import _gguf_weights as W
 from vectorstream.errors import ModelError
 
@@ -100,7 +100,9 @@ def test_the_packaged_model_serves_its_blocks_and_answers_like_float32() -> None
     assert isinstance(quantised.model.layers[0].mlp.down_proj, W.QuantLinear)
     assert isinstance(quantised.lm_head, W.QuantLinear)
     stored = sum(
-        m.blocks.nbytes for m in quantised.modules() if isinstance(m, W.QuantLinear | W.QuantEmbedding)
+        m.blocks.nbytes
+        for m in quantised.modules()
+        if isinstance(m, W.QuantLinear | W.QuantEmbedding)
     )
     # The tied embedding counts twice here (embedding and output share one set of blocks).
     assert stored < 200 * 2**20
