@@ -31,7 +31,10 @@ class _HeadingLevels:
     ``paragraph.style`` in python-docx scans every style of the document on each call (and the
     default style on each unstyled paragraph): a 400-paragraph file took 1.3 s. Reading the style
     id from the paragraph's XML and resolving it here makes that cost per style, not per paragraph.
-    A custom style based on a heading style counts as that heading.
+    A custom style based on a heading style counts as that heading. The styles are read from
+    their XML in one pass: python-docx's ``base_style`` finds a style's base by an XPath search
+    over every style, so following each style's chain through it cost O(styles²), about 25 ms
+    for a document of the default template.
     """
 
     def __init__(self, document: Any) -> None:
@@ -40,25 +43,24 @@ class _HeadingLevels:
         self.by_id: dict[str, int | None] = {}
         self.default: int | None = None
         try:
-            styles = list(document.styles)
+            elements = list(document.styles.element.style_lst)
         except (KeyError, AttributeError, ValueError):
             return  # no usable styles part: every paragraph is body text
-        for style in styles:
-            level = None
-            seen = 0
-            current = style
-            while current is not None and level is None and seen < 20:
-                level = _level_of_name(current.name or "")
-                try:
-                    current = current.base_style
-                except (KeyError, AttributeError, ValueError):
-                    current = None
-                seen += 1
-            style_id = getattr(style, "style_id", None)
+        # (name, base id) by style id; of two styles with one id the first counts, as in
+        # python-docx's own lookup.
+        own: dict[str, tuple[str, str | None]] = {}
+        for element in elements:
+            style_id = element.styleId
+            if style_id and style_id not in own:
+                own[style_id] = (element.name_val or "", element.basedOn_val)
+        for element in elements:
+            level = _chain_level(own, element.name_val or "", element.basedOn_val)
+            style_id = element.styleId
             if style_id:
                 self.by_id[style_id] = level
             try:
-                if style.type == WD_STYLE_TYPE.PARAGRAPH and style.element.default:
+                kind = element.type
+                if kind in (None, WD_STYLE_TYPE.PARAGRAPH) and element.default:
                     self.default = level
             except (AttributeError, ValueError):
                 pass
@@ -68,6 +70,17 @@ class _HeadingLevels:
         if style_id is None:
             return self.default
         return self.by_id.get(style_id)
+
+
+def _chain_level(own: dict[str, tuple[str, str | None]], name: str, base: str | None) -> int | None:
+    """The heading level of a style named ``name`` based on style ``base``: its own, else its
+    base's, and so on (at most 20 steps: a cycle of bases ends there)."""
+    for _ in range(20):
+        level = _level_of_name(name)
+        if level is not None or base is None or base not in own:
+            return level
+        name, base = own[base]
+    return None
 
 
 def _table_lines(table: Any) -> Iterator[str]:

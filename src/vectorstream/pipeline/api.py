@@ -16,7 +16,7 @@ from typing import Any
 from ..chunking import ChunkerFactory
 from ..errors import ConfigError
 from ..parsers import ParserRegistry
-from ..stores import open_store, scheme_of, store_kind
+from ..stores import certainly_new, open_store, scheme_of, store_kind
 from ..stores.base import VectorStore
 from ..types import EmbeddingKind, Source
 from .engine import EventCallback, Pipeline
@@ -239,7 +239,9 @@ def _import_adapter(uri: str, cpus: tuple[int, ...] | None) -> None:
 class _StoreOpening:
     """A store being opened on a background thread; attribute access waits for it.
 
-    ``uri`` and ``collection`` are known at once, so reports and manifests never wait.
+    ``uri`` and ``collection`` are known at once, so reports and manifests never wait; so is
+    ``created_new``: the collection certainly did not exist (nor its manifest) before this
+    opening, told from the store's folder before the thread starts creating it.
     """
 
     def __init__(
@@ -252,6 +254,7 @@ class _StoreOpening:
     ) -> None:
         self.uri = uri
         self.collection = collection
+        self.created_new = certainly_new(uri, collection)
         self._future: Future[VectorStore] = Future()
         threading.Thread(
             target=self._open,

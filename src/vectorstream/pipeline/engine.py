@@ -79,7 +79,9 @@ class Pipeline:
         ``remote``: records are written by workers elsewhere (the Ray engine).
 
         Refuses a store that cannot hold this model's kind: the executors build these stages
-        before any source is planned, so nothing is parsed, embedded or written for such a store.
+        before any source is planned (except with :meth:`early_planner`, for a collection this
+        run creates for the model's kind), so nothing is parsed, embedded or written for such a
+        store.
         The check waits for the store to open, so it belongs here rather than in ``run``: the
         local executor opens the store (importing its client can take a second) while its
         worker processes start.
@@ -93,6 +95,22 @@ class Pipeline:
             self.store, manifest, self.settings, self.options.retry, remote=remote
         )
         return planner, committer
+
+    def early_planner(self) -> Planner | None:
+        """A planner that needs no store, when the store is known to hold no manifest rows yet.
+
+        Opening a store can take a second or more (importing LanceDB alone does); with a
+        collection that did not exist before this run (``created_new``, set by ``ingest`` when it
+        opens the store), every source is new and its plan is known without the manifest, so
+        parsing and embedding start while the store opens. None otherwise: the caller plans
+        with :meth:`stages` once the store is open. Nothing is written before the store is open
+        and its kind checked, since the commit stage needs both.
+        """
+        if self.manifest is not None or getattr(self.store, "created_new", False) is not True:
+            return None
+        if self.legacy_manifest is not None and Path(self.legacy_manifest).exists():
+            return None  # its rows are taken over when the store opens
+        return Planner(None, self.settings, self.options.retry)
 
     def run(self, sources: Iterable[Source], *, roots: Sequence[str] = ()) -> IngestReport:
         if self.options.engine == "ray":

@@ -70,6 +70,20 @@ def store_kind(uri: str) -> StoreKind:
     raise ConfigError(f"unknown store URI scheme {scheme!r} in {uri!r}; known schemes: {known}")
 
 
+def certainly_new(uri: str, collection: str) -> bool:
+    """Whether ``collection`` at ``uri`` certainly does not exist yet, with none of its side tables
+    (so no manifest rows), told without importing the store's client or connecting.
+
+    Only a LanceDB folder can tell this cheaply (from its file names); every other store answers
+    False, which is always safe: the caller then asks the opened store.
+    """
+    if store_kind(uri).name != "lancedb":
+        return False
+    from ._lance_path import may_hold, path_of
+
+    return not may_hold(path_of(uri), collection)
+
+
 def open_store(
     uri: str,
     collection: str = "documents",
@@ -111,6 +125,7 @@ __all__ = [
     "StoreKind",
     "VectorStore",
     "Where",
+    "certainly_new",
     "dipr_cut",
     "matches",
     "open_store",

@@ -19,23 +19,13 @@ from ..errors import ConfigError, StoreError, VectorstreamError
 from ..types import EmbeddingKind
 from ._common import SIDE_PREFIX, side_name
 from ._kinds import settle_kind
+from ._lance_path import DEFAULT_PATH, path_of
 from ._records import SECTION_INDEX, SECTION_INDEX_FIELD, schema_kind, table_schema
 
 log = logging.getLogger("vectorstream.stores.lancedb")
 
-DEFAULT_PATH = "./.vectorstream"
 SIDE_MARK = SIDE_PREFIX  # the marker every adapter puts between a collection and a side table
 _NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
-
-
-def path_of(uri: str) -> Path:
-    """``lancedb://PATH`` / ``lancedb:PATH`` / ``PATH`` → the folder that holds the tables."""
-    raw = uri
-    if raw.lower().startswith("lancedb://"):
-        raw = raw[len("lancedb://") :]
-    elif raw.lower().startswith("lancedb:"):
-        raw = raw[len("lancedb:") :]
-    return Path(raw or DEFAULT_PATH).expanduser()
 
 
 @contextmanager

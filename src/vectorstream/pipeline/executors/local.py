@@ -11,18 +11,17 @@ cores itself); tokenising the next window overlaps inference of the current one.
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import logging
 import os
 import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
-
-import psutil
 
 from ...errors import PipelineError
 from ...types import Chunk, Source
@@ -45,6 +44,7 @@ from ..stages.messages import (
 )
 from ..stages.plan import Planner
 from ..stages.process import ProcessConfig
+from ._rss import TreeRss
 from ._tally import Tally
 from .pool import WorkerPool, pin
 
@@ -69,6 +69,17 @@ def default_workers() -> int:
 class _Counters(Tally):
     tokenize_s: float = 0.0
     embed_s: float = 0.0
+
+
+def flush_now(window: int, window_size: int, model_starved: bool) -> bool:
+    """Whether the reader sends its window (``window`` chunks) to be embedded after a message.
+
+    A full window goes at once. A partial one goes as soon as the model has nothing to do: at
+    the start of a run the first chunks are embedded as they arrive, instead of after the
+    parsers fall silent, and a model that waits is never kept waiting for a fuller window.
+    While the model is busy the window fills, so its batches stay sorted by length.
+    """
+    return window >= window_size or (window > 0 and model_starved)
 
 
 class LocalRun:
@@ -103,13 +114,18 @@ class LocalRun:
         self.result_slots = max(4, buffer // 64)
         self.start_time = time.perf_counter()
         self.peak_rss = 0
-        self.proc = psutil.Process()
+        self.rss = TreeRss()
         self.embed = EmbedStage(pipe.embedder, late=pipe.options.chunk.late_chunking)
         self.committer: Committer | None = (
             None  # built on the writer thread (the store may be opening)
         )
         self.planner: Planner | None = None
         self.ready = threading.Event()  # manifest and committer are built
+        # Tasks dispatched before the committer exists (planned without the store: see
+        # Pipeline.early_planner); the writer hands them to the committer before any record.
+        self.early_tasks: list[Task] = []
+        self.early_planner = pipe.early_planner()
+        self.model_waiting = threading.Event()  # the inference thread waits on its queue
 
     # ------------------------------------------------------------------ events
 
@@ -122,14 +138,9 @@ class LocalRun:
         return self.counters.progress(vectors, time.perf_counter() - self.start_time, self.peak_rss)
 
     def _sample_rss(self) -> None:
-        try:
-            rss = self.proc.memory_info().rss
-            for child in self.proc.children(recursive=True):
-                with contextlib.suppress(psutil.Error):
-                    rss += child.memory_info().rss
-        except psutil.Error:
-            return
-        self.peak_rss = max(self.peak_rss, rss)
+        rss = self.rss.sample()
+        if rss is not None:
+            self.peak_rss = max(self.peak_rss, rss)
 
     def _drain_events(self) -> None:
         if self.pipe.on_event is None:
@@ -227,8 +238,10 @@ class LocalRun:
     def _feed(self, pool: WorkerPool) -> None:
         pin(self.opts.io_cpus)
         try:
-            self.ready.wait()
-            planner = self.planner
+            planner = self.early_planner
+            if planner is None:
+                self.ready.wait()
+                planner = self.planner
             if planner is None or self.abort.is_set():
                 return
             it = iter(self.sources)
@@ -263,9 +276,11 @@ class LocalRun:
             pool.close_tasks()
 
     def _dispatch(self, task: Task, pool: WorkerPool) -> None:
-        assert self.committer is not None
-        self.committer.begin(task)
         with self.lock:
+            if self.committer is None:
+                self.early_tasks.append(task)
+            else:
+                self.committer.begin(task)
             self.active.add(task.source.uri)
         pool.submit(task, self.abort)
 
@@ -292,7 +307,7 @@ class LocalRun:
                         window = []
                     continue
                 window = self._handle(msg, window)
-                if len(window) >= self.window_size:
+                if flush_now(len(window), self.window_size, self._model_starved()):
                     self._flush_window(window)
                     window = []
             if window and not self.abort.is_set():
@@ -337,6 +352,14 @@ class LocalRun:
             self.write_q.put(msg, 64)
         return window
 
+    def _model_starved(self) -> bool:
+        """The inference thread waits for input and none is queued (the first chunks of a run,
+        or parsing falling behind). Never with late chunking: each window is then embedded as
+        runs of whole-source text, so windows are not cut smaller than they must be."""
+        if self.embed.late:
+            return False  # late chunking reads a source's chunks of one window as one text
+        return self.model_waiting.is_set() and len(self.infer_q) == 0
+
     def _flush_window(self, window: list[Chunk]) -> None:
         t0 = time.perf_counter()
         encoded = self.embed.encode(window)
@@ -349,7 +372,9 @@ class LocalRun:
         pin(self.opts.inference_cpus)
         try:
             while True:
+                self.model_waiting.set()
                 encoded = self.infer_q.get()
+                self.model_waiting.clear()
                 t0 = time.perf_counter()
                 batch = self.embed.embed(encoded)
                 self.counters.embed_s += time.perf_counter() - t0
@@ -365,17 +390,24 @@ class LocalRun:
     def _write_loop(self) -> None:
         pin(self.opts.io_cpus)
         try:
-            self.planner, self.committer = self.pipe.stages()
+            planner, committer, held = self._open_stages()
+            with self.lock:  # no task slips between the early ones and the committer
+                for task in self.early_tasks:
+                    committer.begin(task)
+                self.early_tasks.clear()
+                self.planner, self.committer = planner, committer
         finally:
             self.ready.set()
-        committer = self.committer
         rows, seconds = self.opts.commit_rows, self.opts.commit_seconds
         closed = False
         while not closed:
             # Wake up for the commit deadline only; sources finish right after a commit or right
             # after their SourceDone arrives, so there is nothing to poll for in between.
             try:
-                item = self.write_q.get(timeout=committer.seconds_until_due(seconds))
+                if held:
+                    item = held.popleft()
+                else:
+                    item = self.write_q.get(timeout=committer.seconds_until_due(seconds))
             except TimeoutError:
                 item = None
             except Closed:
@@ -405,6 +437,42 @@ class LocalRun:
                     self.counters.files_done += 1
                 self._emit("source_done", uri)
 
+    def _open_stages(self) -> tuple[Planner, Committer, deque[Any]]:
+        """The plan and commit stages (built once the store is open), and what the writer took
+        from its queue meanwhile.
+
+        Sources planned early (``Pipeline.early_planner``) are parsed and embedded while the
+        store opens; their records and messages are held here, up to ``buffer`` records, so a
+        full write queue does not stall the model for the second or so the store takes.
+        """
+        if self.early_planner is None:  # nothing is dispatched before the stages exist
+            planner, committer = self.pipe.stages()
+            return planner, committer, deque()
+        built: Future[tuple[Planner, Committer]] = Future()
+
+        def build() -> None:
+            pin(self.opts.io_cpus)
+            try:
+                built.set_result(self.pipe.stages())
+            except BaseException as exc:
+                built.set_exception(exc)
+
+        threading.Thread(target=build, name="vs-open-stages", daemon=True).start()
+        held: deque[Any] = deque()
+        rows = 0
+        while not built.done() and rows < self.opts.buffer and not self.abort.is_set():
+            try:
+                item = self.write_q.get(timeout=0.05)
+            except TimeoutError:
+                continue
+            except Closed:
+                break
+            held.append(item)
+            if isinstance(item, RecordBatch):
+                rows += len(item.records)
+        planner, committer = built.result()
+        return planner, committer, held
+
     # ------------------------------------------------------------------ report
 
     def _report(self, interrupted: bool) -> IngestReport:
@@ -425,4 +493,4 @@ class LocalRun:
         )
 
 
-__all__ = ["LocalRun", "default_workers"]
+__all__ = ["LocalRun", "default_workers", "flush_now"]
