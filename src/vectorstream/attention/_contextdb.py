@@ -192,7 +192,9 @@ class ContextDB:
             raise StoreError(f"context {context_id} has unreadable keys/values: {exc}") from exc
         return kv_pairs, None
 
-    def _stored_layers(self, context_id: str, kv: MappedFile) -> list[StoredLayer] | None:
+    def _stored_layers(
+        self, context_id: str, kv: MappedFile, resident_bytes: int = 0
+    ) -> list[StoredLayer] | None:
         """Per layer: the int8 key sketch and a release of that layer's pages (float32 contexts,
         with numba); ``None`` where the compiled scan cannot run, so the session scans in torch."""
         info = self._info(context_id)
@@ -204,7 +206,11 @@ class ContextDB:
             raise StoreError(f"context {context_id} has an unreadable key sketch: {exc}") from exc
         reader = SketchReader(sk_file)
         layers = []
+        used = 0
         for i, sketch in enumerate(sketches):
+            # The first layers whose sketches fit in the budget keep them mapped between steps.
+            used += sketch.codes.nbytes + sketch.scales.nbytes
+            resident = used <= resident_bytes
             # The kernel maps pages around each one read (fault-around), some of them in other
             # layers' ranges: the last layer of a step gives back the whole map.
             kv_names: tuple[str, ...] = (
@@ -219,7 +225,7 @@ class ContextDB:
 
             keys = kv.array(f"keys.{i}")
             values = kv.array(f"values.{i}")
-            layers.append(StoredLayer(sketch, keys, values, release, read_sketch))
+            layers.append(StoredLayer(sketch, keys, values, release, read_sketch, resident))
         return layers
 
     def load_graphs(self, context_id: str) -> dict[int, list[KeyGraph]]:
@@ -259,7 +265,11 @@ class ContextDB:
             return Session(cfg), ids
         kv, mapped = self._load_kv(context_id, reuse, mmap)
         release = mapped.releaser() if mapped is not None else None
-        stored = self._stored_layers(context_id, mapped) if mapped is not None else None
+        stored = (
+            self._stored_layers(context_id, mapped, cfg.sketch_resident_bytes)
+            if mapped is not None
+            else None
+        )
         session = Session.from_kv(
             kv, cfg, ids[:reuse], copy=not mmap, release=release, stored=stored
         )

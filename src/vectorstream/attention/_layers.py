@@ -37,13 +37,15 @@ class StoredLayer:
     """A stored layer as the compiled scan reads it: its int8 key sketch (a view of its map), its
     float32 keys and values (H, n, d) as arrays viewing the memory map, a release of the layer's
     key and value pages, and ``read_sketch``, which copies the sketch into a buffer shared by the
-    layers (used when pages are given back, so the sketch's pages are never mapped)."""
+    layers (used when pages are given back, so the sketch's pages are never mapped), unless
+    ``resident``: the sketch is within ``SparseConfig.sketch_resident_bytes`` and stays mapped."""
 
     sketch: KeySketch
     keys: np.ndarray
     values: np.ndarray
     release: Callable[[], None]
     read_sketch: Callable[[], KeySketch]
+    resident: bool = False
 
 
 def _grow(buf: torch.Tensor | None, used: int, need: int, like: torch.Tensor) -> torch.Tensor:

@@ -322,7 +322,7 @@ class Session(DynamicCache):
         n = rows.n
         # With pages given back, the sketch is read into a buffer rather than mapped again,
         # unless it is among those the resident budget keeps mapped.
-        resident = not self.sparse.release_pages or self._sketch_resident(layer_idx)
+        resident = not self.sparse.release_pages or stored.resident
         sketch = stored.sketch if resident else stored.read_sketch()
         k_head, v_head = rows.span(0, head)
         k_tail, v_tail = rows.span(tail, n)
@@ -344,19 +344,6 @@ class Session(DynamicCache):
         w = n - (tail - head)
         self._record(LayerStats(layer_idx, "flat", n, w, res.selected, res.exact))
         return out.reshape(1, 1, h_kv * g, -1).to(query.dtype), "flat"
-
-    def _sketch_resident(self, layer_idx: int) -> bool:
-        """Whether this layer's sketch fits, with the layers before it, in the resident budget."""
-        budget = self.sparse.sketch_resident_bytes
-        if budget <= 0:
-            return False
-        used = 0
-        for i in range(layer_idx + 1):
-            layer = self.layers[i] if i < len(self.layers) else None
-            stored = layer.stored if isinstance(layer, BufferedLayer) else None
-            if stored is not None:
-                used += stored.sketch.codes.nbytes + stored.sketch.scales.nbytes
-        return used <= budget
 
     def _mode(self, layer_idx: int, n: int) -> Mode:
         """``choose_mode`` for this session's index (a graph filtered to under half is not used)."""
