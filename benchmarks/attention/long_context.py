@@ -15,6 +15,10 @@ process, so resident memory is comparable:
   teacher-forced decode steps give tokens/s over the same ``--timed`` steps and top-1 agreement with
   full attention over all of them.
 
+With ``--kv-dtype float16`` the sparse method reads a float16 copy of each stored context (a
+database beside ``--db``, written from the float32 one exactly as ``ContextDB(kv_dtype="float16")``
+stores it); full attention keeps the model's float32 keys and values, as a user would run it.
+
 Resident memory (VmRSS, and its anonymous and file-backed parts from /proc/self/status) is sampled
 after every timed step; the maximum is reported, with the model alone measured before the context
 is opened.
@@ -84,6 +88,24 @@ def prepare(model: Any, db: Any, ids: list[int], lengths: list[int], chunk: int)
     return stored
 
 
+def half_db(db: str) -> str:
+    """The float16 copy of database ``db``."""
+    return f"{db.rstrip('/')}-float16"
+
+
+def half_copies(db: str, ids: list[int], lengths: list[int]) -> None:
+    """Copy each stored context of ``db`` into its float16 database (once)."""
+    source = C.ContextDB(db)
+    target = C.ContextDB(half_db(db), kv_dtype="float16")
+    have = {info.n_tokens for info in target.contexts()}
+    for length in sorted(lengths):
+        found, common = source.longest_prefix(ids[:length])
+        if length in have or found is None or common != length:
+            continue
+        target.import_context(ids[:length], source.load_kv(found, mmap=True), build_index=False)
+        print(f"float16 copy of {length} tokens stored", flush=True)
+
+
 def run_method(args: argparse.Namespace) -> dict[str, Any]:
     """One method in this process: timings, next-token predictions and memory."""
     C.set_threads(args.threads)
@@ -93,7 +115,8 @@ def run_method(args: argparse.Namespace) -> dict[str, Any]:
     # Give the heap freed while de-quantising the GGUF back to the system (both methods alike).
     ctypes.CDLL("libc.so.6").malloc_trim(0)
     mem_model = memory()
-    db = C.ContextDB(args.db)
+    sparse_half = args.method == "sparse" and args.kv_dtype == "float16"
+    db = C.ContextDB(half_db(args.db) if sparse_half else args.db)
     window = {"n_init": args.n_init, "n_last": args.n_last, "max_queries": 0}
     if args.method == "full":
         cfg = C.SparseConfig(mode="full", **window)
@@ -135,6 +158,7 @@ def run_method(args: argparse.Namespace) -> dict[str, Any]:
         "method": args.method,
         "alpha": None if args.method == "full" else args.alpha,
         "mmap": mapped,
+        "kv_dtype": "float16" if sparse_half else "float32",
         "tok_s": len(warm) / sum(warm) if warm else None,
         "step_ms_median": sorted(warm)[len(warm) // 2] * 1000 if warm else None,
         "first_token_s": first_token_s,
@@ -161,7 +185,7 @@ def child(args: argparse.Namespace, method: str, length: int, out: Path) -> dict
         cmd += [f"--{name}", str(getattr(args, name))]
     if args.keep_pages:
         cmd.append("--keep-pages")
-    cmd += ["--sketch-resident-mib", str(args.sketch_resident_mib)]
+    cmd += ["--sketch-resident-mib", str(args.sketch_resident_mib), "--kv-dtype", args.kv_dtype]
     cmd += ["--n-init", str(args.n_init), "--n-last", str(args.n_last)]
     subprocess.run(cmd, check=True)
     return json.loads(out.read_text())
@@ -195,6 +219,12 @@ def main(argv: list[str] | None = None) -> None:
         default=0.0,
         help="sparse, pages given back: MiB of int8 sketches kept resident between steps",
     )
+    parser.add_argument(
+        "--kv-dtype",
+        choices=["model", "float16"],
+        default="model",
+        help="sparse: read a float16 copy of the stored contexts (full keeps the model's dtype)",
+    )
     parser.add_argument("--prepare-only", action="store_true", help="store the contexts, no runs")
     parser.add_argument("--method", choices=["full", "sparse"], default=None)
     parser.add_argument("--length", type=int, default=None)
@@ -215,6 +245,8 @@ def main(argv: list[str] | None = None) -> None:
     Path(args.ids).write_text(" ".join(map(str, ids)))
     prepare(model, C.ContextDB(args.db), ids, args.lengths, args.chunk)
     del model
+    if args.kv_dtype == "float16":
+        half_copies(args.db, ids, args.lengths)
     if args.prepare_only:
         return
 
@@ -241,6 +273,7 @@ def main(argv: list[str] | None = None) -> None:
             "yarn": args.yarn,
             "release_pages": not args.keep_pages,
             "sketch_resident_mib": args.sketch_resident_mib,
+            "kv_dtype": args.kv_dtype,
             "n_init": args.n_init,
             "n_last": args.n_last,
             "steps": args.steps,

@@ -4,11 +4,17 @@ Layout, one folder per context under the database folder::
 
     <id>/meta.json        sizes and which layers are indexed
     <id>/tokens.npy       token ids (int64)
-    <id>/kv.safetensors   keys.<layer>, values.<layer>: (H_kv, n, d) in the model's dtype
+    <id>/kv.safetensors   keys.<layer>, values.<layer>: (H_kv, n, d) in the model's dtype, or
+                          float16 for a float32 model when the database is opened with
+                          ``kv_dtype="float16"``
     <id>/graphs.npz       l<layer>h<head>n (adjacency) and l<layer>h<head>e (entry points)
 
 A context's id is a hash of its tokens, so storing the same context twice replaces it. Contexts are
 written to a temporary folder and renamed into place, so a reader never sees half a context.
+
+float16 storage halves the file and the pages a sparse decode step reads; the stored keys and
+values then differ from the model's by float16 rounding, so a reused context is no longer bit for
+bit the recomputed one. A cache whose values do not fit float16 is stored in float32.
 """
 
 from __future__ import annotations
@@ -41,6 +47,9 @@ from ._stream_scan import KeySketch
 __all__ = ["ContextDB", "ContextInfo"]
 
 log = logging.getLogger("vectorstream.attention.contextdb")
+
+KV_DTYPES = (None, "float16")
+_HALF_MAX = float(torch.finfo(torch.float16).max)
 
 
 @dataclass(frozen=True)
@@ -105,9 +114,18 @@ class ContextDB:
     ``store(session)`` builds the session's graph indexes and writes everything to disk.
     """
 
-    def __init__(self, path: str | os.PathLike[str], config: SparseConfig | None = None) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        config: SparseConfig | None = None,
+        *,
+        kv_dtype: str | None = None,
+    ) -> None:
+        if kv_dtype not in KV_DTYPES:
+            raise ConfigError(f"kv_dtype must be one of {KV_DTYPES}, not {kv_dtype!r}")
         self.path = Path(path)
         self.config = config or SparseConfig()
+        self.kv_dtype = kv_dtype
         try:
             self.path.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -198,7 +216,7 @@ class ContextDB:
         """Per layer: the int8 key sketch and a release of that layer's pages (float32 contexts,
         with numba); ``None`` where the compiled scan cannot run, so the session scans in torch."""
         info = self._info(context_id)
-        if not STREAM_SCAN or kv.header["keys.0"]["dtype"] != "F32":
+        if not STREAM_SCAN or kv.header["keys.0"]["dtype"] not in ("F32", "F16"):
             return None
         try:
             sk_file, sketches = load_sketches(self.path / context_id, kv, info.n_layers)
@@ -329,6 +347,19 @@ class ContextDB:
         shutil.rmtree(folder)
         return True
 
+    def _storage_pairs(
+        self, pairs: list[tuple[torch.Tensor, torch.Tensor]]
+    ) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """``pairs`` in the stored dtype: float16 when asked for and every value fits."""
+        if self.kv_dtype != "float16" or pairs[0][0].dtype != torch.float32:
+            return pairs
+        for k, v in pairs:
+            for t in (k, v):
+                if not bool(torch.isfinite(t).all()) or float(t.abs().max()) > _HALF_MAX:
+                    log.warning("a key or value does not fit float16: the context stays float32")
+                    return pairs
+        return [(k.to(torch.float16), v.to(torch.float16)) for k, v in pairs]
+
     def _write(
         self,
         ids: Sequence[int],
@@ -340,12 +371,14 @@ class ContextDB:
         try:
             tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=self.path))
             np.save(tmp / "tokens.npy", np.asarray(ids, dtype=np.int64))
+            pairs = self._storage_pairs(pairs)
             tensors: dict[str, torch.Tensor] = {}
             for layer, (k, v) in enumerate(pairs):
                 tensors[f"keys.{layer}"] = k.detach().cpu().contiguous()
                 tensors[f"values.{layer}"] = v.detach().cpu().contiguous()
             save_file(tensors, str(tmp / "kv.safetensors"))
-            if pairs[0][0].dtype == torch.float32:
+            if pairs[0][0].dtype in (torch.float32, torch.float16):
+                # From the stored keys: the scan's bounds hold for what it reads back.
                 write_sketch(tmp, [k for k, _ in pairs])
             arrays: dict[str, np.ndarray] = {}
             for layer, per_head in graphs.items():

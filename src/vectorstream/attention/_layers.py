@@ -35,7 +35,7 @@ BUCKET = 1024
 @dataclass(frozen=True)
 class StoredLayer:
     """A stored layer as the compiled scan reads it: its int8 key sketch (a view of its map), its
-    float32 keys and values (H, n, d) as arrays viewing the memory map, a release of the layer's
+    float32 or float16 keys and values (H, n, d) as arrays viewing the memory map, a release of the layer's
     key and value pages, and ``read_sketch``, which copies the sketch into a buffer shared by the
     layers (used when pages are given back, so the sketch's pages are never mapped), unless
     ``resident``: the sketch is within ``SparseConfig.sketch_resident_bytes`` and stays mapped."""
@@ -185,13 +185,18 @@ class KVRows:
         rows.split, rows.n = 0, keys.shape[-2]
         return rows
 
+    def _cast(self, part: torch.Tensor) -> torch.Tensor:
+        """Rows of the base in the dtype the layer computes in (a float16 stored context under a
+        float32 model; ``torch.cat``/``torch.where`` promote the mixed cases themselves)."""
+        return part if part.dtype == self.suf_k.dtype else part.to(self.suf_k.dtype)
+
     def span(self, a: int, b: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Keys and values of positions [a, b), (H, b − a, d)."""
         s = self.split
         if a >= s or self.base_k is None or self.base_v is None:
             return self.suf_k[:, a - s : b - s], self.suf_v[:, a - s : b - s]
         if b <= s:
-            return self.base_k[:, a:b], self.base_v[:, a:b]
+            return self._cast(self.base_k[:, a:b]), self._cast(self.base_v[:, a:b])
         return (
             torch.cat([self.base_k[:, a:s], self.suf_k[:, : b - s]], dim=1),
             torch.cat([self.base_v[:, a:s], self.suf_v[:, : b - s]], dim=1),
@@ -204,7 +209,7 @@ class KVRows:
             return self.suf_k[head, idx], self.suf_v[head, idx]
         below = idx < s
         if bool(below.all()):
-            return self.base_k[head, idx], self.base_v[head, idx]
+            return self._cast(self.base_k[head, idx]), self._cast(self.base_v[head, idx])
         if not bool(below.any()):
             return self.suf_k[head, idx - s], self.suf_v[head, idx - s]
         lo, hi = idx.clamp(max=s - 1), (idx - s).clamp(min=0)

@@ -78,10 +78,11 @@ class ContextStore:
         config: SparseConfig | None = None,
         *,
         budget_bytes: int = 0,
+        kv_dtype: str | None = None,
     ) -> None:
         if budget_bytes < 0:
             raise ConfigError(f"the context budget must be >= 0 bytes, got {budget_bytes}")
-        self.db = ContextDB(path, config)
+        self.db = ContextDB(path, config, kv_dtype=kv_dtype)
         self.path = self.db.path
         self.budget_bytes = budget_bytes
         self._lock = threading.RLock()

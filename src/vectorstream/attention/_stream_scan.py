@@ -14,7 +14,9 @@ A stored context keeps, beside its float keys, an int8 copy of them with one sca
 3. attends the window and the kept keys' values in one pass, shifted by the exact best.
 
 The keys it attends are the ones the exact flat scan attends, with the same float32 scores up to
-summation order. One compiled call per layer, all KV heads, the GIL released: a decode step at 32K
+summation order. Stored keys and values are float32, or float16 (half the pages a step touches)
+passed as their ``uint16`` bits and widened exactly in the kernel (``_widen``). One compiled
+call per layer, all KV heads, the GIL released: a decode step at 32K
 tokens makes 30 calls instead of hundreds of small tensor operations, and reads the file's rows
 in place (the session then hands the layer's pages back, ``StoredLayer.release``, so a long
 context does not become resident).
@@ -28,6 +30,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -43,6 +46,59 @@ __all__ = ["AVAILABLE", "KeySketch", "StreamResult", "quantize_keys", "stream_sc
 
 # A bound a hair wider than half a step: the float32 products and sums round too.
 _HALF_STEP = np.float32(0.5 * (1 + 2.0**-10))
+# float16 bits moved into a float32's exponent and mantissa read 2^-112 times the value (normal
+# and subnormal alike), so one multiply by a power of two makes the widening exact.
+_HALF_BIAS = np.float32(2.0**112)
+
+
+def _widen(x: np.generic) -> np.float32:
+    """A stored element as float32: float32 as is, ``uint16`` as the bits of a float16."""
+    if isinstance(x, np.uint16):
+        return np.float32(np.array(x, dtype=np.uint16).view(np.float16)[()])
+    return np.float32(x)
+
+
+if COMPILED:
+    from llvmlite import ir
+    from numba import types
+    from numba.extending import intrinsic, overload
+
+    def _float_bits_typer(typingctx: Any, bits: Any) -> Any:
+        """The float32 whose bits are the low 32 of ``bits`` (LLVM bitcast, no conversion)."""
+        width = getattr(bits, "bitwidth", None)  # the stubs type numba's Integer as numpy's
+        if not isinstance(bits, types.Integer) or width is None:
+            return None
+
+        def codegen(context: Any, builder: ir.IRBuilder, sig: Any, args: list[Any]) -> Any:
+            value = args[0]
+            if width > 32:
+                value = builder.trunc(value, ir.IntType(32))
+            elif width < 32:
+                value = builder.zext(value, ir.IntType(32))
+            return builder.bitcast(value, ir.FloatType())
+
+        return types.float32(bits), codegen
+
+    _float_bits: Any = intrinsic(_float_bits_typer)
+
+    @overload(_widen, inline="always")
+    def _widen_compiled(x: Any) -> Any:  # numba matches the impls' signatures to this
+        if x == types.uint16:
+
+            def half(x: Any) -> Any:
+                b = np.uint32(x)
+                sign = (b & np.uint32(0x8000)) << np.uint32(16)
+                rest = (b & np.uint32(0x7FFF)) << np.uint32(13)
+                return _float_bits(sign | rest) * _HALF_BIAS
+
+            return half
+        if isinstance(x, types.Float):
+
+            def same(x: Any) -> Any:
+                return np.float32(x)
+
+            return same
+        return None
 
 
 def quantize_keys(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -148,7 +204,7 @@ def _scan_py(
             for j in range(g):
                 e = np.float32(0.0)
                 for t in range(d):
-                    e += q[h, j, t] * keys[h, row, t]
+                    e += q[h, j, t] * _widen(keys[h, row, t])
                 exact[j, c] = e
                 if e > top[j]:
                     top[j] = e
@@ -173,7 +229,7 @@ def _scan_py(
                     total[j] += w
                     kept[h, j] += 1
                     for t in range(dv):
-                        acc[j, t] += w * values[h, row, t]
+                        acc[j, t] += w * _widen(values[h, row, t])
         for j in range(g):
             if total[j] == 0.0:  # no window and no key kept: nothing to attend
                 for t in range(dv):
@@ -200,7 +256,8 @@ def stream_scan(
 ) -> StreamResult:
     """Attention of queries ``q`` (H, g, d) over one layer: the window exactly, [lo, hi) by DIPR.
 
-    ``keys``/``values`` (H, n, d) and the sketch are read in place (memory maps); ``k_win`` and
+    ``keys``/``values`` (H, n, d), float32 or float16, and the sketch are read in place (memory
+    maps); ``k_win`` and
     ``v_win`` (H, w, d) are the window's keys and values, whose best exact score seeds the
     threshold. Returns the attention output over the window and the kept keys together.
     """
@@ -210,6 +267,8 @@ def stream_scan(
     kept = np.zeros((h, g), dtype=np.int64)
     read = np.zeros(h, dtype=np.int64)
     b = float("inf") if math.isinf(beta) else beta
+    if keys.dtype == np.float16:  # the kernel widens the bits itself (numba has no float16)
+        keys, values = keys.view(np.uint16), values.view(np.uint16)
     _scan(
         np.ascontiguousarray(q.detach().float().numpy()),
         sketch.codes,

@@ -86,6 +86,11 @@ def serve_command(
         "--llm-profile",
         help="NAME=FILE: attention settings a request selects with 'profile' (repeatable).",
     ),
+    llm_kv_dtype: str | None = typer.Option(
+        None,
+        "--llm-kv-dtype",
+        help="'float16': store a float32 LLM's contexts at half size (long ones decode faster).",
+    ),
     log_level: str = typer.Option("info", "--log-level", help="uvicorn's log level."),
 ) -> None:
     """Serve embeddings (OpenAI-compatible), reranking, search, highlights and ingest jobs over HTTP."""
@@ -116,6 +121,7 @@ def serve_command(
             llm_alpha=llm_alpha,
             llm_yarn=llm_yarn,
             llm_profiles=tuple(llm_profile) or None,
+            llm_kv_dtype=llm_kv_dtype,
         )
         app = create_app(settings)
     except VectorstreamError as exc:

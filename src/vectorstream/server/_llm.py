@@ -160,7 +160,10 @@ def build_llm_service(settings: ServerSettings, metrics: LLMMetrics, llm: Any = 
         )
         folder = str(load_settings().cache_path / "llm-contexts" / _safe_name(name))
     store = ContextStore(
-        Path(os.path.expanduser(folder)), config, budget_bytes=settings.llm_context_budget
+        Path(os.path.expanduser(folder)),
+        config,
+        budget_bytes=settings.llm_context_budget,
+        kv_dtype=settings.llm_kv_dtype,
     )
     engine = ChatEngine(
         llm,

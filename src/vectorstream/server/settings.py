@@ -76,6 +76,9 @@ class ServerSettings:
     # Serve the LLM at this many times its trained length, positions stretched by YaRN (None: no).
     llm_yarn: float | None = None
     llm_profiles: tuple[str, ...] = ()  # NAME=FILE attention profiles (JSON of SparseConfig fields)
+    # "float16": a float32 model's contexts are stored at half the size, and long ones decode
+    # faster (fewer pages per step); None: the model's own dtype, reuse bit for bit.
+    llm_kv_dtype: str | None = None
 
     def __post_init__(self) -> None:
         for name in (
@@ -104,6 +107,8 @@ class ServerSettings:
             raise ConfigError(
                 "batch_wait_ms, highlight_cache_bytes, max_tokens_per_input, lanes and solo_max_bytes must be >= 0 (as must llm_context_budget and llm_store_min_tokens)"
             )
+        if self.llm_kv_dtype not in (None, "float16"):
+            raise ConfigError(f"llm_kv_dtype must be 'float16' or unset, got {self.llm_kv_dtype!r}")
         if self.llm_yarn is not None and not self.llm_yarn > 1:
             raise ConfigError(f"llm_yarn must be a factor above 1, got {self.llm_yarn}")
         if not 0 < self.port < 65536:
@@ -160,6 +165,7 @@ ENV_VARS: Mapping[str, str] = {
     "VECTORSTREAM_SERVER_LLM_ALPHA": "llm_alpha",
     "VECTORSTREAM_SERVER_LLM_YARN": "llm_yarn",
     "VECTORSTREAM_SERVER_LLM_PROFILES": "llm_profiles",
+    "VECTORSTREAM_SERVER_LLM_KV_DTYPE": "llm_kv_dtype",
 }
 
 
