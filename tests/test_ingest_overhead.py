@@ -3,8 +3,10 @@ waits, sampling memory cheaply, reading DOCX styles once. Real LanceDB where a s
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -19,6 +21,11 @@ from vectorstream.pipeline import Pipeline, ingest
 from vectorstream.pipeline import api as ingest_api
 from vectorstream.pipeline.executors._rss import TreeRss
 from vectorstream.pipeline.executors.local import flush_now
+from vectorstream.pipeline.executors.pool import WorkerPool
+from vectorstream.pipeline.options import PipelineOptions
+from vectorstream.pipeline.stages.messages import Task
+from vectorstream.pipeline.stages.process import ProcessConfig
+from vectorstream.sources import iter_files
 from vectorstream.stores import certainly_new, open_store
 
 # ------------------------------------------------------------------ is the store new?
@@ -142,6 +149,41 @@ def test_a_partial_window_goes_only_to_a_model_that_waits() -> None:
     assert flush_now(3, 256, model_starved=True)  # the model has nothing to do
     assert not flush_now(3, 256, model_starved=False)  # the model is busy: let it fill
     assert not flush_now(0, 256, model_starved=True)  # nothing to send
+
+
+# ------------------------------------------------------------------ parsing beside the model
+
+
+def test_parsing_processes_run_at_the_lowest_priority_by_default(tmp_path: Path) -> None:
+    # At nice 10 a parser kept enough of a core to stall the model's lockstep threads; the
+    # default is the lowest priority, and a caller's own setting still reaches the process.
+    assert PipelineOptions().worker_nice == 19
+    (tmp_path / "a.txt").write_text("Parsing runs when the model leaves a core idle.")
+    source = next(iter_files([str(tmp_path)]))
+    emb = FakeEmbedder()
+    options = PipelineOptions()
+    config = ProcessConfig(
+        tokenizer_path=str(emb.tokenizer_path),
+        max_tokens=emb.max_tokens,
+        num_special_tokens=emb.num_special_tokens,
+        chunk_options=options.chunk,
+        parse_options=options.parse,
+    )
+    mine = os.nice(0)  # a worker adds its niceness to this process's own
+    for nice in (options.worker_nice, 5):
+        pool = WorkerPool(config, 1, 4, nice=nice)
+        pool.start()
+        try:
+            pool.submit(Task(source), threading.Event())
+            kinds = []
+            while not kinds or kinds[-1] != "SourceDone":
+                msg = pool.get(timeout=30)
+                assert msg is not None, "the worker sent nothing"
+                kinds.append(type(msg).__name__)
+            assert psutil.Process(pool.procs[0].pid).nice() == min(19, mine + nice)
+        finally:
+            pool.close_tasks()
+            pool.shutdown(force=True)
 
 
 # ------------------------------------------------------------------ memory samples

@@ -149,11 +149,11 @@ class PipelineOptions:
     after the first pending row. ``prune``: remove the records of sources that no longer exist
     under the given roots. ``semantic_model``: the model spec the ``semantic`` splitter loads in
     each worker. ``retry``: bounds on retrying store calls. ``worker_nice``: scheduling niceness
-    of the parsing processes (0 to 19). ``inference_cpus`` / ``io_cpus``: CPU affinity of the
-    inference thread, and of parsing, tokenising and writing (``None``: not pinned); each must be
-    CPUs this process may use. ``parsers``: a :class:`~vectorstream.parsers.ParserRegistry`
-    (``None``: the built-in parsers). ``chunker_factory``: a
-    :class:`~vectorstream.chunking.ChunkerFactory` (``None``:
+    of the parsing processes (0 to 19; lower it when other CPU-heavy work shares the machine).
+    ``inference_cpus`` / ``io_cpus``: CPU affinity of the inference thread, and of parsing,
+    tokenising and writing (``None``: not pinned); each must be CPUs this process may use.
+    ``parsers``: a :class:`~vectorstream.parsers.ParserRegistry` (``None``: the built-in
+    parsers). ``chunker_factory``: a :class:`~vectorstream.chunking.ChunkerFactory` (``None``:
     :func:`~vectorstream.chunking.make_chunker`). With worker processes, both must pickle.
     ``engine``: ``"local"`` (this machine) or ``"ray"`` (a Ray cluster, set up by ``ray``).
     """
@@ -168,7 +168,7 @@ class PipelineOptions:
     prune: bool = False
     semantic_model: str | None = None
     retry: RetryPolicy = field(default_factory=RetryPolicy)
-    worker_nice: int = 10
+    worker_nice: int = 19
     inference_cpus: tuple[int, ...] | None = None
     io_cpus: tuple[int, ...] | None = None
     parsers: ParserRegistry | None = None
