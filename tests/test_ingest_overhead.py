@@ -3,11 +3,14 @@ waits, sampling memory cheaply, reading DOCX styles once. Real LanceDB where a s
 
 from __future__ import annotations
 
+import gc
 import os
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,16 +20,18 @@ import pytest
 
 from _parsers_support import make_docx
 from _pipeline_support import FakeEmbedder, write_big_corpus
+from vectorstream.parsers import DEFAULT_REGISTRY, ParseOptions
 from vectorstream.pipeline import Pipeline, ingest
 from vectorstream.pipeline import api as ingest_api
 from vectorstream.pipeline.executors._rss import TreeRss
 from vectorstream.pipeline.executors.local import flush_now
 from vectorstream.pipeline.executors.pool import WorkerPool
 from vectorstream.pipeline.options import PipelineOptions
-from vectorstream.pipeline.stages.messages import Task
+from vectorstream.pipeline.stages.messages import ChunkBatch, Task
 from vectorstream.pipeline.stages.process import ProcessConfig
 from vectorstream.sources import iter_files
 from vectorstream.stores import certainly_new, open_store
+from vectorstream.types import Section, Source
 
 # ------------------------------------------------------------------ is the store new?
 
@@ -184,6 +189,46 @@ def test_parsing_processes_run_at_the_lowest_priority_by_default(tmp_path: Path)
         finally:
             pool.close_tasks()
             pool.shutdown(force=True)
+
+
+@dataclass(frozen=True)
+class GcProbe:
+    """Parses a ``.probe`` file into one section that says what the collector holds frozen."""
+
+    def parse(self, source: Source, options: ParseOptions, warn: Any) -> Iterator[Section]:
+        yield Section(text="probe", source=source.uri, metadata={"frozen": gc.get_freeze_count()})
+
+
+def test_a_worker_keeps_its_start_up_objects_out_of_the_collectors_sight(tmp_path: Path) -> None:
+    # A full collection after a DOCX walked every object the imports made; frozen, they are
+    # skipped, and only what parsing leaves is walked.
+    (tmp_path / "a.probe").write_text("x")
+    source = next(iter_files([str(tmp_path)], include=["*.probe"]))
+    emb = FakeEmbedder()
+    options = PipelineOptions()
+    config = ProcessConfig(
+        tokenizer_path=str(emb.tokenizer_path),
+        max_tokens=emb.max_tokens,
+        num_special_tokens=emb.num_special_tokens,
+        chunk_options=options.chunk,
+        parse_options=options.parse,
+        parsers=DEFAULT_REGISTRY.with_parser("probe", GcProbe(), extensions=(".probe",)),
+    )
+    pool = WorkerPool(config, 1, 4)
+    pool.start()
+    try:
+        pool.submit(Task(source), threading.Event())
+        frozen = None
+        while frozen is None:
+            msg = pool.get(timeout=30)
+            assert msg is not None, "the worker sent nothing"
+            assert type(msg).__name__ != "SourceFailed", msg
+            if isinstance(msg, ChunkBatch):
+                frozen = msg.chunks[0].metadata["frozen"]
+    finally:
+        pool.close_tasks()
+        pool.shutdown(force=True)
+    assert frozen > 10_000  # the interpreter, the package, the tokenizer: all frozen
 
 
 # ------------------------------------------------------------------ memory samples
