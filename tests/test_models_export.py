@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from pathlib import Path
@@ -12,7 +13,7 @@ from _models_support import MODEL_ID, minilm, minilm_int8, model_folder, models_
 from vectorstream import ModelError
 from vectorstream.models import Embedder, GateReport, load_model, read_folder
 from vectorstream.models import _gate as gate_module
-from vectorstream.models._export import INT8_NAME
+from vectorstream.models._export import GATE_NAME, INT8_NAME
 
 __all__ = ["minilm", "minilm_int8", "model_folder", "models_cache"]
 
@@ -41,6 +42,33 @@ def test_gate_refuses_a_poor_int8_graph_and_force_keeps_it(
     # The report is stored beside the graph and read back on the next call.
     again_path, again = gate_module.ensure_int8(MODEL_ID, folder, fp32, directory)
     assert again_path == path and again == report
+
+
+def test_a_cached_int8_graph_an_older_recipe_made_is_made_again(
+    tmp_path: Path, minilm: Embedder, model_folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A cache kept from before every weight MatMul was quantised served the slower graph forever.
+    fp32 = Path(minilm.backend_impl.path)  # type: ignore[attr-defined]
+    folder = read_folder(model_folder)
+    directory = tmp_path / "graphs"
+    directory.mkdir()
+    (directory / INT8_NAME).write_bytes(b"a graph the first recipe made")
+    old = {"mean_cosine": 0.9958, "min_cosine": 0.9831, "texts": 96, "forced": False}
+    (directory / GATE_NAME).write_text(json.dumps(old))  # as recipe 1 wrote it: no "recipe"
+    calls: list[int] = []
+
+    def figures(*_args: object, **_kwargs: object) -> GateReport:
+        calls.append(1)
+        return GateReport(mean_cosine=0.995, min_cosine=0.98, texts=96)
+
+    monkeypatch.setattr(gate_module, "measure", figures)
+    path, report = gate_module.ensure_int8(MODEL_ID, folder, fp32, directory)
+    assert calls == [1] and report.recipe == gate_module.INT8_RECIPE
+    assert path.read_bytes() != b"a graph the first recipe made"
+    assert gate_module.read_report(directory) == report
+    # Made by the current recipe, it is kept.
+    assert gate_module.ensure_int8(MODEL_ID, folder, fp32, directory) == (path, report)
+    assert calls == [1]
 
 
 def test_real_gate_figures_pass(minilm_int8: Embedder) -> None:

@@ -29,6 +29,9 @@ log = logging.getLogger("vectorstream.models.gate")
 
 MIN_MEAN_COSINE = 0.99
 MIN_COSINE = 0.97
+# How the graph is quantised, recorded beside it: a graph an older recipe made is made again
+# (1: the feed-forward output projections always float32; 2: every weight MatMul tried first).
+INT8_RECIPE = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +45,7 @@ class GateReport:
     min_min: float = MIN_COSINE
     forced: bool = False
     ffn_output_float: bool = False  # the feed-forward output projections stayed float32
+    recipe: int = 1  # INT8_RECIPE when made; reports written before it existed are recipe 1
 
     @property
     def passed(self) -> bool:
@@ -104,7 +108,7 @@ def ensure_int8(
     """The gated int8 graph in ``directory``, quantising ``fp32`` first if needed."""
     target = directory / INT8_NAME
     report = read_report(directory)
-    if target.is_file() and report is not None:
+    if target.is_file() and report is not None and report.recipe == INT8_RECIPE:
         return target, report
     try:
         return _quantize_gated(model_id, folder, fp32, directory, force=force, threads=threads)
@@ -125,7 +129,11 @@ def _quantize_gated(
     with export_lock(directory):
         report = read_report(directory)
         if target.is_file() and report is not None:
-            return target, report
+            if report.recipe == INT8_RECIPE:
+                return target, report
+            log.warning(
+                "the int8 graph in %s was made by an older recipe: making it again", directory
+            )
         log.warning("quantising %s to int8 (per-channel, dynamic) and checking accuracy", fp32)
         candidate = _temp_path(directory, ".int8.onnx")
         try:
@@ -144,7 +152,8 @@ def _quantize_gated(
                     "use the fp32 model, or force the export"
                 )
             if not report.passed:
-                report = GateReport(**{**asdict(report), "forced": True})
+                report = replace(report, forced=True)
+            report = replace(report, recipe=INT8_RECIPE)
             tmp_report = _temp_path(directory, ".json")
             tmp_report.write_text(json.dumps(asdict(report), indent=2))
             os.replace(candidate, target)
@@ -154,4 +163,12 @@ def _quantize_gated(
     return target, report
 
 
-__all__ = ["MIN_COSINE", "MIN_MEAN_COSINE", "GateReport", "cosine_rows", "ensure_int8", "measure"]
+__all__ = [
+    "INT8_RECIPE",
+    "MIN_COSINE",
+    "MIN_MEAN_COSINE",
+    "GateReport",
+    "cosine_rows",
+    "ensure_int8",
+    "measure",
+]
