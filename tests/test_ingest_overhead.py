@@ -159,21 +159,28 @@ def test_a_partial_window_goes_only_to_a_model_that_waits() -> None:
 # ------------------------------------------------------------------ parsing beside the model
 
 
+def _worker_config(parsers: Any = None) -> ProcessConfig:
+    """What a parsing worker needs, for the fake model and the default options."""
+    emb = FakeEmbedder()
+    options = PipelineOptions()
+    return ProcessConfig(
+        tokenizer_path=str(emb.tokenizer_path),
+        max_tokens=emb.max_tokens,
+        num_special_tokens=emb.num_special_tokens,
+        chunk_options=options.chunk,
+        parse_options=options.parse,
+        parsers=parsers,
+    )
+
+
 def test_parsing_processes_run_at_the_lowest_priority_by_default(tmp_path: Path) -> None:
     # At nice 10 a parser kept enough of a core to stall the model's lockstep threads; the
     # default is the lowest priority, and a caller's own setting still reaches the process.
     assert PipelineOptions().worker_nice == 19
     (tmp_path / "a.txt").write_text("Parsing runs when the model leaves a core idle.")
     source = next(iter_files([str(tmp_path)]))
-    emb = FakeEmbedder()
     options = PipelineOptions()
-    config = ProcessConfig(
-        tokenizer_path=str(emb.tokenizer_path),
-        max_tokens=emb.max_tokens,
-        num_special_tokens=emb.num_special_tokens,
-        chunk_options=options.chunk,
-        parse_options=options.parse,
-    )
+    config = _worker_config()
     mine = os.nice(0)  # a worker adds its niceness to this process's own
     for nice in (options.worker_nice, 5):
         pool = WorkerPool(config, 1, 4, nice=nice)
@@ -204,15 +211,8 @@ def test_a_worker_keeps_its_start_up_objects_out_of_the_collectors_sight(tmp_pat
     # skipped, and only what parsing leaves is walked.
     (tmp_path / "a.probe").write_text("x")
     source = next(iter_files([str(tmp_path)], include=["*.probe"]))
-    emb = FakeEmbedder()
-    options = PipelineOptions()
-    config = ProcessConfig(
-        tokenizer_path=str(emb.tokenizer_path),
-        max_tokens=emb.max_tokens,
-        num_special_tokens=emb.num_special_tokens,
-        chunk_options=options.chunk,
-        parse_options=options.parse,
-        parsers=DEFAULT_REGISTRY.with_parser("probe", GcProbe(), extensions=(".probe",)),
+    config = _worker_config(
+        DEFAULT_REGISTRY.with_parser("probe", GcProbe(), extensions=(".probe",))
     )
     pool = WorkerPool(config, 1, 4)
     pool.start()
